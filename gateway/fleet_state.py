@@ -1,0 +1,132 @@
+"""What the gateway knows about its pools: exact in-flight counts, polled stats.
+
+The gateway is the only client of its pools, so it counts the sequences it
+has in flight on each pool exactly; running/waiting/KV figures and energy
+counters come from polling replicas (each poll reaches one replica; the
+latest figures of every replica seen are kept).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from routing import PoolState
+from workers.hardware import HardwareModel, get_hardware
+from workers.spec import PoolSpec
+
+#: A pool whose polls have failed for this long counts as unhealthy.
+STALE_AFTER_S = 30.0
+
+
+@dataclass
+class PoolRecord:
+    spec: PoolSpec
+    hardware: HardwareModel
+    in_flight: int = 0
+    replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_ok: float = 0.0
+    last_error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def price_per_hour(self) -> float:
+        return self.spec.price_per_hour if self.spec.price_per_hour is not None else self.hardware.price_per_hour_usd
+
+    def total(self, key: str) -> float:
+        return sum(r.get(key, 0) for r in self.replicas.values())
+
+    def healthy(self, now: float) -> bool:
+        if self.last_error is None:
+            return True
+        return now - self.last_ok < STALE_AFTER_S
+
+    def max_seq_len(self) -> int:
+        limits = [r["max_model_len"] for r in self.replicas.values() if r.get("max_model_len")]
+        if self.hardware.max_seq_len:
+            limits.append(self.hardware.max_seq_len)
+        return min(limits) if limits else 1 << 30
+
+
+class FleetState:
+    def __init__(self, pools: list[PoolSpec], clock=time.monotonic):
+        self._clock = clock
+        self.pools: dict[str, PoolRecord] = {
+            p.name: PoolRecord(p, get_hardware(p.hardware)) for p in pools
+        }
+        self.profiles: dict[str, Any] = {}
+
+    def acquire(self, pool: str, sequences: int) -> None:
+        self.pools[pool].in_flight += sequences
+
+    def release(self, pool: str, sequences: int) -> None:
+        self.pools[pool].in_flight -= sequences
+
+    def record_stats(self, pool: str, stats: dict[str, Any]) -> None:
+        rec = self.pools[pool]
+        rec.replicas[stats["replica"]] = stats
+        rec.last_ok = self._clock()
+        rec.last_error = None
+
+    def record_failure(self, pool: str, error: str) -> None:
+        self.pools[pool].last_error = error
+
+    def snapshot(self) -> list[PoolState]:
+        now = self._clock()
+        out = []
+        for name, rec in self.pools.items():
+            s = rec.spec
+            usage = [r.get("kv_cache_usage", 0.0) for r in rec.replicas.values()]
+            out.append(
+                PoolState(
+                    name=name,
+                    hardware=s.hardware,
+                    models=tuple(s.models),
+                    healthy=rec.healthy(now),
+                    in_flight=rec.in_flight,
+                    running=int(rec.total("running")),
+                    waiting=int(rec.total("waiting")),
+                    capacity=s.max_ongoing_requests * s.replicas,
+                    kv_free=1.0 - (sum(usage) / len(usage) if usage else 0.0),
+                    max_seq_len=rec.max_seq_len(),
+                    batch_buckets=tuple(rec.hardware.batch_buckets or ()),
+                    price_per_hour=rec.price_per_hour,
+                    emulated=s.emulated,
+                    profile=self.profiles.get(name),
+                )
+            )
+        return out
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Pool summaries for ``GET /v1/fleet`` and load-test energy accounting."""
+        now = self._clock()
+        out = []
+        for name, rec in self.pools.items():
+            reps = list(rec.replicas.values())
+            out.append(
+                {
+                    "name": name,
+                    "hardware": rec.spec.hardware,
+                    "engine": rec.spec.engine,
+                    "emulated": rec.spec.emulated,
+                    "models": rec.spec.models,
+                    "replicas": rec.spec.replicas,
+                    "healthy": rec.healthy(now),
+                    "in_flight": rec.in_flight,
+                    "running": int(rec.total("running")),
+                    "waiting": int(rec.total("waiting")),
+                    "capacity": rec.spec.max_ongoing_requests * rec.spec.replicas,
+                    "max_seq_len": rec.max_seq_len(),
+                    "price_per_hour": rec.price_per_hour,
+                    "output_tokens": int(rec.total("output_tokens_total")),
+                    "prompt_tokens": int(rec.total("prompt_tokens_total")),
+                    "energy_joules": rec.total("energy_attributed_j"),
+                    "energy_total_joules": rec.total("energy_total_j"),
+                    "watts": rec.total("watts"),
+                    "power_source": reps[0]["power_source"] if reps else rec.spec.power.source,
+                    "power_provenance": reps[0]["power_provenance"] if reps else None,
+                    "last_error": rec.last_error,
+                }
+            )
+        return out

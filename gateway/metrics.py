@@ -1,0 +1,51 @@
+"""Prometheus metrics of the gateway, in a registry of its own (``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("hetserve_requests", "Finished requests", ["model", "pool", "status"], registry=r)
+        self.errors = Counter("hetserve_errors", "Requests answered with an error", ["type", "status"], registry=r)
+        self.routed_total = Counter("hetserve_routing_decisions", "Routing decisions", ["model", "pool", "policy"], registry=r)
+        self.ttft = Histogram("hetserve_time_to_first_token_seconds", "Time to first token", ["model", "pool"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.e2e = Histogram("hetserve_request_duration_seconds", "End-to-end request latency", ["model", "pool"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("hetserve_prompt_tokens", "Prompt tokens", ["model", "pool"], registry=r)
+        self.output_tokens = Counter("hetserve_output_tokens", "Output tokens", ["model", "pool"], registry=r)
+        self.energy = Counter("hetserve_attributed_energy_joules", "Energy above idle attributed to requests", ["pool"], registry=r)
+        self.in_flight = Gauge("hetserve_pool_in_flight_sequences", "Sequences in flight per pool", ["pool"], registry=r)
+        self.queue = Gauge("hetserve_pool_waiting_sequences", "Sequences waiting in pool engines", ["pool"], registry=r)
+        self.j_per_token = Gauge("hetserve_pool_joules_per_output_token", "Attributed joules per output token, cumulative", ["pool"], registry=r)
+        self.pool_energy_total = Gauge("hetserve_pool_energy_total_joules", "Pool energy including idle draw", ["pool", "source"], registry=r)
+        self.policy = "unknown"
+
+    def routed(self, model: str, pool: str) -> None:
+        self.routed_total.labels(model, pool, self.policy).inc()
+
+    def error(self, type_: str, status: int) -> None:
+        self.errors.labels(type_, str(status)).inc()
+
+    def finished(self, model, pool, status, ttft_s, e2e_s, prompt_tokens, output_tokens, energy_j) -> None:
+        self.requests.labels(model, pool, status).inc()
+        if status == "ok":
+            self.ttft.labels(model, pool).observe(ttft_s)
+            self.e2e.labels(model, pool).observe(e2e_s)
+        self.prompt_tokens.labels(model, pool).inc(prompt_tokens)
+        self.output_tokens.labels(model, pool).inc(output_tokens)
+        self.energy.labels(pool).inc(energy_j)
+
+    def update_pools(self, pools: list[dict]) -> None:
+        for p in pools:
+            self.in_flight.labels(p["name"]).set(p["in_flight"])
+            self.queue.labels(p["name"]).set(p["waiting"])
+            if p["output_tokens"]:
+                self.j_per_token.labels(p["name"]).set(p["energy_joules"] / p["output_tokens"])
+            self.pool_energy_total.labels(p["name"], p["power_source"]).set(p["energy_total_joules"])
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

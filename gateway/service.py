@@ -1,0 +1,323 @@
+"""The life of one completion request inside the gateway.
+
+parse → validate → shape → route → fan out one pool stream per sequence →
+answer (whole, or as SSE) → record. Errors are raised as typed exceptions
+and turned into HTTP by ``gateway.errors``. A stream is only committed to
+(status 200 sent) once every sequence produced its first item, so a bad
+prompt or an over-long context is a clean 400, not a broken stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from starlette.responses import JSONResponse, StreamingResponse
+
+from gateway import errors
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import ChatCompletionRequest, CompletionRequest
+from gateway.responses import CHAT, TEXT, ChunkWriter, completion_body, usage
+from gateway.shaping import OutputLengthEstimator, build_shape
+from gateway.tokens import TokenCounter
+from routing import RequestShape
+
+#: max_tokens when a client sets none: the emulated engines never stop on their own.
+DEFAULT_MAX_TOKENS = 512
+SLO_TTFT_HEADER = "x-hetserve-slo-ttft-ms"
+SLO_TPOT_HEADER = "x-hetserve-slo-tpot-ms"
+
+
+class PoolClient(Protocol):
+    """How the service reaches pools (Ray Serve handles in the app, fakes in tests)."""
+
+    def stream(self, pool: str, request: dict[str, Any]) -> Any: ...
+
+
+class Router(Protocol):
+    def choose(self, shape: RequestShape, pools: list) -> Any: ...
+
+
+@dataclass
+class Finished:
+    """What the service learned from one finished request, for profiles and metrics."""
+
+    pool: str
+    shape: RequestShape
+    ttft_s: float
+    e2e_s: float
+    prompt_tokens: int
+    output_tokens: int
+    energy_j: float
+    replica_stats: list[dict]
+
+
+@dataclass
+class _Sequence:
+    index: int
+    stream: Any
+    first: tuple | None = None
+
+
+class CompletionService:
+    def __init__(
+        self,
+        pools: PoolClient,
+        fleet_state,
+        router_ref: Callable[[], Router],
+        counters: dict[str, TokenCounter],
+        metrics: GatewayMetrics,
+        on_finished: Callable[[Finished], None] = lambda f: None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.pools = pools
+        self.state = fleet_state
+        self._router = router_ref
+        self.counters = counters
+        self.outputs = OutputLengthEstimator()
+        self.metrics = metrics
+        self.on_finished = on_finished
+        self.clock = clock
+
+    # -- parsing ----------------------------------------------------------
+
+    @staticmethod
+    def _parse(kind: str, body: bytes):
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise errors.InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise errors.InvalidRequest("the body must be a JSON object")
+        model = ChatCompletionRequest if kind == CHAT else CompletionRequest
+        try:
+            req = model.model_validate(data)
+        except ValidationError as exc:
+            raise errors.to_api_error(exc) from None
+        if req.stream_options is not None and not req.stream:
+            raise errors.InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
+        return req
+
+    @staticmethod
+    def _slo(headers, name: str) -> float | None:
+        raw = headers.get(name)
+        if raw is None:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise errors.InvalidRequest(f"header {name} must be a number of milliseconds", param=name) from None
+        if value <= 0:
+            raise errors.InvalidRequest(f"header {name} must be positive", param=name)
+        return value
+
+    # -- the request ------------------------------------------------------
+
+    async def handle(self, kind: str, body: bytes, headers, request_id: str):
+        start = self.clock()
+        req = self._parse(kind, body)
+        if req.model not in self.counters:
+            raise errors.ModelNotFound(
+                f"The model '{req.model}' does not exist; served: {', '.join(self.counters)}", param="model"
+            )
+        if kind == CHAT:
+            try:
+                prompts = [{"messages": req.message_dicts()}]
+            except ValueError as exc:
+                raise errors.InvalidRequest(str(exc), param="messages") from None
+        else:
+            prompts = req.prompts()
+        max_tokens = req.requested_max_tokens()
+        shape = build_shape(
+            req.model, prompts, req.n, max_tokens, self.counters[req.model], self.outputs,
+            self._slo(headers, SLO_TTFT_HEADER), self._slo(headers, SLO_TPOT_HEADER),
+        )
+        decision = self._router().choose(shape, self.state.snapshot())
+        pool = decision.ranked[0].name
+        self.metrics.routed(req.model, pool)
+        params = {
+            "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+            "temperature": 1.0 if req.temperature is None else req.temperature,
+            "top_p": 1.0 if req.top_p is None else req.top_p,
+            "seed": req.seed,
+            "stop": req.stop_list(),
+            "ignore_eos": req.ignore_eos,
+        }
+        seqs = await self._open(pool, request_id, prompts, req.n, params, shape.sequences)
+        ttft = self.clock() - start
+        headers_out = {
+            "x-request-id": request_id,
+            "x-hetserve-pool": pool,
+            "x-hetserve-route-reason": _header_safe(decision.reason),
+        }
+        rid = ("chatcmpl-" if kind == CHAT else "cmpl-") + request_id
+        created = int(time.time())
+        ctx = _Context(self, kind, rid, created, req.model, pool, shape, start, ttft, len(prompts), req.n)
+        if req.stream:
+            writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
+            return StreamingResponse(
+                ctx.sse(seqs, writer), media_type="text/event-stream", headers=headers_out
+            )
+        try:
+            results = await asyncio.gather(*(ctx.collect(s) for s in seqs))
+        finally:
+            ctx.close(seqs)
+        return JSONResponse(ctx.body(results), headers=headers_out)
+
+    async def _open(self, pool: str, request_id: str, prompts, n: int, params: dict, sequences: int) -> list[_Sequence]:
+        """Start one pool stream per sequence and wait for each one's first item."""
+        self.state.acquire(pool, sequences)
+        seqs = []
+        try:
+            for p_index, prompt in enumerate(prompts):
+                for j in range(n):
+                    index = p_index * n + j
+                    seq_params = dict(params)
+                    if params["seed"] is not None:
+                        seq_params["seed"] = params["seed"] + j
+                    request = {"request_id": f"{request_id}-{index}", "params": seq_params, **prompt}
+                    seqs.append(_Sequence(index, self.pools.stream(pool, request)))
+            firsts = await asyncio.gather(*(s.stream.__anext__() for s in seqs))
+        except BaseException:
+            for s in seqs:
+                s.stream.cancel()
+            self.state.release(pool, sequences)
+            raise
+        for s, first in zip(seqs, firsts):
+            s.first = first
+        return seqs
+
+
+class _Context:
+    """State of one request after its streams opened; releases the pool exactly once."""
+
+    def __init__(self, service: CompletionService, kind, rid, created, model, pool, shape, start, ttft, n_prompts, n):
+        self.s = service
+        self.kind, self.rid, self.created, self.model, self.pool = kind, rid, created, model, pool
+        self.shape, self.start, self.ttft = shape, start, ttft
+        self.n_prompts, self.n = n_prompts, n
+        self.prompt_tokens: dict[int, int] = {}
+        self.output_tokens: dict[int, int] = {}
+        self.energy_j = 0.0
+        self.replica_stats: list[dict] = []
+        self.closed = False
+        self.ok = False
+
+    def _note(self, index: int, item: tuple) -> None:
+        _, n_prompt, n_out, finish, telemetry = item
+        self.prompt_tokens[index] = n_prompt
+        self.output_tokens[index] = n_out
+        if telemetry is not None:
+            self.energy_j += telemetry["energy_j"]
+            self.replica_stats.append(telemetry)
+
+    def usage(self) -> dict:
+        # A prompt counts once however many choices (n) it produced, as in OpenAI's API.
+        prompt = sum(self.prompt_tokens.get(i * self.n, 0) for i in range(self.n_prompts))
+        return usage(prompt, sum(self.output_tokens.values()))
+
+    async def collect(self, seq: _Sequence) -> tuple[str, str]:
+        parts = []
+        item = seq.first
+        while True:
+            self._note(seq.index, item)
+            parts.append(item[0])
+            if item[3] is not None:
+                return "".join(parts), item[3]
+            try:
+                item = await seq.stream.__anext__()
+            except StopAsyncIteration:
+                raise errors.Unavailable("the pool ended a stream without finishing it") from None
+
+    def body(self, results: list[tuple[str, str]]) -> dict:
+        self.ok = True
+        return completion_body(self.kind, self.rid, self.created, self.model, results, self.usage())
+
+    async def _items(self, seqs: list[_Sequence]) -> AsyncIterator[tuple[int, tuple]]:
+        """Items of all sequences, each sequence in order."""
+        if len(seqs) == 1:
+            seq = seqs[0]
+            yield seq.index, seq.first
+            if seq.first[3] is None:
+                async for item in seq.stream:
+                    yield seq.index, item
+                    if item[3] is not None:
+                        break
+            return
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(seq: _Sequence) -> None:
+            try:
+                queue.put_nowait((seq.index, seq.first))
+                if seq.first[3] is None:
+                    async for item in seq.stream:
+                        queue.put_nowait((seq.index, item))
+                        if item[3] is not None:
+                            break
+            except Exception as exc:
+                queue.put_nowait((seq.index, exc))
+
+        tasks = [asyncio.create_task(pump(s)) for s in seqs]
+        try:
+            remaining = len(seqs)
+            while remaining:
+                index, item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield index, item
+                if item[3] is not None:
+                    remaining -= 1
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def sse(self, seqs: list[_Sequence], writer: ChunkWriter) -> AsyncIterator[str]:
+        try:
+            async for index, item in self._items(seqs):
+                self._note(index, item)
+                yield writer.delta(index, item[0], item[3])
+            if writer.include_usage:
+                yield writer.usage(self.usage())
+            self.ok = True
+        except Exception as exc:  # after status 200: the error travels in the stream
+            yield errors.error_body(exc).sse()
+        finally:
+            self.close(seqs)
+        yield writer.done()
+
+    def close(self, seqs: list[_Sequence]) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if not self.ok:
+            for s in seqs:
+                s.stream.cancel()
+        self.s.state.release(self.pool, self.shape.sequences)
+        e2e = self.s.clock() - self.start
+        out = sum(self.output_tokens.values())
+        status = "ok" if self.ok else "error"
+        self.s.metrics.finished(self.model, self.pool, status, self.ttft, e2e, self.usage()["prompt_tokens"], out, self.energy_j)
+        for stats in self.replica_stats:
+            self.s.state.record_stats(self.pool, stats)
+        if self.ok:
+            if self.shape.max_new_tokens and out:
+                self.s.outputs.observe(self.model, out // max(self.shape.sequences, 1))
+            self.s.on_finished(
+                Finished(self.pool, self.shape, self.ttft, e2e, self.usage()["prompt_tokens"], out, self.energy_j, self.replica_stats)
+            )
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "replace").decode()[:512]
+
+
+def new_request_id(client_value: str | None) -> str:
+    if client_value and len(client_value) <= 128 and client_value.isprintable():
+        return client_value
+    return uuid.uuid4().hex

@@ -1,0 +1,267 @@
+"""Scheduling framework: plugin contracts and the Router that runs them.
+
+Modelled on gateway-api-inference-extension's scheduler. A request passes
+four guards (serves the model, healthy, feasible, has capacity), each of which
+raises its typed error when it leaves no pool. Then the router tries its
+``SchedulingProfile``s in order: the first whose filters keep at least one
+pool ranks them with its weighted scorers (each score in [0, 1]) and its
+picker. A later profile is a fallback, and the reason says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from routing.buckets import round_up
+from routing.errors import (
+    AllPoolsSaturated,
+    ModelNotServed,
+    NoFeasiblePool,
+    NoHealthyPool,
+    RoutingError,
+)
+from routing.profile import Cell
+from routing.shape import RequestShape
+from routing.state import PoolState
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A pool as one request would meet it: the batch it would join, that cell."""
+
+    pool: PoolState
+    batch: int
+    cell: Cell | None
+
+
+@dataclass(frozen=True, slots=True)
+class RankedPool:
+    """One pool in a decision: total score, per-scorer scores, the cell used."""
+
+    name: str
+    score: float
+    scores: dict[str, float]
+    cell: Cell | None
+    batch: int
+    pool: PoolState = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Ranked pools, best first, and a one-line human-readable reason."""
+
+    ranked: list[RankedPool]
+    reason: str
+    policy: str  # the scheduling profile that ranked them
+    at: float  # the injected clock's reading
+
+    @property
+    def best(self) -> RankedPool:
+        return self.ranked[0]
+
+
+class Filter(Protocol):
+    """Keeps or drops one candidate."""
+
+    name: str
+
+    def keep(self, shape: RequestShape, cand: Candidate) -> bool: ...
+
+    def describe(self, shape: RequestShape) -> str:
+        """What the filter requires, for a reason line."""
+        ...
+
+
+class Scorer(Protocol):
+    """Scores every candidate in [0, 1], higher is better; weights live outside."""
+
+    name: str
+
+    def score(self, shape: RequestShape, cands: Sequence[Candidate]) -> list[float]: ...
+
+    def explain(self, shape: RequestShape, ranked: RankedPool) -> str:
+        """The scorer's metric for one pool, e.g. ``0.41 J/tok``."""
+        ...
+
+
+class Picker(Protocol):
+    """Orders scored pools, best first."""
+
+    name: str
+
+    def pick(self, ranked: list[RankedPool]) -> list[RankedPool]: ...
+
+
+@dataclass(frozen=True)
+class SchedulingProfile:
+    """Filters, weighted scorers and a picker: one way to rank pools."""
+
+    name: str
+    filters: tuple[Filter, ...]
+    scorers: tuple[tuple[Scorer, float], ...]
+    picker: Picker
+
+    def rank(self, shape: RequestShape, cands: Sequence[Candidate]) -> list[RankedPool]:
+        total_weight = sum(w for _, w in self.scorers) or 1.0
+        columns = [(s.name, w, s.score(shape, cands)) for s, w in self.scorers]
+        ranked = []
+        for i, c in enumerate(cands):
+            scores = {name: col[i] for name, _, col in columns}
+            total = sum(w * col[i] for _, w, col in columns) / total_weight
+            ranked.append(RankedPool(c.pool.name, total, scores, c.cell, c.batch, c.pool))
+        return self.picker.pick(ranked)
+
+    @property
+    def lead(self) -> Scorer | None:
+        """The heaviest scorer: the one a reason quotes."""
+        return max(self.scorers, key=lambda sw: sw[1])[0] if self.scorers else None
+
+
+def join_batch(pool: PoolState, sequences: int) -> int:
+    """Batch a request would run in: one replica's share of the load plus its
+    sequences, rounded up to the pool's static bucket on NPUs."""
+    batch = -(-pool.load // max(pool.replicas, 1)) + sequences
+    return round_up(pool.batch_buckets, batch) if pool.batch_buckets else batch
+
+
+def candidate(pool: PoolState, shape: RequestShape) -> Candidate:
+    """The pool as ``shape`` meets it; no cell when its profile is for another model."""
+    batch = join_batch(pool, shape.sequences)
+    prof = pool.profile
+    cell = prof.lookup(batch, shape.total_tokens) if prof is not None and prof.model == shape.model else None
+    return Candidate(pool, batch, cell)
+
+
+class _Guard:
+    """A built-in filter that raises its error when it leaves no pool."""
+
+    name = ""
+    shown = True  # whether pools it drops are named in the reason
+
+    def keep(self, shape: RequestShape, cand: Candidate) -> bool:
+        raise NotImplementedError
+
+    def exhausted(self, shape: RequestShape, cands: Sequence[Candidate]) -> RoutingError:
+        raise NotImplementedError
+
+
+class ServesModel(_Guard):
+    name, shown = "other model", False
+
+    def keep(self, shape, cand):
+        return shape.model in cand.pool.models
+
+    def exhausted(self, shape, cands):
+        return ModelNotServed(shape.model, tuple(sorted({m for c in cands for m in c.pool.models})))
+
+
+class Healthy(_Guard):
+    name = "unhealthy"
+
+    def keep(self, shape, cand):
+        return cand.pool.healthy
+
+    def exhausted(self, shape, cands):
+        return NoHealthyPool(shape.model)
+
+
+class Feasible(_Guard):
+    """Sequence fits the pool's max length and the profile cell is feasible."""
+
+    name = "too long"
+
+    def keep(self, shape, cand):
+        cell = cand.cell
+        return shape.total_tokens <= cand.pool.max_seq_len and (cell is None or cell.feasible)
+
+    def exhausted(self, shape, cands):
+        return NoFeasiblePool(shape.model, shape.total_tokens)
+
+
+class HasCapacity(_Guard):
+    """Load below ``saturation`` × capacity; dropping the rest is the spill-over."""
+
+    name = "saturated"
+
+    def __init__(self, saturation: float, retry_after_s: float):
+        self.saturation = saturation
+        self.retry_after_s = retry_after_s
+
+    def keep(self, shape, cand):
+        return cand.pool.load < self.saturation * cand.pool.capacity
+
+    def exhausted(self, shape, cands):
+        return AllPoolsSaturated(self.retry_after_s, shape.model)
+
+
+class Router:
+    """Runs guards then scheduling profiles; pure apart from the injected clock
+    (and whatever state a picker was given, e.g. an RNG)."""
+
+    def __init__(
+        self,
+        profiles: Sequence[SchedulingProfile],
+        *,
+        saturation: float = 1.0,
+        retry_after_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        shown: int = 4,
+    ):
+        if not profiles or profiles[-1].filters:
+            raise ValueError("the last scheduling profile must have no filters (it is the fallback)")
+        self.profiles = tuple(profiles)
+        self.guards: tuple[_Guard, ...] = (
+            ServesModel(), Healthy(), Feasible(), HasCapacity(saturation, retry_after_s),
+        )
+        self.clock = clock
+        self.shown = shown
+
+    def choose(self, shape: RequestShape, pools: Sequence[PoolState]) -> Decision:
+        """Rank the pools for ``shape``; raise a ``RoutingError`` when none can take it."""
+        cands = [candidate(p, shape) for p in pools]
+        skipped: list[str] = []
+        for guard in self.guards:
+            kept = [c for c in cands if guard.keep(shape, c)]
+            if not kept:
+                raise guard.exhausted(shape, cands)
+            if guard.shown and len(kept) < len(cands):
+                ids = {id(c) for c in kept}
+                skipped += [f"{c.pool.name} ({guard.name})" for c in cands if id(c) not in ids]
+            cands = kept
+        missed = None
+        for profile in self.profiles:
+            kept = [c for c in cands if all(f.keep(shape, c) for f in profile.filters)]
+            if kept:
+                break
+            missed = missed or profile
+        if len(kept) < len(cands):  # dropped by the profile's own filters
+            ids = {id(c) for c in kept}
+            skipped += [f"{c.pool.name} ({next(f.name for f in profile.filters if not f.keep(shape, c))})"
+                        for c in cands if id(c) not in ids]
+        ranked = profile.rank(shape, kept)
+        return Decision(ranked, self._reason(shape, profile, ranked, missed, skipped), profile.name, self.clock())
+
+    def _reason(self, shape, profile, ranked, missed, skipped) -> str:
+        lead = profile.lead
+        if lead is None:
+            line = f"{profile.picker.name}: " + " > ".join(r.name for r in ranked[: self.shown])
+        else:
+            parts = []
+            for r in ranked[: self.shown]:
+                text = f"{r.name}: {lead.explain(shape, r)}"
+                if not parts and r.cell is not None:
+                    text += (f" at batch {r.cell.batch}×seq {r.cell.seq_len}"
+                             f" ({r.cell.provenance}, n={r.cell.samples})")
+                parts.append(text)
+            line = "; ".join(parts)
+        if len(ranked) > self.shown:
+            line += f"; +{len(ranked) - self.shown} more"
+        if missed is not None:
+            needs = ", ".join(f.describe(shape) for f in missed.filters)
+            line = f"no pool meets {needs} for {missed.name}, fell back to {profile.name}: {line}"
+        if skipped:
+            line += "; skipped " + ", ".join(skipped)
+        return line

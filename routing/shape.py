@@ -1,0 +1,29 @@
+"""What the router may know about a request before it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    """The routing-relevant shape of one API request.
+
+    ``sequences`` is ``len(prompts) * n``: the number of sequences the request
+    adds to a pool's running batch. ``prompt_tokens`` is per sequence (the
+    longest prompt when a request carries several). ``max_new_tokens`` is the
+    expected output length per sequence (``max_tokens`` when the client sets
+    it, otherwise an estimate).
+    """
+
+    model: str
+    prompt_tokens: int
+    max_new_tokens: int
+    sequences: int = 1
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        """Longest sequence length the request can reach (prompt + output)."""
+        return self.prompt_tokens + self.max_new_tokens

@@ -1,0 +1,92 @@
+"""The engine adapter contract: one per engine kind (vllm, furiosa, emulated).
+
+A pool replica owns exactly one adapter. The adapter turns an
+:class:`EngineRequest` into a stream of :class:`EngineDelta` and reports
+:class:`EngineStats`. Adapters raise the typed errors of :mod:`workers.errors`
+for bad input; the gateway maps them to HTTP in one place.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+
+
+@dataclass(slots=True)
+class EngineRequest:
+    """One sequence to generate. ``n > 1`` is fanned out by the gateway."""
+
+    request_id: str
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(slots=True)
+class EngineDelta:
+    """New output since the previous delta of the same request.
+
+    ``prompt_tokens`` is set on every delta (cheap, and lets the relay merge
+    deltas without special cases); ``output_tokens`` is cumulative.
+    """
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: str | None = None  # "stop" | "length" | None while running
+
+
+@dataclass(slots=True)
+class EngineStats:
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0  # fraction used, 0..1
+    prompt_tokens_total: int = 0
+    output_tokens_total: int = 0
+    requests_finished: int = 0
+
+
+class EngineAdapter(abc.ABC):
+    """Contract for an inference engine inside one pool replica."""
+
+    #: "real" for a physical engine, "emulated" for a hardware-model engine.
+    provenance: str = "real"
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load the model; raise :class:`workers.errors.EngineStartError` if it cannot."""
+
+    @abc.abstractmethod
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineDelta]:
+        """Stream deltas. Cancelling the iterator aborts the engine request."""
+
+    @abc.abstractmethod
+    def render_chat(self, messages: list[dict]) -> str:
+        """Apply the model's chat template to OpenAI-style messages."""
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Prompt tokens for ``text`` with the model's own tokenizer (or a documented estimate)."""
+
+    @property
+    @abc.abstractmethod
+    def max_model_len(self) -> int:
+        """Longest prompt + output the engine accepts."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats:
+        """Current load and cumulative counters."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine."""

