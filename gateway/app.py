@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import time
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +17,7 @@ from gateway import errors
 from gateway.config import FleetConfig
 from gateway.metrics import GatewayMetrics
 from gateway.responses import CHAT, TEXT
-from gateway.service import CompletionService, new_request_id
+from gateway.service import CompletionService
 from gateway.tokens import counter_for_pool_model
 from gateway.fleet_state import FleetState
 from routing import build_router, load_routing_config
@@ -138,12 +139,18 @@ class Gateway:
         return await self._complete(TEXT, request)
 
     async def _complete(self, kind: str, request: Request):
-        request.state.request_id = new_request_id(request.headers.get("x-request-id"))
         self._authorize(request)
         body = await request.body()
-        return await self.service.handle(kind, body, request.headers, request.state.request_id)
+        return await self.service.handle(kind, body, request.headers, _serve_request_id(request))
 
     @api.get("/v1/fleet")
     async def fleet(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
         return {"policy": self.routing_config.policy, "pools": self.state.describe()}
+
+
+def _serve_request_id(request: Request) -> str:
+    """The id Ray Serve's proxy echoes as ``x-request-id`` (the client's, or one it made)."""
+    from ray.serve.context import _get_serve_request_context
+
+    return _get_serve_request_context().request_id or request.headers.get("x-request-id") or uuid.uuid4().hex

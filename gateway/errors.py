@@ -135,17 +135,12 @@ def error_body(exc: BaseException) -> ErrorBody:
 def install_handlers(app: FastAPI, on_error_seen=lambda body: None) -> None:
     """Route every exception FastAPI sees through :func:`error_body`.
 
-    ``on_error_seen`` gets each :class:`ErrorBody` (for metrics). The
-    client's ``x-request-id`` is echoed on errors too.
+    ``on_error_seen`` gets each :class:`ErrorBody` (for metrics).
     """
 
     def answer(request: Request, body: ErrorBody) -> JSONResponse:
         on_error_seen(body)
-        response = body.response()
-        rid = getattr(request.state, "request_id", None) or request.headers.get("x-request-id")
-        if rid:
-            response.headers["x-request-id"] = rid
-        return response
+        return body.response()
 
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         return answer(request, error_body(exc))

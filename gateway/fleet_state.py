@@ -88,6 +88,7 @@ class FleetState:
                     running=int(rec.total("running")),
                     waiting=int(rec.total("waiting")),
                     capacity=s.max_ongoing_requests * s.replicas,
+                    replicas=s.replicas,
                     kv_free=1.0 - (sum(usage) / len(usage) if usage else 0.0),
                     max_seq_len=rec.max_seq_len(),
                     batch_buckets=tuple(rec.hardware.batch_buckets or ()),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,6 +31,8 @@ from routing import RequestShape
 DEFAULT_MAX_TOKENS = 512
 SLO_TTFT_HEADER = "x-hetserve-slo-ttft-ms"
 SLO_TPOT_HEADER = "x-hetserve-slo-tpot-ms"
+#: Restrict routing to one pool (calibration sweeps, debugging); filters still apply.
+PIN_HEADER = "x-hetserve-pool-pin"
 
 
 class PoolClient(Protocol):
@@ -138,7 +139,7 @@ class CompletionService:
             req.model, prompts, req.n, max_tokens, self.counters[req.model], self.outputs,
             self._slo(headers, SLO_TTFT_HEADER), self._slo(headers, SLO_TPOT_HEADER),
         )
-        decision = self._router().choose(shape, self.state.snapshot())
+        decision = self._router().choose(shape, self._candidates(headers))
         pool = decision.ranked[0].name
         self.metrics.routed(req.model, pool)
         params = {
@@ -151,8 +152,8 @@ class CompletionService:
         }
         seqs = await self._open(pool, request_id, prompts, req.n, params, shape.sequences)
         ttft = self.clock() - start
+        # Ray Serve's proxy sets x-request-id (the client's, or its own): request_id is that one.
         headers_out = {
-            "x-request-id": request_id,
             "x-hetserve-pool": pool,
             "x-hetserve-route-reason": _header_safe(decision.reason),
         }
@@ -169,6 +170,16 @@ class CompletionService:
         finally:
             ctx.close(seqs)
         return JSONResponse(ctx.body(results), headers=headers_out)
+
+    def _candidates(self, headers) -> list:
+        pools = self.state.snapshot()
+        pin = headers.get(PIN_HEADER)
+        if pin is None:
+            return pools
+        pinned = [p for p in pools if p.name == pin]
+        if not pinned:
+            raise errors.InvalidRequest(f"header {PIN_HEADER}: no pool named {pin!r}", param=PIN_HEADER)
+        return pinned
 
     async def _open(self, pool: str, request_id: str, prompts, n: int, params: dict, sequences: int) -> list[_Sequence]:
         """Start one pool stream per sequence and wait for each one's first item."""
@@ -315,9 +326,3 @@ class _Context:
 
 def _header_safe(text: str) -> str:
     return text.encode("ascii", "replace").decode()[:512]
-
-
-def new_request_id(client_value: str | None) -> str:
-    if client_value and len(client_value) <= 128 and client_value.isprintable():
-        return client_value
-    return uuid.uuid4().hex

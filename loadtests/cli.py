@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     target = p.add_argument_group("target")
     target.add_argument("--base-url", default="http://127.0.0.1:8000")
     target.add_argument("--model", help="default: the trace's model, else the server's first model")
-    target.add_argument("--api-key")
+    target.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="default: $OPENAI_API_KEY")
     target.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
     target.add_argument("--no-stream", action="store_true", help="non-streaming requests (TTFT = E2E)")
     target.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",

@@ -47,7 +47,7 @@ def to_json(outcome: RunOutcome) -> dict:
     return {
         "format": FORMAT,
         "label": outcome.spec.label,
-        "spec": outcome.spec.model_dump(mode="json"),
+        "spec": outcome.spec.model_dump(mode="json", exclude={"api_key"}),  # never write secrets
         "stopped_by": outcome.stopped_by,
         "summary": outcome.summary.model_dump(mode="json"),
         "steps": [{"rate": s.rate, "summary": s.summary.model_dump(mode="json")} for s in outcome.steps],
@@ -134,7 +134,7 @@ def compare(a_path: str | Path, b_path: str | Path) -> str:
     lines = [f"{'':<30}{a_label:>{width}}{b_label:>{width}}{'B/A':>8}"]
     for name, x, y in rows:
         ratio = f"{y / x:.2f}" if x and y is not None else "-"
-        lines.append(f"{name:<30}{_num(x):>{width}}{_num(y):>{width}}{ratio:>8}")
+        lines.append(f"{name:<30}{_sig(x):>{width}}{_sig(y):>{width}}{ratio:>8}")
     return "\n".join(lines)
 
 
@@ -165,6 +165,10 @@ def _kv(key: str, value: str) -> str:
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _sig(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _ms(seconds: float | None) -> float | None:
