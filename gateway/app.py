@@ -28,6 +28,13 @@ api = FastAPI(title="hetserve", description="OpenAI-compatible gateway over mixe
 _OPEN_PATHS = ("/health", "/metrics")
 
 
+def _serve_request_id(request: Request) -> str:
+    """The id Ray Serve's proxy echoes as ``x-request-id`` (the client's, or one it made)."""
+    from ray.serve.context import _get_serve_request_context
+
+    return _get_serve_request_context().request_id or request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
 class ServePools:
     """The service's view of pools: Ray Serve handles, streamed."""
 
@@ -42,7 +49,12 @@ class ServePools:
         return await self.unary[pool].stats.remote()
 
 
-@serve.deployment(name="gateway", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0})
+@serve.deployment(
+    name="gateway",
+    max_ongoing_requests=1024,
+    ray_actor_options={"num_cpus": 0},
+    logging_config={"enable_access_log": False},
+)
 @serve.ingress(api)
 class Gateway:
     async def __init__(self, fleet: dict[str, Any], pools: dict[str, Any], admin_key: str | None = None):
@@ -147,10 +159,3 @@ class Gateway:
     async def fleet(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
         return {"policy": self.routing_config.policy, "pools": self.state.describe()}
-
-
-def _serve_request_id(request: Request) -> str:
-    """The id Ray Serve's proxy echoes as ``x-request-id`` (the client's, or one it made)."""
-    from ray.serve.context import _get_serve_request_context
-
-    return _get_serve_request_context().request_id or request.headers.get("x-request-id") or uuid.uuid4().hex

@@ -25,7 +25,7 @@ from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.responses import CHAT, TEXT, ChunkWriter, completion_body, usage
 from gateway.shaping import OutputLengthEstimator, build_shape
 from gateway.tokens import TokenCounter
-from routing import RequestShape
+from routing import NoFeasiblePool, RequestShape
 
 #: max_tokens when a client sets none: the emulated engines never stop on their own.
 DEFAULT_MAX_TOKENS = 512
@@ -139,7 +139,12 @@ class CompletionService:
             req.model, prompts, req.n, max_tokens, self.counters[req.model], self.outputs,
             self._slo(headers, SLO_TTFT_HEADER), self._slo(headers, SLO_TPOT_HEADER),
         )
-        decision = self._router().choose(shape, self._candidates(headers))
+        try:
+            decision = self._router().choose(shape, self._candidates(headers))
+        except NoFeasiblePool as exc:
+            raise errors.InvalidRequest(
+                str(exc), param="messages" if kind == CHAT else "prompt", code="context_length_exceeded"
+            ) from None
         pool = decision.ranked[0].name
         self.metrics.routed(req.model, pool)
         params = {

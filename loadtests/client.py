@@ -106,11 +106,14 @@ async def send_request(
 
 async def _read_stream(response: httpx.Response, result: RequestResult, sent: float) -> None:
     done = False
+    # Read to the end even after [DONE]: a fully read response keeps its connection alive.
     async for data in iter_sse_data(response.aiter_bytes()):
         now = time.perf_counter()
+        if done:
+            continue
         if data == "[DONE]":
             done = True
-            break
+            continue
         chunk = json.loads(data)
         if "error" in chunk:
             _fail(result, "stream_error", _error_message(chunk))

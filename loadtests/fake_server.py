@@ -1,7 +1,7 @@
 """A fake OpenAI-compatible server, for tests, the overhead benchmark and dry runs.
 
 It streams ``max_tokens`` tokens with a fixed time to first token and a
-fixed gap per token, answers ``/v1/models`` and a hetserve-style
+fixed gap per token (optionally at most ``capacity`` streams at once), answers ``/v1/models`` and a hetserve-style
 ``/v1/fleet`` whose energy grows with the tokens served, tags each response
 with ``x-hetserve-pool`` (pools taken in turn) and ``x-request-id``, and can
 fail requests with given HTTP statuses in turn. The same behaviour is
@@ -32,6 +32,7 @@ class FakeConfig:
     tokens_per_chunk: int = 1
     statuses: tuple[int, ...] = (200,)  # one per completion request, in turn
     pools: tuple[str, ...] = ("gpu-a", "npu-b")  # one per completion request, in turn
+    capacity: int | None = None  # streams generated at once; more wait (a server that saturates)
     model: str = "fake-model"
     fleet: bool = True  # serve /v1/fleet
     joules_per_token: float = 0.1  # attributed; pool k spends (k+1) times this
@@ -53,6 +54,7 @@ class FakeOpenAI:
         self._pools = itertools.cycle(self.config.pools)
         self._ids = itertools.count()
         self.tokens = {pool: 0 for pool in self.config.pools}
+        self._slots = asyncio.Semaphore(self.config.capacity) if self.config.capacity else None
 
     def handle(self, method: str, path: str, body: bytes) -> FakeReply:
         if method == "GET" and path == "/v1/models":
@@ -94,6 +96,15 @@ class FakeOpenAI:
         return reply
 
     async def _stream(self, chat: bool, tokens: int, usage: dict) -> AsyncIterator[bytes]:
+        if self._slots is None:
+            async for part in self._tokens(chat, tokens, usage):
+                yield part
+            return
+        async with self._slots:
+            async for part in self._tokens(chat, tokens, usage):
+                yield part
+
+    async def _tokens(self, chat: bool, tokens: int, usage: dict) -> AsyncIterator[bytes]:
         start = time.perf_counter()
         per_chunk = self.config.tokens_per_chunk
         sent, due = 0, self.config.ttft_s

@@ -113,4 +113,5 @@ def pool_deployment(spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW
         max_ongoing_requests=spec.max_ongoing_requests,
         ray_actor_options=spec.ray_actor_options(),
         health_check_period_s=10,
+        logging_config={"enable_access_log": False},
     ).bind(spec.model_dump(), relay_window_s)

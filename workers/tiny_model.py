@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 from pathlib import Path
 
 MODEL_DIR_ENV = "HETSERVE_TINY_MODEL_DIR"
@@ -113,13 +114,22 @@ def _write_model(model_dir: Path, seed: int) -> None:
 def ensure_tiny_model(model_dir: Path | None = None, seed: int = 0) -> Path:
     """Build the tiny model in ``model_dir`` unless it is already complete there."""
     model_dir = Path(model_dir) if model_dir else default_model_dir()
-    marker = model_dir / ".complete"
-    if marker.exists():
+    if (model_dir / ".complete").exists():
         return model_dir
-    model_dir.mkdir(parents=True, exist_ok=True)
-    _train_tokenizer(model_dir, seed)
-    _write_model(model_dir, seed)
-    marker.write_text("ok\n")
+    # Several processes (gateway, pool replicas) may ask at once: each builds in
+    # a private directory and the first rename wins.
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=model_dir.parent, prefix=".building-") as tmp:
+        staging = Path(tmp) / "model"
+        staging.mkdir()
+        _train_tokenizer(staging, seed)
+        _write_model(staging, seed)
+        (staging / ".complete").write_text("ok\n")
+        try:
+            os.rename(staging, model_dir)
+        except OSError:
+            if not (model_dir / ".complete").exists():
+                raise
     return model_dir
 
 

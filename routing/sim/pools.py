@@ -1,0 +1,189 @@
+"""Simulated pools: replicas that step in virtual time, and their PoolState.
+
+A pool whose model the hardware catalog knows runs one ``ContinuousBatcher``
+(the emulated engine's own) per replica. A pool with only a measured
+``EfficiencyProfile`` (a real engine) runs a ``ProfileBatcher`` whose step
+time and power come from the profile's cells. A request joins the replica
+with the fewest sequences (ties: the first), standing in for Ray Serve's
+power-of-two choice.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+
+from routing.profile import EfficiencyProfile
+from routing.sim.profiles import engine_figures, modelled_profile
+from routing.state import PoolState
+from workers.emulation.batcher import ContinuousBatcher, Sequence, StepResult
+from workers.hardware import get_hardware
+from workers.spec import PoolSpec
+
+
+class ProfileBatcher:
+    """Continuous batching driven by a profile: a step lasts the cell's TPOT
+    (plus ``ttft - tpot`` when it admits prefills) at the running batch and the
+    longest running sequence, and draws the cell's watts (else J/token × batch)."""
+
+    def __init__(self, profile: EfficiencyProfile, idle_watts: float, max_batch: int):
+        self.profile = profile
+        self.idle_watts = idle_watts
+        self.max_batch = max_batch
+        self.max_model_len = max(c.seq_len for c in profile.cells() if c.feasible and c.tpot_ms)
+        self._waiting: deque[Sequence] = deque()
+        self._left: dict = {}  # id -> tokens still to emit
+        self._length: dict = {}  # id -> prompt + max new
+
+    @property
+    def running(self) -> int:
+        return len(self._left)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def kv_usage(self) -> float:
+        return len(self._left) / self.max_batch
+
+    def has_work(self) -> bool:
+        return bool(self._left or self._waiting)
+
+    def add(self, seq: Sequence) -> None:
+        self._waiting.append(seq)
+
+    def step(self) -> StepResult | None:
+        if not self.has_work():
+            return None
+        first = []
+        while self._waiting and len(self._left) < self.max_batch:
+            seq = self._waiting.popleft()
+            self._left[seq.id] = seq.max_new_tokens
+            self._length[seq.id] = seq.prompt_tokens + seq.max_new_tokens
+            first.append(seq.id)
+        batch = len(self._left)
+        cell = self.profile.lookup(batch, max(self._length.values()))
+        duration = (cell.tpot_ms if cell and cell.tpot_ms else 50.0) / 1e3
+        if first and cell and cell.ttft_ms:
+            duration += max(0.0, cell.ttft_ms / 1e3 - duration)
+        if cell and cell.watts:
+            energy = cell.watts * duration
+        elif cell and cell.j_per_token:
+            energy = cell.j_per_token * batch
+        else:
+            energy = self.idle_watts * duration
+        tokens = tuple(self._left)
+        done = []
+        for sid in tokens:
+            self._left[sid] -= 1
+            if not self._left[sid]:
+                del self._left[sid], self._length[sid]
+                done.append(sid)
+        return StepResult(duration, energy, energy - self.idle_watts * duration, batch, batch,
+                          tuple(first), tokens, tuple(done))
+
+
+class SimReplica:
+    """One engine of a pool; ``busy`` while a step is scheduled."""
+
+    __slots__ = ("pool", "batcher", "busy", "slot_energy_j")
+
+    def __init__(self, pool: "SimPool", batcher: ContinuousBatcher | ProfileBatcher):
+        self.pool = pool
+        self.batcher = batcher
+        self.busy = False
+        self.slot_energy_j = 0.0  # running sum of step energy / batch: per-request energy
+
+
+class SimPool:
+    """A pool in the simulation, with its accounting."""
+
+    def __init__(self, spec: PoolSpec, batchers: list, idle_watts: float, price_per_hour: float,
+                 profile: EfficiencyProfile | None):
+        self.spec = spec
+        self.name = spec.name
+        self.replicas = [SimReplica(self, b) for b in batchers]
+        self.idle_watts = idle_watts  # per replica
+        self.price_per_hour = price_per_hour  # per replica
+        self.profile = profile
+        self.models = tuple(spec.models)
+        self.capacity = spec.max_ongoing_requests * spec.replicas
+        self.max_seq_len = min(b.max_model_len for b in batchers)
+        self.batch_buckets = tuple(get_hardware(spec.hardware).batch_buckets or ())
+        self.in_flight = 0
+        self.requests = 0
+        self.output_tokens = 0
+        self.energy_j = 0.0  # step energy (idle during steps included)
+        self.attributed_j = 0.0
+        self.busy_s = 0.0
+        self._load_area = 0.0
+        self._load_since = 0.0
+
+    def state(self) -> PoolState:
+        """The snapshot the gateway would build: exact in-flight, polled figures fresh."""
+        running = waiting = 0
+        usage = 0.0
+        for r in self.replicas:
+            b = r.batcher
+            running += b.running
+            waiting += b.waiting
+            usage += b.kv_usage
+        return PoolState(
+            self.name, self.spec.hardware, self.models, True, self.in_flight, running, waiting,
+            self.capacity, len(self.replicas), 1.0 - usage / len(self.replicas), self.max_seq_len,
+            self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
+        )
+
+    def replica(self) -> SimReplica:
+        """The replica a new sequence joins: fewest running + waiting."""
+        reps = self.replicas
+        if len(reps) == 1:
+            return reps[0]
+        return min(reps, key=lambda r: r.batcher.running + r.batcher.waiting)
+
+    def add_in_flight(self, delta: int, now: float) -> None:
+        self._load_area += self.in_flight * (now - self._load_since)
+        self._load_since = now
+        self.in_flight += delta
+
+    def mean_load(self, start: float, end: float) -> float:
+        """Time-averaged sequences in flight over [start, end]."""
+        area = self._load_area + self.in_flight * (end - self._load_since)
+        return area / (end - start) if end > start else 0.0
+
+
+def build_pools(specs: Iterable[PoolSpec], models: Iterable[str],
+                profiles: Mapping[str, EfficiencyProfile] | None = None) -> list[SimPool]:
+    """Simulated pools for the specs serving any of ``models`` (others are ignored).
+
+    Routing profiles come from ``profiles`` (measured) where given, else are
+    modelled from the hardware model. Raises ``ValueError`` for a pool with
+    neither a catalog model nor a profile.
+    """
+    wanted, profiles = set(models), profiles or {}
+    pools = []
+    for spec in specs:
+        if not wanted & set(spec.models):
+            continue
+        figures = engine_figures(spec)
+        measured = profiles.get(spec.name)
+        if measured is not None:  # a copy: online learning must not touch the caller's
+            measured = EfficiencyProfile.from_dict(measured.to_dict(), source=spec.name)
+        hw = get_hardware(spec.hardware)
+        if figures is not None:
+            batchers = [ContinuousBatcher(figures.hardware, figures.model, figures.max_batch,
+                                          figures.max_model_len) for _ in range(spec.replicas)]
+            profile = measured or modelled_profile(spec.name, spec.models[0], figures)
+            price = figures.price_per_hour
+        elif measured is not None:
+            max_batch = int(spec.engine_args.get("max_num_seqs") or spec.max_ongoing_requests)
+            batchers = [ProfileBatcher(measured, hw.idle_watts_replica, max_batch)
+                        for _ in range(spec.replicas)]
+            profile = measured
+            price = spec.price_per_hour if spec.price_per_hour is not None else hw.price_per_hour_usd
+        else:
+            raise ValueError(f"pool {spec.name}: model {spec.model!r} is not in the hardware "
+                             "catalog and no profile was given; cannot simulate it")
+        pools.append(SimPool(spec, batchers, hw.idle_watts_replica, price, profile))
+    return pools

@@ -1,0 +1,126 @@
+"""What one simulated run comes to: energy, cost, latency, SLOs, per-pool shares.
+
+Energy has the two totals of the design notes: *attributed* (above idle, what
+routing controls) and *total* (every simulated pool's idle draw over the whole
+span plus the attributed energy). The span runs from the first arrival to the
+last event. Goodput follows ``loadtests.metrics``: a request is good when it
+completed and met each of its TTFT and TPOT targets (TPOT passes for a
+one-token output); goodput is good requests per second of span.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from routing.sim.simulation import INFEASIBLE, NOT_SERVED, OK, SATURATED, Simulation
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+    @classmethod
+    def of_ms(cls, seconds: np.ndarray) -> "Percentiles":
+        if not len(seconds):
+            return cls()
+        p50, p90, p99 = np.percentile(seconds * 1e3, [50, 90, 99])
+        return cls(float(p50), float(p90), float(p99))
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    name: str
+    hardware: str
+    requests: int
+    share: float  # of completed + running requests routed
+    output_tokens: int
+    mean_load: float  # sequences in flight, time-averaged
+    busy_share: float  # of replica time spent stepping
+    energy_attributed_j: float
+    energy_total_j: float  # idle over the span + attributed
+    cost_usd: float  # price per hour × replicas × span
+
+
+@dataclass(frozen=True)
+class RunResult:
+    label: str
+    routing: dict  # the routing config, as YAML would hold it
+    requests: int
+    completed: int
+    rejected: dict[str, int]
+    span_s: float
+    output_tokens: int
+    throughput_tok_s: float
+    j_per_token_attributed: float | None
+    j_per_token_total: float | None
+    usd_per_mtok: float | None
+    ttft_ms: Percentiles
+    tpot_ms: Percentiles
+    e2e_ms: Percentiles
+    slo_attainment: float  # good / all requests (a rejection is a miss)
+    goodput_rps: float
+    pools: list[PoolResult] = field(default_factory=list)
+    wall_s: float = 0.0
+    oracle_ratio: float | None = None  # attributed J/token over the oracle's bound
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(sim: Simulation, label: str | None = None) -> RunResult:
+    """Summarise a finished simulation."""
+    w, status = sim.workload, sim.status
+    ok = status == OK
+    start = float(w.t[0]) if len(w) else 0.0
+    end = max(sim.now(), start)
+    span = end - start
+    tokens = int(w.output[ok].sum())
+    ttft, e2e, out = sim.ttft[ok], sim.e2e[ok], w.output[ok]
+    multi = out > 1
+    tpot = (e2e[multi] - ttft[multi]) / (out[multi] - 1)
+    tpot_all = np.zeros(len(out))  # a one-token output has no TPOT: it passes
+    tpot_all[multi] = tpot
+    slo_ttft, slo_tpot = w.slo_ttft_ms[ok], w.slo_tpot_ms[ok]
+    good = ((np.isnan(slo_ttft) | (ttft * 1e3 <= slo_ttft))
+            & (np.isnan(slo_tpot) | (tpot_all * 1e3 <= slo_tpot)))
+    n_good = int(good.sum())
+    pools = []
+    total_attr = total_all = total_cost = 0.0
+    routed = max(int((sim.pool >= 0).sum()), 1)
+    for p in sim.pools:
+        reps = len(p.replicas)
+        energy_total = p.attributed_j + p.idle_watts * reps * span
+        cost = p.price_per_hour * reps * span / 3600
+        total_attr += p.attributed_j
+        total_all += energy_total
+        total_cost += cost
+        pools.append(PoolResult(
+            p.name, p.spec.hardware, p.requests, p.requests / routed, p.output_tokens,
+            p.mean_load(start, end), p.busy_s / (span * reps) if span > 0 else 0.0,
+            p.attributed_j, energy_total, cost,
+        ))
+    return RunResult(
+        label=label or sim.config.policy,
+        routing=sim.config.model_dump(exclude_defaults=True),
+        requests=len(w),
+        completed=int(ok.sum()),
+        rejected={name: int((status == code).sum()) for code, name in
+                  ((SATURATED, "saturated"), (INFEASIBLE, "infeasible"), (NOT_SERVED, "not_served"))},
+        span_s=span,
+        output_tokens=tokens,
+        throughput_tok_s=tokens / span if span > 0 else 0.0,
+        j_per_token_attributed=total_attr / tokens if tokens else None,
+        j_per_token_total=total_all / tokens if tokens else None,
+        usd_per_mtok=None if not tokens else total_cost / tokens * 1e6,
+        ttft_ms=Percentiles.of_ms(ttft),
+        tpot_ms=Percentiles.of_ms(tpot),
+        e2e_ms=Percentiles.of_ms(e2e),
+        slo_attainment=n_good / len(w) if len(w) else 0.0,
+        goodput_rps=n_good / span if span > 0 else 0.0,
+        pools=pools,
+        wall_s=sim.wall_s,
+    )

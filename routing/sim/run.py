@@ -1,0 +1,22 @@
+"""One call from fleet specs, a workload and a routing config to a result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from routing.config import RoutingConfig, load_routing_config
+from routing.profile import EfficiencyProfile
+from routing.sim.pools import build_pools
+from routing.sim.results import RunResult, summarize
+from routing.sim.simulation import Simulation
+from routing.sim.workload import Workload
+from workers.spec import PoolSpec
+
+
+def simulate(specs: Iterable[PoolSpec], workload: Workload, routing: RoutingConfig | Mapping,
+             *, profiles: Mapping[str, EfficiencyProfile] | None = None, seed: int = 0,
+             learn: bool = False, label: str | None = None) -> RunResult:
+    """Simulate ``workload`` on fresh pools built from ``specs`` and summarise it."""
+    config = routing if isinstance(routing, RoutingConfig) else load_routing_config(routing)
+    pools = build_pools(specs, workload.models, profiles)
+    return summarize(Simulation(workload, pools, config, seed=seed, learn=learn).run(), label)

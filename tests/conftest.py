@@ -1,0 +1,73 @@
+"""Shared fixtures: one Ray cluster and one hetserve app for the whole session.
+
+Starting Ray and the default fleet (with its real vLLM engine) costs about
+45 s here, so every integration test shares one running app.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import httpx
+import pytest
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+EMULATED_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+REAL_MODEL = "tiny-llama"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gateway_url():
+    """The default fleet, started on a free loopback port; torn down after the session."""
+    from gateway import server
+    from gateway.config import load_fleet
+
+    fleet, _ = load_fleet(None)
+    fleet.gateway.port = free_port()
+    fleet.gateway.poll_interval_s = 0.5
+    running = server.start(fleet, num_cpus=2)
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            try:
+                r = httpx.post(
+                    f"{running.url}/v1/completions",
+                    json={"model": REAL_MODEL, "prompt": "warm up", "max_tokens": 2},
+                    timeout=30,
+                )
+                if r.status_code == 200:
+                    break
+                if r.status_code >= 500:
+                    raise RuntimeError(f"hetserve failed its first request: {r.status_code} {r.text}")
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("hetserve did not answer within 240 s")
+            time.sleep(1)
+        yield running.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def client(gateway_url):
+    import openai
+
+    return openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture
+def async_client(gateway_url):
+    import openai
+
+    return openai.AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0, timeout=60)

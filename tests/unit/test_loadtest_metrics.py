@@ -1,0 +1,84 @@
+import pytest
+
+from loadtests.fleet import FleetSnapshot, energy_between
+from loadtests.metrics import Targets, is_good, summarize
+from loadtests.result import RequestResult
+
+
+def _result(index=0, ttft=0.1, e2e=1.0, tokens=10, pool="gpu", error=None, sent=0.0, **slo):
+    chunks = [ttft + i * (e2e - ttft) / max(tokens - 1, 1) for i in range(tokens)] if error is None else []
+    return RequestResult(
+        index=index, model="m", scheduled_s=None, sent_s=sent, prompt_tokens=100, output_tokens=tokens,
+        e2e_s=e2e, chunk_s=chunks, pool=pool, error_type=error, **slo,
+    )  # fmt: skip
+
+
+def test_no_targets_means_every_success_is_good():
+    assert is_good(_result(), Targets())
+    assert not is_good(_result(error="http_500"), Targets())
+
+
+def test_each_metric_with_a_target_must_pass():
+    r = _result(ttft=0.2, e2e=2.0, tokens=10)  # TPOT 200 ms
+    assert is_good(r, Targets(ttft_ms=200, tpot_ms=200, e2e_ms=2000))
+    assert not is_good(r, Targets(ttft_ms=199))
+    assert not is_good(r, Targets(tpot_ms=199))
+    assert not is_good(r, Targets(e2e_ms=1999))
+
+
+def test_request_target_overrides_run_target():
+    strict = _result(ttft=0.2, slo_ttft_ms=100)
+    assert not is_good(strict, Targets(ttft_ms=1000))
+    lenient = _result(ttft=0.2, slo_ttft_ms=300)
+    assert is_good(lenient, Targets(ttft_ms=100))
+
+
+def test_single_token_output_passes_tpot():
+    r = _result(ttft=0.5, e2e=0.5, tokens=1)
+    assert r.tpot_s is None
+    assert is_good(r, Targets(tpot_ms=1))
+
+
+def test_summary_counts_throughput_goodput_errors_and_pools():
+    results = [
+        _result(0, ttft=0.1, sent=0.0, pool="gpu"),
+        _result(1, ttft=0.3, sent=1.0, pool="npu"),
+        _result(2, ttft=0.1, sent=2.0, pool="npu"),
+        _result(3, error="http_429", sent=2.5, pool=None),
+        _result(4, error="http_429", sent=2.5, pool=None),
+        _result(5, error="timeout", sent=2.5, pool=None),
+    ]
+    s = summarize(results, Targets(ttft_ms=200))
+    assert s.duration_s == pytest.approx(3.5)  # first send 0.0 to last end 2.5 + 1.0
+    assert (s.requests, s.ok, s.failed, s.good) == (6, 3, 3, 2)
+    assert s.request_throughput == pytest.approx(3 / 3.5)
+    assert s.output_throughput == pytest.approx(30 / 3.5)
+    assert s.goodput == pytest.approx(2 / 3.5)
+    assert s.errors == {"http_429": 2, "timeout": 1}
+    assert s.pools["npu"].share == pytest.approx(2 / 3) and s.pools["gpu"].requests == 1
+    assert s.ttft_ms.p50 == pytest.approx(100.0)
+    assert s.ttft_ms.mean == pytest.approx(500 / 3)
+
+
+def test_percentiles_interpolate_linearly():
+    results = [_result(i, ttft=t / 1000) for i, t in enumerate([10, 20, 30, 40, 50, 60, 70, 80, 90, 100])]
+    s = summarize(results)
+    assert s.ttft_ms.p50 == pytest.approx(55.0)
+    assert s.ttft_ms.p90 == pytest.approx(91.0)
+    assert s.ttft_ms.p99 == pytest.approx(99.1)
+
+
+def test_energy_per_token_attributed_and_total_per_pool():
+    before = FleetSnapshot.model_validate({"pools": [
+        {"name": "gpu", "hardware": "h100", "output_tokens": 1000, "energy_joules": 100.0, "energy_total_joules": 500.0},
+    ]})  # fmt: skip
+    after = FleetSnapshot.model_validate({"pools": [
+        {"name": "gpu", "hardware": "h100", "output_tokens": 3000, "energy_joules": 500.0, "energy_total_joules": 1500.0},
+        {"name": "npu", "hardware": "rngd", "output_tokens": 1000, "energy_joules": 100.0, "energy_total_joules": 150.0},
+    ]})  # fmt: skip
+    e = energy_between(before, after)
+    gpu, npu = e.pools
+    assert (gpu.output_tokens, gpu.j_per_token, gpu.j_per_token_total) == (2000, 0.2, 0.5)
+    assert (npu.output_tokens, npu.j_per_token, npu.j_per_token_total) == (1000, 0.1, 0.15)
+    assert e.j_per_token == pytest.approx(500 / 3000)
+    assert e.j_per_token_total == pytest.approx(1150 / 3000)
