@@ -354,24 +354,33 @@ class _Sweep:
                       "not per replica")
         await self.warm_up()
         infeasible_from: int | None = None
-        for prompt in self.prompts:
-            for batch in self.batches:
-                cell = CellResult(batch, prompt, self.output)
-                self.by_point[(batch, prompt)] = cell
-                self.result.cells.append(cell)
-                if self.progress is not None:
-                    self.progress.set_postfix_str(f"batch {batch} × prompt {prompt}", refresh=False)
-                if infeasible_from is not None and prompt >= infeasible_from:
-                    cell.status = INFEASIBLE
-                    cell.reason = f"a {infeasible_from}-token prompt was already refused"
-                elif (why := self.skip_reason(cell, self.clock() - t0)) is not None:
-                    cell.status, cell.reason = SKIPPED, why
-                else:
-                    await self.measure(cell)
-                    if cell.status == INFEASIBLE:
-                        infeasible_from = prompt
-                if self.progress is not None:
-                    self.progress.update(1)
+        probed = False
+        # Smallest token volume first: both neighbours a cell's time is estimated
+        # from come before it, and a time budget cuts the dearest cells.
+        points = sorted(((b, p) for p in self.prompts for b in self.batches),
+                        key=lambda bp: (bp[0] * (bp[1] + self.output), bp[1], bp[0]))
+        for batch, prompt in points:
+            cell = CellResult(batch, prompt, self.output)
+            self.by_point[(batch, prompt)] = cell
+            self.result.cells.append(cell)
+            if self.progress is not None:
+                self.progress.set_postfix_str(f"batch {batch} × prompt {prompt}", refresh=False)
+            # The first length past the pool's reported limit is sent once, whatever
+            # the time estimates say: the gateway should refuse it at once.
+            probe = not probed and batch == self.batches[0] and cell.seq_len > self.pool.max_seq_len
+            if infeasible_from is not None and prompt >= infeasible_from:
+                cell.status = INFEASIBLE
+                cell.reason = f"a {infeasible_from}-token prompt was already refused"
+            elif not probe and (why := self.skip_reason(cell, self.clock() - t0)) is not None:
+                cell.status, cell.reason = SKIPPED, why
+            else:
+                probed = probed or probe
+                await self.measure(cell)
+                if cell.status == INFEASIBLE:
+                    infeasible_from = prompt
+            if self.progress is not None:
+                self.progress.update(1)
+        self.result.cells.sort(key=lambda c: (c.prompt_tokens, c.batch))
         self.result.elapsed_s = self.clock() - t0
         return self.result
 

@@ -25,15 +25,20 @@ SUBCOMMANDS = ("run", "compare", "scenario", "trace")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args_in = list(sys.argv[1:] if argv is None else argv)
-    if not args_in or args_in[0] not in (*SUBCOMMANDS, "-h", "--help"):
-        args_in.insert(0, "run")
     parser = build_parser()
     try:
-        args = parser.parse_args(args_in)
+        args = parse_args(parser, sys.argv[1:] if argv is None else argv)
         return args.handler(args, parser)
     except SystemExit as e:  # argparse's errors and --help, as a return code
         return e.code if isinstance(e.code, int) else 2
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse, reading a command line that does not start with a subcommand as ``run``."""
+    argv = list(argv)
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        argv.insert(0, "run")
+    return parser.parse_args(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:

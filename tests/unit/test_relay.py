@@ -1,0 +1,69 @@
+"""The relay merges deltas on a window without losing, reordering or delaying tokens unduly."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from workers.engine import EngineDelta
+from workers.relay import coalesce
+
+
+async def _deltas(n: int, gap_s: float, fail_at: int | None = None):
+    for i in range(n):
+        if gap_s:
+            await asyncio.sleep(gap_s)
+        if i == fail_at:
+            raise RuntimeError("engine broke")
+        yield EngineDelta(text=f"t{i} ", prompt_tokens=3, output_tokens=i + 1, finish_reason="length" if i == n - 1 else None)
+
+
+async def test_all_text_arrives_in_order_with_fewer_items():
+    items = [i async for i in coalesce(_deltas(100, 0.001), window_s=0.02)]
+    assert "".join(i[0] for i in items) == "".join(f"t{i} " for i in range(100))
+    assert items[-1][2:] == (100, "length")
+    assert len(items) < 30
+
+
+async def test_first_delta_is_not_delayed():
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    gen = coalesce(_deltas(5, 0.05), window_s=0.5)
+    first = await gen.__anext__()
+    assert first[0] == "t0 "
+    assert loop.time() - start < 0.2
+    await gen.aclose()
+
+
+async def test_zero_window_passes_every_delta():
+    items = [i async for i in coalesce(_deltas(7, 0), window_s=0)]
+    assert len(items) == 7
+
+
+async def test_engine_error_arrives_after_earlier_text():
+    seen = []
+    with pytest.raises(RuntimeError, match="engine broke"):
+        async for item in coalesce(_deltas(10, 0.001, fail_at=4), window_s=0.01):
+            seen.append(item[0])
+    assert "".join(seen) == "t0 t1 t2 t3 "
+
+
+async def test_closing_the_relay_cancels_the_source():
+    cancelled = asyncio.Event()
+
+    async def endless():
+        try:
+            i = 0
+            while True:
+                await asyncio.sleep(0.001)
+                i += 1
+                yield EngineDelta("x", 1, i)
+        except (asyncio.CancelledError, GeneratorExit):
+            cancelled.set()
+            raise
+
+    gen = coalesce(endless(), window_s=0.01)
+    await gen.__anext__()
+    await gen.aclose()
+    await asyncio.wait_for(cancelled.wait(), 1)
