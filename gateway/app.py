@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import hmac
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +23,8 @@ from gateway.responses import CHAT, TEXT
 from gateway.service import CompletionService
 from gateway.tokens import counter_for_pool_model
 from gateway.fleet_state import FleetState
-from routing import build_router, load_routing_config
+from gateway.profiles import ProfileStore
+from routing import RoutingConfigError, build_router, load_routing_config
 
 log = logging.getLogger("hetserve.gateway")
 
@@ -57,11 +61,15 @@ class ServePools:
 )
 @serve.ingress(api)
 class Gateway:
-    async def __init__(self, fleet: dict[str, Any], pools: dict[str, Any], admin_key: str | None = None):
+    async def __init__(
+        self, fleet: dict[str, Any], pools: dict[str, Any], admin_key: str | None = None, base_dir: str | None = None
+    ):
         self.fleet = FleetConfig.model_validate(fleet)
         self.admin_key = admin_key
         self.metrics = GatewayMetrics()
         self.state = FleetState(self.fleet.pools)
+        self.profiles = ProfileStore(self.fleet, Path(base_dir) if base_dir else None)
+        self.state.profiles = self.profiles.profiles
         self.pools = ServePools(pools)
         counters = {}
         for p in self.fleet.pools:
@@ -69,7 +77,9 @@ class Gateway:
                 if m not in counters or not counters[m].exact:
                     counters[m] = counter_for_pool_model(p.model if p.engine != "emulated" else "")
         self._set_routing(self.fleet.routing)
-        self.service = CompletionService(self.pools, self.state, lambda: self.router, counters, self.metrics)
+        self.service = CompletionService(
+            self.pools, self.state, lambda: self.router, counters, self.metrics, on_finished=self.profiles.observe
+        )
         errors.install_handlers(api, lambda body: self.metrics.error(body.payload["error"]["type"], body.status))
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
@@ -85,6 +95,33 @@ class Gateway:
         """Ray Serve ``user_config``: ``{"routing": {...}}`` replaces the policy live."""
         if "routing" in user_config:
             self._set_routing(user_config["routing"])
+
+    def _authorize_admin(self, request: Request) -> None:
+        if not self.admin_key:
+            raise errors.PermissionDenied("admin endpoints are disabled: start the gateway with --admin-key")
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(token, self.admin_key):
+            raise errors.AuthenticationError("Incorrect or missing admin key (Authorization: Bearer ...)")
+
+    @api.get("/admin/routing")
+    async def get_routing(self, request: Request) -> dict[str, Any]:
+        self._authorize_admin(request)
+        return self.routing_config.model_dump(exclude_none=True)
+
+    @api.put("/admin/routing")
+    async def put_routing(self, request: Request) -> dict[str, Any]:
+        """Replace the routing policy now; requests in flight keep the pool they have."""
+        self._authorize_admin(request)
+        body = await request.body()
+        try:
+            config = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise errors.InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        try:
+            self._set_routing(config)
+        except RoutingConfigError as exc:
+            raise errors.InvalidRequest(str(exc), param="routing") from None
+        return self.routing_config.model_dump(exclude_none=True)
 
     # -- background -------------------------------------------------------
 
@@ -156,6 +193,35 @@ class Gateway:
         return await self.service.handle(kind, body, request.headers, _serve_request_id(request))
 
     @api.get("/v1/fleet")
-    async def fleet(self, request: Request) -> dict[str, Any]:
+    async def fleet(self, request: Request, profiles: bool = True) -> dict[str, Any]:
+        """Pools, their live state and (unless ``?profiles=false``) their efficiency profiles."""
         self._authorize(request)
-        return {"policy": self.routing_config.policy, "pools": self.state.describe()}
+        pools = self.state.describe()
+        if profiles:
+            described = self.profiles.describe()
+            for p in pools:
+                p["profile"] = described.get(p["name"])
+        return {"policy": self.routing_config.policy, "pools": pools}
+
+    @api.post("/v1/routing/explain")
+    async def explain(self, request: Request) -> dict[str, Any]:
+        """Rank the pools for a chat or completion body without running it."""
+        self._authorize(request)
+        body = await request.body()
+        kind = CHAT if b'"messages"' in body else TEXT
+        _, _, shape, decision = self.service.plan(kind, body, request.headers)
+        return {
+            "policy": decision.policy,
+            "reason": decision.reason,
+            "shape": dataclasses.asdict(shape),
+            "ranked": [
+                {
+                    "pool": r.name,
+                    "score": r.score,
+                    "scores": r.scores,
+                    "batch": r.batch,
+                    "cell": dataclasses.asdict(r.cell) if r.cell else None,
+                }
+                for r in decision.ranked
+            ],
+        }

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import random
 import statistics
@@ -56,9 +55,9 @@ DEFAULT_OUT = "profiles"
 DEFAULT_OUTPUT_TOKENS = 64
 DEFAULT_REPEATS = 1
 #: Per pool: the sweep stops starting cells once this is spent.
-DEFAULT_TIME_BUDGET_S = 70.0
+DEFAULT_TIME_BUDGET_S = 60.0
 #: A cell runs only if its wall time, estimated from its measured neighbours, fits.
-DEFAULT_MAX_CELL_S = 3.0
+DEFAULT_MAX_CELL_S = 4.0
 #: Prompt token ids are drawn from this range: real ids in every tokenizer
 #: (past special tokens, inside even the 2048-token vocabulary of tiny-llama).
 TOKEN_ID_RANGE = (100, 1000)
@@ -337,6 +336,7 @@ class _Sweep:
         self.result = PoolSweep(pool, model, output_tokens, self.batches, self.prompts)
         self.by_point: dict[tuple[int, int], CellResult] = {}
         self.prev_end: float | None = None
+        self.busy_warned = False
 
     def warn(self, text: str) -> None:
         self.result.warnings.append(text)
@@ -431,10 +431,11 @@ class _Sweep:
         acc = _Acc()
         for _ in range(self.repeats):
             before, info = await self.counters()
-            if info.busy:
+            if info.busy and not self.busy_warned:
+                self.busy_warned = True
                 self.warn(f"pool not idle before batch {cell.batch} × prompt {cell.prompt_tokens} "
                           f"(in_flight {info.in_flight}, running {info.running}, waiting {info.waiting}): "
-                          "other traffic skews this cell")
+                          "other traffic skews this cell (reported once per pool)")
             prompts = [token_prompt(cell.prompt_tokens, self.rng) for _ in range(cell.batch)]
             start = self.clock()
             # The counters were last refreshed when the pool's previous request ended.
@@ -532,7 +533,8 @@ async def sweep_pool(
 
         bar = tqdm(total=len(set(batches)) * len(set(prompts)), desc=pool.name, unit="cell",
                    file=sys.stderr, dynamic_ncols=True, leave=True)
-        log = bar.write
+        def log(text: str) -> None:
+            bar.write(text, file=sys.stderr)
     try:
         sweep = _Sweep(client, pool, model, batches, prompts, output_tokens, repeats, time_budget_s,
                        max_cell_s, seed, bar, predictor, log)
@@ -736,8 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concurrent sequences per cell (default: 1, 2, 4, ... up to the pool's capacity, "
                         "at most 256)")
     p.add_argument("--prompt-lengths", type=_int_list, metavar="N,N,...",
-                   help="prompt tokens per cell (default: one per sequence bucket 128 ... 32768, "
-                        "bucket minus output tokens, up to the pool's max_seq_len plus one refused probe)")
+                   help="prompt tokens per cell (default: one per sequence bucket 128 ... 32768, bucket "
+                        "minus output tokens; past the pool's max_seq_len the first is probed once and, "
+                        "if refused, it and the longer ones are marked infeasible)")
     p.add_argument("--output-tokens", type=_positive(int), default=DEFAULT_OUTPUT_TOKENS,
                    help=f"completion tokens per sequence, fixed (default {DEFAULT_OUTPUT_TOKENS})")
     p.add_argument("--repeats", type=_positive(int), default=DEFAULT_REPEATS,

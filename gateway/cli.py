@@ -13,14 +13,15 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.config import FleetConfigError, load_fleet
 
     try:
-        fleet, _ = load_fleet(args.fleet)
+        fleet, base_dir = load_fleet(args.fleet)
     except FleetConfigError as exc:
         print(f"hetserve: invalid fleet: {exc}", file=sys.stderr)
         return 2
     from gateway import server
 
     running = server.start(
-        fleet, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus, admin_key=args.admin_key
+        fleet, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus,
+        admin_key=args.admin_key, base_dir=base_dir,
     )
     print(f"hetserve: serving {', '.join(fleet.models())} at {running.url}/v1 ({running.started_s:.1f} s to start)", flush=True)
     stop = threading.Event()
@@ -34,10 +35,25 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loadtest(argv: list[str]) -> int:
-    from loadtests.cli import main
-
+def _delegated(command: str, argv: list[str]) -> int:
+    """Subcommands with parsers of their own, imported only when used."""
+    if command == "loadtest":
+        from loadtests.cli import main
+    elif command == "calibrate":
+        from gateway.calibrate import calibrate_main as main
+    elif command == "simulate":
+        from routing.sim.cli import simulate_main as main
+    else:
+        from routing.sim.cli import tune_main as main
     return main(argv)
+
+
+DELEGATED = {
+    "loadtest": "load-test an OpenAI-compatible endpoint and report latency, goodput and energy",
+    "calibrate": "sweep live pools over batch x sequence length and write efficiency profiles",
+    "simulate": "replay a trace through routing policies offline (virtual time)",
+    "tune": "search routing policy parameters offline and write a routing YAML",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,15 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-key", help="key for the admin endpoints (live routing changes)")
     serve.set_defaults(func=_serve)
 
-    sub.add_parser("loadtest", help="load-test an OpenAI-compatible endpoint (see `hetserve loadtest -h`)", add_help=False)
+    for name, text in DELEGATED.items():
+        sub.add_parser(name, help=f"{text} (see `hetserve {name} -h`)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if argv and argv[0] == "loadtest":
-        return _loadtest(argv[1:])
+    if argv and argv[0] in DELEGATED:
+        return _delegated(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -46,6 +46,10 @@ class AuthenticationError(APIError):
     status, type, code = 401, "authentication_error", "invalid_api_key"
 
 
+class PermissionDenied(APIError):
+    status, type, code = 403, "permission_error", "forbidden"
+
+
 class NotFound(APIError):
     status, type = 404, "invalid_request_error"
 

@@ -110,6 +110,7 @@ class FleetState:
                     "name": name,
                     "hardware": rec.spec.hardware,
                     "engine": rec.spec.engine,
+                    "model": rec.spec.model,
                     "emulated": rec.spec.emulated,
                     "models": rec.spec.models,
                     "replicas": rec.spec.replicas,

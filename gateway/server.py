@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 from ray import serve
@@ -29,6 +30,7 @@ def start(
     address: str | None = None,
     num_cpus: int | None = None,
     admin_key: str | None = None,
+    base_dir: Path | None = None,
 ) -> Running:
     """Start Ray (local unless ``address`` names a cluster) and run the app; block until it answers."""
     t0 = time.monotonic()
@@ -42,7 +44,7 @@ def start(
             os.environ.pop("RAY_ADDRESS", None)
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace="hetserve")
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(fleet, admin_key), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(build_app(fleet, admin_key, base_dir), name=APP_NAME, route_prefix="/", blocking=False)
     return Running(f"http://{host}:{port}", time.monotonic() - t0)
 
 

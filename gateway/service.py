@@ -51,6 +51,7 @@ class Finished:
 
     pool: str
     shape: RequestShape
+    batch: int  # the batch the router expected the request to join
     ttft_s: float
     e2e_s: float
     prompt_tokens: int
@@ -120,8 +121,8 @@ class CompletionService:
 
     # -- the request ------------------------------------------------------
 
-    async def handle(self, kind: str, body: bytes, headers, request_id: str):
-        start = self.clock()
+    def plan(self, kind: str, body: bytes, headers):
+        """Parse, validate, shape and route a request without running it."""
         req = self._parse(kind, body)
         if req.model not in self.counters:
             raise errors.ModelNotFound(
@@ -134,9 +135,8 @@ class CompletionService:
                 raise errors.InvalidRequest(str(exc), param="messages") from None
         else:
             prompts = req.prompts()
-        max_tokens = req.requested_max_tokens()
         shape = build_shape(
-            req.model, prompts, req.n, max_tokens, self.counters[req.model], self.outputs,
+            req.model, prompts, req.n, req.requested_max_tokens(), self.counters[req.model], self.outputs,
             self._slo(headers, SLO_TTFT_HEADER), self._slo(headers, SLO_TPOT_HEADER),
         )
         try:
@@ -145,8 +145,14 @@ class CompletionService:
             raise errors.InvalidRequest(
                 str(exc), param="messages" if kind == CHAT else "prompt", code="context_length_exceeded"
             ) from None
+        return req, prompts, shape, decision
+
+    async def handle(self, kind: str, body: bytes, headers, request_id: str):
+        start = self.clock()
+        req, prompts, shape, decision = self.plan(kind, body, headers)
         pool = decision.ranked[0].name
         self.metrics.routed(req.model, pool)
+        max_tokens = req.requested_max_tokens()
         params = {
             "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
             "temperature": 1.0 if req.temperature is None else req.temperature,
@@ -164,7 +170,7 @@ class CompletionService:
         }
         rid = ("chatcmpl-" if kind == CHAT else "cmpl-") + request_id
         created = int(time.time())
-        ctx = _Context(self, kind, rid, created, req.model, pool, shape, start, ttft, len(prompts), req.n)
+        ctx = _Context(self, kind, rid, created, req.model, pool, decision.best.batch, shape, start, ttft, len(prompts), req.n)
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             return StreamingResponse(
@@ -172,6 +178,7 @@ class CompletionService:
             )
         try:
             results = await asyncio.gather(*(ctx.collect(s) for s in seqs))
+            ctx.ok = True
         finally:
             ctx.close(seqs)
         return JSONResponse(ctx.body(results), headers=headers_out)
@@ -213,9 +220,9 @@ class CompletionService:
 class _Context:
     """State of one request after its streams opened; releases the pool exactly once."""
 
-    def __init__(self, service: CompletionService, kind, rid, created, model, pool, shape, start, ttft, n_prompts, n):
+    def __init__(self, service: CompletionService, kind, rid, created, model, pool, batch, shape, start, ttft, n_prompts, n):
         self.s = service
-        self.kind, self.rid, self.created, self.model, self.pool = kind, rid, created, model, pool
+        self.kind, self.rid, self.created, self.model, self.pool, self.batch = kind, rid, created, model, pool, batch
         self.shape, self.start, self.ttft = shape, start, ttft
         self.n_prompts, self.n = n_prompts, n
         self.prompt_tokens: dict[int, int] = {}
@@ -252,7 +259,6 @@ class _Context:
                 raise errors.Unavailable("the pool ended a stream without finishing it") from None
 
     def body(self, results: list[tuple[str, str]]) -> dict:
-        self.ok = True
         return completion_body(self.kind, self.rid, self.created, self.model, results, self.usage())
 
     async def _items(self, seqs: list[_Sequence]) -> AsyncIterator[tuple[int, tuple]]:
@@ -325,7 +331,7 @@ class _Context:
             if self.shape.max_new_tokens and out:
                 self.s.outputs.observe(self.model, out // max(self.shape.sequences, 1))
             self.s.on_finished(
-                Finished(self.pool, self.shape, self.ttft, e2e, self.usage()["prompt_tokens"], out, self.energy_j, self.replica_stats)
+                Finished(self.pool, self.shape, self.batch, self.ttft, e2e, self.usage()["prompt_tokens"], out, self.energy_j, self.replica_stats)
             )
 
 

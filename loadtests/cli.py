@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ SUBCOMMANDS = ("run", "compare", "scenario", "trace")
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would flood the console
     parser = build_parser()
     try:
         args = parse_args(parser, sys.argv[1:] if argv is None else argv)

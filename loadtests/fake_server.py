@@ -18,10 +18,10 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import httpx
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 _ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error", 503: "overloaded_error"}
 
 
@@ -55,12 +55,18 @@ class FakeOpenAI:
         self._ids = itertools.count()
         self.tokens = {pool: 0 for pool in self.config.pools}
         self._slots = asyncio.Semaphore(self.config.capacity) if self.config.capacity else None
+        # request id -> seconds from handling the request to yielding its first chunk, as the
+        # server saw it; the overhead benchmark subtracts it from the client's TTFT.
+        self.first_chunk_s: dict[str, float] = {}
 
     def handle(self, method: str, path: str, body: bytes) -> FakeReply:
         if method == "GET" and path == "/v1/models":
             return _json(200, {"object": "list", "data": [{"id": self.config.model, "object": "model"}]})
+        if method == "GET" and path == "/fake/first-chunk":
+            return _json(200, self.first_chunk_s)
         if method == "GET" and path == "/v1/fleet" and self.config.fleet:
-            return _json(200, {"pools": [self._pool_counters(i, name) for i, name in enumerate(self.config.pools)]})
+            pools = [self._pool_counters(i, name) for i, name in enumerate(self.config.pools)]
+            return _json(200, {"policy": "fake", "pools": pools})
         if method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
             return self._completion(path.endswith("chat/completions"), json.loads(body))
         return _json(404, _error(404, f"no route {method} {path}"))
@@ -80,8 +86,10 @@ class FakeOpenAI:
         status = next(self._statuses)
         if status != 200:
             return _json(status, _error(status, f"injected failure {status}"))
+        received = time.perf_counter()
         pool = next(self._pools)
-        headers = {"x-hetserve-pool": pool, "x-request-id": f"fake-{next(self._ids)}"}
+        request_id = f"fake-{next(self._ids)}"
+        headers = {"x-hetserve-pool": pool, "x-request-id": request_id}
         tokens = int(request.get("max_tokens") or 16)
         text = request["messages"][-1]["content"] if chat else request["prompt"]
         usage = {"prompt_tokens": max(1, len(text) // 4), "completion_tokens": tokens}
@@ -89,20 +97,27 @@ class FakeOpenAI:
         self.tokens[pool] += tokens
         if request.get("stream"):
             headers["content-type"] = "text/event-stream"
-            return FakeReply(200, headers, self._stream(chat, tokens, usage), streaming=True)
+            stream = self._stream(chat, tokens, usage, request_id, received)
+            return FakeReply(200, headers, stream, streaming=True)
         reply = _json(200, self._whole(chat, tokens, usage))
         reply.headers.update(headers)
         reply.body = self._after(self.config.ttft_s + (tokens - 1) * self.config.itl_s, reply.body)
         return reply
 
-    async def _stream(self, chat: bool, tokens: int, usage: dict) -> AsyncIterator[bytes]:
-        if self._slots is None:
-            async for part in self._tokens(chat, tokens, usage):
+    async def _stream(
+        self, chat: bool, tokens: int, usage: dict, request_id: str, received: float
+    ) -> AsyncIterator[bytes]:
+        parts = self._tokens(chat, tokens, usage)
+        if self._slots is not None:
+            await self._slots.acquire()
+        try:
+            async for part in parts:
+                if request_id not in self.first_chunk_s:
+                    self.first_chunk_s[request_id] = time.perf_counter() - received
                 yield part
-            return
-        async with self._slots:
-            async for part in self._tokens(chat, tokens, usage):
-                yield part
+        finally:
+            if self._slots is not None:
+                self._slots.release()
 
     async def _tokens(self, chat: bool, tokens: int, usage: dict) -> AsyncIterator[bytes]:
         start = time.perf_counter()
@@ -164,7 +179,7 @@ class FakeOpenAI:
 
 
 async def _write(writer: asyncio.StreamWriter, reply: FakeReply) -> None:
-    head = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Error')}"]
+    head = [f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}"]
     head += [f"{k}: {v}" for k, v in reply.headers.items()]
     if reply.streaming:
         writer.write(("\r\n".join(head + ["transfer-encoding: chunked"]) + "\r\n\r\n").encode())
@@ -185,7 +200,8 @@ def _json(status: int, payload: dict) -> FakeReply:
 
 
 def _error(status: int, message: str) -> dict:
-    return {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "param": None, "code": status}}
+    error_type = _ERROR_TYPES.get(status, "server_error")
+    return {"error": {"message": message, "type": error_type, "param": None, "code": status}}
 
 
 def _event(payload: dict) -> bytes:

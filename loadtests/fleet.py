@@ -29,6 +29,7 @@ class PoolCounters(BaseModel):
 class FleetSnapshot(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    policy: str | None = None  # the gateway's routing policy
     pools: list[PoolCounters]
 
 
@@ -46,6 +47,7 @@ class PoolEnergy(BaseModel):
 
 
 class EnergyReport(BaseModel):
+    policy: str | None
     output_tokens: int
     energy_joules: float
     energy_total_joules: float
@@ -58,10 +60,13 @@ class FleetUnavailable(Exception):
     """The target has no usable ``/v1/fleet`` (not hetserve, or an old one)."""
 
 
-async def snapshot_fleet(client: httpx.AsyncClient, base_url: str, timeout_s: float = 10.0) -> FleetSnapshot:
+async def snapshot_fleet(
+    client: httpx.AsyncClient, base_url: str, headers: dict[str, str] | None = None, timeout_s: float = 10.0
+) -> FleetSnapshot:
+    """Read the counters; ``headers`` carry the API key (the gateway guards ``/v1/fleet``)."""
     url = base_url.rstrip("/") + "/v1/fleet"
     try:
-        response = await client.get(url, timeout=timeout_s)
+        response = await client.get(url, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as e:
         raise FleetUnavailable(f"GET {url} failed: {type(e).__name__}") from None
     if response.status_code != 200:
@@ -97,6 +102,7 @@ def energy_between(before: FleetSnapshot, after: FleetSnapshot) -> EnergyReport:
     joules = sum(p.energy_joules for p in pools)
     total = sum(p.energy_total_joules for p in pools)
     return EnergyReport(
+        policy=after.policy,
         output_tokens=tokens,
         energy_joules=joules,
         energy_total_joules=total,

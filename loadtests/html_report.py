@@ -43,7 +43,8 @@ def render_html(outcome: RunOutcome, console_text: str) -> str:
             f"<p>{escape(outcome.spec.base_url)} · model {escape(str(outcome.spec.model or 'server default'))} · "
             f"{escape(outcome.spec.load.arrival)} · stopped: {escape(outcome.stopped_by)}</p>",
             '<div class="cards">']
-    body += [f'<div class="card"><div class="v">{escape(v)}</div><div class="k">{escape(k)}</div></div>' for k, v in cards]
+    body += [f'<div class="card"><div class="v">{escape(v)}</div><div class="k">{escape(k)}</div></div>'
+             for k, v in cards]
     body.append("</div>")
     if energy is None:
         body.append(f"<p><em>{escape(s.energy_note or 'no energy figures')}</em></p>")

@@ -86,7 +86,8 @@ def console_summary(outcome: RunOutcome) -> str:
     ]
     for name, key in _LATENCIES:
         stats: Stats = getattr(s, key)
-        lines.append(f"{name + ' (ms)':<32}" + "".join(f"{_num(getattr(stats, p)):>10}" for p in ("mean", "p50", "p90", "p99")))
+        values = (_num(getattr(stats, p)) for p in ("mean", "p50", "p90", "p99"))
+        lines.append(f"{name + ' (ms)':<32}" + "".join(f"{v:>10}" for v in values))
     lines.append(_kv("Dispatch lag p99 (ms)", _num(s.dispatch_lag_ms.p99)))
     if s.errors:
         lines.append(_kv("Errors", ", ".join(f"{k} {v}" for k, v in s.errors.items())))
@@ -94,7 +95,9 @@ def console_summary(outcome: RunOutcome) -> str:
         lines.append(_kv("Pools (share of ok requests)", ", ".join(f"{k} {p.share:.0%}" for k, p in s.pools.items())))
     lines += _energy_lines(s)
     if outcome.steps:
-        lines.append(f"{'rate':>8}{'req/s':>10}{'tok/s':>10}{'TTFT p50':>10}{'TTFT p99':>10}{'TPOT p50':>10}{'failed':>8}")
+        lines.append(
+            f"{'rate':>8}{'req/s':>10}{'tok/s':>10}{'TTFT p50':>10}{'TTFT p99':>10}{'TPOT p50':>10}{'failed':>8}"
+        )
         for step in outcome.steps:
             t = step.summary
             lines.append(
@@ -142,12 +145,15 @@ def _energy_lines(s: Summary) -> list[str]:
     if s.energy is None:
         return [_kv("Energy", s.energy_note or "not measured")]
     e = s.energy
-    lines = [_kv("Energy J/token (attributed / total)", f"{_num(e.j_per_token, 4)} / {_num(e.j_per_token_total, 4)}")]
+    policy = f" [policy {e.policy}]" if e.policy else ""
+    lines = [_kv("Energy J/token (attributed / total)", _pair(e.j_per_token, e.j_per_token_total) + policy)]
     for p in e.pools:
-        lines.append(
-            _kv(f"  {p.name} ({p.hardware}, {p.power_source})", f"{_num(p.j_per_token, 4)} / {_num(p.j_per_token_total, 4)}")
-        )
+        lines.append(_kv(f"  {p.name} ({p.hardware}, {p.power_source})", _pair(p.j_per_token, p.j_per_token_total)))
     return lines
+
+
+def _pair(attributed: float | None, total: float | None) -> str:
+    return f"{_num(attributed, 4)} / {_num(total, 4)}"
 
 
 def _targets(s: Summary) -> str:

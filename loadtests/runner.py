@@ -120,11 +120,11 @@ async def run(spec: RunSpec, *, progress: bool = True, client: httpx.AsyncClient
             await client.aclose()
 
 
-async def resolve_model(client: httpx.AsyncClient, base_url: str) -> str:
+async def resolve_model(client: httpx.AsyncClient, target: Target) -> str:
     """The first model the server lists at ``/v1/models``."""
-    url = base_url.rstrip("/") + "/v1/models"
+    url = target.base_url.rstrip("/") + "/v1/models"
     try:
-        response = await client.get(url, timeout=10.0)
+        response = await client.get(url, headers=target.request_headers(), timeout=10.0)
         return response.json()["data"][0]["id"]
     except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
         raise RunError(f"no --model given and {url} lists none ({type(e).__name__})") from None
@@ -145,7 +145,7 @@ class _Run:
         spec = self.spec
         model = spec.model
         if model is None and spec.data.dataset == "synthetic":
-            model = await resolve_model(self.client, spec.base_url)
+            model = await resolve_model(self.client, self.target)
         first = await self._snapshot()
         self.start = time.perf_counter()
         if spec.load.arrival == "sweep":
@@ -278,7 +278,7 @@ class _Run:
         if not self.spec.energy:
             return "energy not measured (disabled)"
         try:
-            return await snapshot_fleet(self.client, self.spec.base_url)
+            return await snapshot_fleet(self.client, self.spec.base_url, self.target.request_headers())
         except FleetUnavailable as e:
             return f"no energy figures: {e}"
 

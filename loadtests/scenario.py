@@ -4,16 +4,18 @@
 
     out: results/policy-ab          # optional; --out overrides
     defaults:                       # merged under every run (nested keys too)
-      base_url: http://127.0.0.1:8000
       model: tiny-llama
       load: {arrival: poisson, rate: 8, duration_s: 60}
       data: {lengths: mixed, seed: 1}
       slo: {ttft_ms: 500, tpot_ms: 50}
-    runs:
-      - label: energy
-        headers: {x-hetserve-policy: energy}
+    runs:                           # the policy is the gateway's: one gateway per policy
+      - label: efficiency
+        base_url: http://127.0.0.1:8000
       - label: latency
-        headers: {x-hetserve-policy: latency, x-hetserve-slo-ttft-ms: "200"}
+        base_url: http://127.0.0.1:8001
+      - label: efficiency-tight-slo
+        base_url: http://127.0.0.1:8000
+        headers: {x-hetserve-slo-ttft-ms: "200"}
 
 Each run is a :class:`loadtests.config.RunSpec`; errors name the key
 (``runs.1.load.rate: ...``).

@@ -18,6 +18,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 EMULATED_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 REAL_MODEL = "tiny-llama"
+ADMIN_KEY = "test-admin-key"
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def gateway_url():
     fleet, _ = load_fleet(None)
     fleet.gateway.port = free_port()
     fleet.gateway.poll_interval_s = 0.5
-    running = server.start(fleet, num_cpus=2)
+    running = server.start(fleet, num_cpus=2, admin_key=ADMIN_KEY)
     deadline = time.monotonic() + 240
     try:
         while True:

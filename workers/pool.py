@@ -20,6 +20,7 @@ from workers.engine import EngineRequest, SamplingParams
 from workers.hardware import get_hardware
 from workers.meters import build_meter
 from workers.relay import coalesce
+from workers.replica_router import router_config
 from workers.spec import PoolSpec
 from workers.telemetry import EnergyLedger
 
@@ -114,4 +115,5 @@ def pool_deployment(spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW
         ray_actor_options=spec.ray_actor_options(),
         health_check_period_s=10,
         logging_config={"enable_access_log": False},
+        request_router_config=router_config(),
     ).bind(spec.model_dump(), relay_window_s)

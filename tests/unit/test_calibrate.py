@@ -224,6 +224,15 @@ async def test_cells_estimated_too_slow_are_skipped_and_left_out_of_the_profile(
     assert "neighbouring cell was skipped" in sweep.cells[3].reason
     assert [(c.batch, c.seq_len) for c in build_profile(sweep).cells()] == [(1, 128)]
 
+    # the first length past the pool's max_seq_len is probed whatever the estimates say
+    fake.pools["h100"]["max_seq_len"] = 512
+    sweep = await _sweep(fake, batch_sizes=[1, 2], prompt_lengths=[56, 248, 1016, 2040], output_tokens=8,
+                         max_cell_s=1e-6)
+    assert [(c.batch, c.prompt_tokens, c.status) for c in sweep.cells] == [
+        (1, 56, OK), (2, 56, SKIPPED), (1, 248, SKIPPED), (2, 248, SKIPPED),
+        (1, 1016, INFEASIBLE), (2, 1016, INFEASIBLE), (1, 2040, INFEASIBLE), (2, 2040, INFEASIBLE)]
+    assert fake.refused == 1
+
     sweep = await _sweep(fake, batch_sizes=[1, 2], prompt_lengths=[56], output_tokens=8, time_budget_s=1e-6)
     assert sweep.cells[0].status == OK  # nothing to estimate from yet
     assert sweep.cells[1].status == SKIPPED and "time budget" in sweep.cells[1].reason

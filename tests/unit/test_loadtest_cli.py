@@ -61,7 +61,10 @@ def test_trace_generate_writes_a_readable_trace(tmp_path, capsys):
 
 def test_scenario_errors_name_the_key(tmp_path, capsys):
     path = tmp_path / "s.yaml"
-    path.write_text("defaults: {load: {arrival: poisson, rate: 1}}\nruns:\n  - label: a\n  - label: b\n    load: {rate: -2}\n")
+    path.write_text(
+        "defaults: {load: {arrival: poisson, rate: 1}}\n"
+        "runs:\n  - label: a\n  - label: b\n    load: {rate: -2}\n"
+    )
     assert main(["scenario", str(path)]) == 2
     assert "runs.1.load.rate" in capsys.readouterr().err
 

@@ -68,14 +68,13 @@ def test_percentiles_interpolate_linearly():
     assert s.ttft_ms.p99 == pytest.approx(99.1)
 
 
+def _pool(name, tokens, joules, total):
+    return {"name": name, "output_tokens": tokens, "energy_joules": joules, "energy_total_joules": total}
+
+
 def test_energy_per_token_attributed_and_total_per_pool():
-    before = FleetSnapshot.model_validate({"pools": [
-        {"name": "gpu", "hardware": "h100", "output_tokens": 1000, "energy_joules": 100.0, "energy_total_joules": 500.0},
-    ]})  # fmt: skip
-    after = FleetSnapshot.model_validate({"pools": [
-        {"name": "gpu", "hardware": "h100", "output_tokens": 3000, "energy_joules": 500.0, "energy_total_joules": 1500.0},
-        {"name": "npu", "hardware": "rngd", "output_tokens": 1000, "energy_joules": 100.0, "energy_total_joules": 150.0},
-    ]})  # fmt: skip
+    before = FleetSnapshot.model_validate({"pools": [_pool("gpu", 1000, 100.0, 500.0)]})
+    after = FleetSnapshot.model_validate({"pools": [_pool("gpu", 3000, 500.0, 1500.0), _pool("npu", 1000, 100.0, 150.0)]})
     e = energy_between(before, after)
     gpu, npu = e.pools
     assert (gpu.output_tokens, gpu.j_per_token, gpu.j_per_token_total) == (2000, 0.2, 0.5)
