@@ -3,9 +3,9 @@
 Run: python bench/bench_loadgen.py [--duration 4] [--max-rate 3200]
 
 A fake streaming server (``loadtests.fake_server``) runs in its own process
-on loopback, pinned to another core when there is one; the runner
-(``loadtests.runner``, the real code path) is pinned to one core and sends
-open-loop constant-rate load at rising rates. For every request the server
+on loopback; the runner (``loadtests.runner``, the real code path, one
+asyncio loop, so at most one core) sends open-loop constant-rate load at
+rising rates. For every request the server
 records how long it took from handling the request to yielding the first
 chunk; the client's TTFT minus that is the client's skew (building and
 sending the request, loopback, reading and parsing the first chunk, and any
@@ -42,9 +42,7 @@ WORKLOADS = {  # name: (output tokens per request, gap per token in s, first rat
 }
 
 
-def _serve(port_queue: multiprocessing.Queue, ttft_s: float, itl_s: float, cpu: int | None) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
+def _serve(port_queue: multiprocessing.Queue, ttft_s: float, itl_s: float) -> None:
     fake = FakeOpenAI(FakeConfig(ttft_s=ttft_s, itl_s=itl_s, fleet=False))
 
     async def main() -> None:
@@ -93,18 +91,15 @@ def main() -> int:
     parser.add_argument("--ttft-ms", type=float, default=20.0, help="the server's time to first token")
     args = parser.parse_args()
 
-    cpus = sorted(os.sched_getaffinity(0))
-    client_cpu, server_cpu = cpus[0], (cpus[1] if len(cpus) > 1 else None)
-    print(f"client on cpu {client_cpu}, server on cpu {server_cpu}; {args.duration:g} s per level; "
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; {args.duration:g} s per level; "
           f"limit: p50 skew > {SKEW_LIMIT_MS} ms")
     limits = {}
     for name, (tokens, itl, first_rate) in WORKLOADS.items():
         ports: multiprocessing.Queue = multiprocessing.Queue()
-        server = multiprocessing.Process(target=_serve, args=(ports, args.ttft_ms / 1000, itl, server_cpu), daemon=True)
+        server = multiprocessing.Process(target=_serve, args=(ports, args.ttft_ms / 1000, itl), daemon=True)
         server.start()
         try:
             base_url = f"http://127.0.0.1:{ports.get(timeout=30)}"
-            os.sched_setaffinity(0, {client_cpu})
             print(f"\n{name}")
             print(f"{'offered':>8}{'req/s':>9}{'tok/s':>10}{'skew p50':>10}{'skew p99':>10}{'lag p99':>9}"
                   f"{'client cpu':>11}{'failed':>7}")
@@ -122,7 +117,6 @@ def main() -> int:
         finally:
             server.terminate()
             server.join(timeout=10)
-            os.sched_setaffinity(0, cpus)
     print("\nhighest level within the limit:")
     for name, row in limits.items():
         text = "none" if row is None else f"{row['achieved']:.0f} req/s, {row['tokens_s']:.0f} streamed tok/s"

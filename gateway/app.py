@@ -24,6 +24,7 @@ from gateway.service import CompletionService
 from gateway.tokens import counter_for_pool_model
 from gateway.fleet_state import FleetState
 from gateway.profiles import ProfileStore
+from workers import tracing
 from routing import RoutingConfigError, build_router, load_routing_config
 
 log = logging.getLogger("hetserve.gateway")
@@ -65,6 +66,7 @@ class Gateway:
         self, fleet: dict[str, Any], pools: dict[str, Any], admin_key: str | None = None, base_dir: str | None = None
     ):
         self.fleet = FleetConfig.model_validate(fleet)
+        tracing.configure(self.fleet.tracing, "gateway")
         self.admin_key = admin_key
         self.metrics = GatewayMetrics()
         self.state = FleetState(self.fleet.pools)

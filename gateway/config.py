@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from workers.spec import PoolSpec
+from workers.tracing import TracingSpec
 
 DEFAULT_FLEET = "default.yaml"
 
@@ -40,6 +41,7 @@ class FleetConfig(BaseModel):
     version: int = 1
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     routing: dict[str, Any] = Field(default_factory=lambda: {"policy": "least-load"})
+    tracing: TracingSpec = Field(default_factory=TracingSpec)
     profiles: str | None = Field(default=None, description="directory of efficiency profiles (JSON), relative to the fleet file")
     pools: list[PoolSpec] = Field(min_length=1)
 

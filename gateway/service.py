@@ -25,6 +25,7 @@ from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.responses import CHAT, TEXT, ChunkWriter, completion_body, usage
 from gateway.shaping import OutputLengthEstimator, build_shape
 from gateway.tokens import TokenCounter
+from workers import tracing
 from routing import NoFeasiblePool, RequestShape
 
 #: max_tokens when a client sets none: the emulated engines never stop on their own.
@@ -124,6 +125,9 @@ class CompletionService:
     def plan(self, kind: str, body: bytes, headers):
         """Parse, validate, shape and route a request without running it."""
         req = self._parse(kind, body)
+        return (req, *self._route(kind, req, headers))
+
+    def _route(self, kind: str, req, headers):
         if req.model not in self.counters:
             raise errors.ModelNotFound(
                 f"The model '{req.model}' does not exist; served: {', '.join(self.counters)}", param="model"
@@ -145,12 +149,49 @@ class CompletionService:
             raise errors.InvalidRequest(
                 str(exc), param="messages" if kind == CHAT else "prompt", code="context_length_exceeded"
             ) from None
-        return req, prompts, shape, decision
+        return prompts, shape, decision
 
     async def handle(self, kind: str, body: bytes, headers, request_id: str):
         start = self.clock()
-        req, prompts, shape, decision = self.plan(kind, body, headers)
+        req = self._parse(kind, body)
+        operation = "chat" if kind == CHAT else "text_completion"
+        root = tracing.start_span(f"{operation} {req.model}", {
+            "gen_ai.operation.name": operation,
+            "gen_ai.request.model": req.model,
+            "gen_ai.request.max_tokens": req.requested_max_tokens(),
+            "gen_ai.request.temperature": req.temperature,
+            "gen_ai.request.top_p": req.top_p,
+            "gen_ai.request.seed": req.seed,
+            "gen_ai.request.choice.count": req.n,
+            "hetserve.request_id": request_id,
+            "hetserve.stream": bool(req.stream),
+        })
+        try:
+            return await self._run(kind, req, headers, request_id, start, root)
+        except BaseException as exc:
+            tracing.end_span(root, error=exc)
+            raise
+
+    async def _run(self, kind: str, req, headers, request_id: str, start: float, root):
+        route_span = tracing.start_span("route", parent=root)
+        try:
+            prompts, shape, decision = self._route(kind, req, headers)
+        except BaseException as exc:
+            tracing.end_span(route_span, error=exc)
+            raise
         pool = decision.ranked[0].name
+        route_facts = {
+            "hetserve.policy": decision.policy,
+            "hetserve.pool": pool,
+            "hetserve.hardware": decision.best.pool.hardware,
+            "hetserve.emulated": decision.best.pool.emulated,
+            "hetserve.route_reason": decision.reason,
+            "hetserve.batch": decision.best.batch,
+            "hetserve.prompt_tokens_estimate": shape.prompt_tokens,
+        }
+        tracing.end_span(route_span, route_facts)
+        if root is not None:
+            root.set_attributes({k: v for k, v in route_facts.items() if v is not None})
         self.metrics.routed(req.model, pool)
         max_tokens = req.requested_max_tokens()
         params = {
@@ -161,7 +202,7 @@ class CompletionService:
             "stop": req.stop_list(),
             "ignore_eos": req.ignore_eos,
         }
-        seqs = await self._open(pool, request_id, prompts, req.n, params, shape.sequences)
+        seqs = await self._open(pool, request_id, prompts, req.n, params, shape.sequences, tracing.carrier_for(root))
         ttft = self.clock() - start
         # Ray Serve's proxy sets x-request-id (the client's, or its own): request_id is that one.
         headers_out = {
@@ -171,6 +212,7 @@ class CompletionService:
         rid = ("chatcmpl-" if kind == CHAT else "cmpl-") + request_id
         created = int(time.time())
         ctx = _Context(self, kind, rid, created, req.model, pool, decision.best.batch, shape, start, ttft, len(prompts), req.n)
+        ctx.span = root
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             return StreamingResponse(
@@ -193,7 +235,9 @@ class CompletionService:
             raise errors.InvalidRequest(f"header {PIN_HEADER}: no pool named {pin!r}", param=PIN_HEADER)
         return pinned
 
-    async def _open(self, pool: str, request_id: str, prompts, n: int, params: dict, sequences: int) -> list[_Sequence]:
+    async def _open(
+        self, pool: str, request_id: str, prompts, n: int, params: dict, sequences: int, trace: dict | None
+    ) -> list[_Sequence]:
         """Start one pool stream per sequence and wait for each one's first item."""
         self.state.acquire(pool, sequences)
         seqs = []
@@ -204,7 +248,7 @@ class CompletionService:
                     seq_params = dict(params)
                     if params["seed"] is not None:
                         seq_params["seed"] = params["seed"] + j
-                    request = {"request_id": f"{request_id}-{index}", "params": seq_params, **prompt}
+                    request = {"request_id": f"{request_id}-{index}", "params": seq_params, "trace": trace, **prompt}
                     seqs.append(_Sequence(index, self.pools.stream(pool, request)))
             firsts = await asyncio.gather(*(s.stream.__anext__() for s in seqs))
         except BaseException:
@@ -231,6 +275,7 @@ class _Context:
         self.replica_stats: list[dict] = []
         self.closed = False
         self.ok = False
+        self.span = None
 
     def _note(self, index: int, item: tuple) -> None:
         _, n_prompt, n_out, finish, telemetry = item
@@ -324,6 +369,14 @@ class _Context:
         e2e = self.s.clock() - self.start
         out = sum(self.output_tokens.values())
         status = "ok" if self.ok else "error"
+        use = self.usage()
+        tracing.end_span(self.span, {
+            "gen_ai.usage.input_tokens": use["prompt_tokens"],
+            "gen_ai.usage.output_tokens": use["completion_tokens"],
+            "hetserve.energy_joules": self.energy_j,
+            "hetserve.ttft_ms": self.ttft * 1e3,
+            "hetserve.status": status,
+        })
         self.s.metrics.finished(self.model, self.pool, status, self.ttft, e2e, self.usage()["prompt_tokens"], out, self.energy_j)
         for stats in self.replica_stats:
             self.s.state.record_stats(self.pool, stats)

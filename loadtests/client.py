@@ -4,7 +4,8 @@ Streaming requests ask for ``stream_options.include_usage`` so token counts
 come from the server, and ``ignore_eos`` (a vLLM and hetserve extension) so
 the output runs to ``max_tokens``. Every failure becomes an ``error_type``
 on the result rather than an exception: ``http_<status>``, ``timeout``,
-``connect_error``, ``protocol_error``, ``network_error``, ``stream_error``
+``connect_error``, ``protocol_error``, ``network_error``, ``http_error``
+(another httpx failure), ``stream_error``
 (an error object inside the stream), ``bad_chunk`` (unparsable JSON),
 ``incomplete_stream`` (no ``[DONE]``) or ``no_output``.
 """
@@ -98,6 +99,8 @@ async def send_request(
         _fail(result, "protocol_error", str(e))
     except httpx.TransportError as e:
         _fail(result, "network_error", str(e) or type(e).__name__)
+    except httpx.HTTPError as e:  # e.g. a body that fails to decode
+        _fail(result, "http_error", str(e) or type(e).__name__)
     except json.JSONDecodeError as e:
         _fail(result, "bad_chunk", str(e))
     result.e2e_s = time.perf_counter() - sent
@@ -115,6 +118,9 @@ async def _read_stream(response: httpx.Response, result: RequestResult, sent: fl
             done = True
             continue
         chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            _fail(result, "bad_chunk", f"expected a JSON object, got {data[:50]!r}")
+            return
         if "error" in chunk:
             _fail(result, "stream_error", _error_message(chunk))
             return

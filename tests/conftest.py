@@ -28,14 +28,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def gateway_url():
-    """The default fleet, started on a free loopback port; torn down after the session."""
+def trace_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("spans")
+
+
+@pytest.fixture(scope="session")
+def gateway_url(trace_dir):
+    """The default fleet, started on a free loopback port, spans written to
+    ``trace_dir``; torn down after the session."""
     from gateway import server
     from gateway.config import load_fleet
+    from workers.tracing import TracingSpec
 
     fleet, _ = load_fleet(None)
     fleet.gateway.port = free_port()
     fleet.gateway.poll_interval_s = 0.5
+    fleet.tracing = TracingSpec(exporter="file", directory=str(trace_dir))
     running = server.start(fleet, num_cpus=2, admin_key=ADMIN_KEY)
     deadline = time.monotonic() + 240
     try:

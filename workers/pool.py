@@ -15,6 +15,7 @@ from typing import Any
 
 from ray import serve
 
+from workers import tracing
 from workers.adapters import make_engine
 from workers.engine import EngineRequest, SamplingParams
 from workers.hardware import get_hardware
@@ -29,8 +30,11 @@ DEFAULT_RELAY_WINDOW_S = 0.02
 
 
 class PoolReplica:
-    async def __init__(self, spec: dict[str, Any], relay_window_s: float = DEFAULT_RELAY_WINDOW_S):
+    async def __init__(
+        self, spec: dict[str, Any], relay_window_s: float = DEFAULT_RELAY_WINDOW_S, trace: dict | None = None
+    ):
         self.spec = PoolSpec.model_validate(spec)
+        tracing.configure(trace, f"pool:{self.spec.name}")
         self.hardware = get_hardware(self.spec.hardware)
         self.relay_window_s = relay_window_s
         self.engine = make_engine(self.spec)
@@ -38,6 +42,13 @@ class PoolReplica:
         self.meter = build_meter(self.spec, self.engine, self.hardware, self.spec.max_ongoing_requests)
         self.ledger = EnergyLedger(self.meter, self.hardware.idle_watts_replica)
         self.replica_id = _replica_id()
+        self._span_attributes = {
+            "hetserve.pool": self.spec.name,
+            "hetserve.hardware": self.spec.hardware,
+            "hetserve.engine": self.spec.engine,
+            "hetserve.engine_provenance": self.engine.provenance,
+            "hetserve.replica": self.replica_id,
+        }
 
     def _engine_request(self, request: dict[str, Any]) -> EngineRequest:
         params = SamplingParams(**request["params"])
@@ -58,13 +69,21 @@ class PoolReplica:
         """
         mark = self.ledger.mark(self.engine.stats().output_tokens_total)
         started = time.monotonic()
-        stream = self.engine.generate(self._engine_request(request))
-        async for text, n_prompt, n_out, finish in coalesce(stream, self.relay_window_s):
-            telemetry = None
-            if finish is not None:
-                energy = self.ledger.attribute(mark, n_out, self.engine.stats().output_tokens_total)
-                telemetry = {"energy_j": energy, "engine_s": time.monotonic() - started, **self.stats()}
-            yield (text, n_prompt, n_out, finish, telemetry)
+        span = tracing.start_span("generate", self._span_attributes, carrier=request.get("trace"))
+        n_out, error, energy = 0, None, None
+        try:
+            stream = self.engine.generate(self._engine_request(request))
+            async for text, n_prompt, n_out, finish in coalesce(stream, self.relay_window_s):
+                telemetry = None
+                if finish is not None:
+                    energy = self.ledger.attribute(mark, n_out, self.engine.stats().output_tokens_total)
+                    telemetry = {"energy_j": energy, "engine_s": time.monotonic() - started, **self.stats()}
+                yield (text, n_prompt, n_out, finish, telemetry)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            tracing.end_span(span, {"gen_ai.usage.output_tokens": n_out, "hetserve.energy_joules": energy}, error)
 
     def stats(self) -> dict[str, Any]:
         s = self.engine.stats()
@@ -105,7 +124,7 @@ def _replica_id() -> str:
         return f"local-{os.getpid()}"
 
 
-def pool_deployment(spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW_S):
+def pool_deployment(spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW_S, trace: dict | None = None):
     """The bound Ray Serve deployment for one pool."""
     return serve.deployment(
         PoolReplica,
@@ -116,4 +135,4 @@ def pool_deployment(spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW
         health_check_period_s=10,
         logging_config={"enable_access_log": False},
         request_router_config=router_config(),
-    ).bind(spec.model_dump(), relay_window_s)
+    ).bind(spec.model_dump(), relay_window_s, trace)

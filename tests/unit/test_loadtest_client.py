@@ -86,6 +86,7 @@ def test_usage_missing_falls_back_to_content_chunks(clock):
         ([(0.01, _chunk("a"))], 200, "incomplete_stream"),
         ([(0.01, b'data: {"error": {"message": "engine died"}}\n\n')], 200, "stream_error"),
         ([(0.01, b"data: {not json\n\n")], 200, "bad_chunk"),
+        ([(0.01, b"data: 5\n\n")], 200, "bad_chunk"),
         ([(0.01, b"data: [DONE]\n\n")], 200, "no_output"),
     ],
 )

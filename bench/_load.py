@@ -1,0 +1,132 @@
+"""The one client every benchmarked server gets: closed-loop async httpx, own timing.
+
+``concurrency`` workers each send their next ``/v1/completions`` request when
+the last one finished, until ``requests`` were sent. Streaming requests ask
+for ``ignore_eos`` and ``stream_options.include_usage`` so every server
+produces exactly ``max_tokens`` and reports how many. Per request it keeps
+the time of the first content chunk (TTFT) and of every later content chunk;
+inter-token latency (ITL) is the gap between consecutive content chunks, as
+vLLM's own ``benchmark_serving`` counts it: a relay that merges tokens into
+fewer chunks shows fewer, longer gaps. TPOT is ``(e2e - ttft) / (tokens - 1)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+from loadtests.sse import iter_sse_data
+
+_WORDS = "the model token energy power batch sequence latency prompt output request pool gpu npu cpu memory".split()
+
+
+def prompt_for(i: int, words: int = 24) -> str:
+    """A distinct prompt per request (no two share a long prefix), about ``words`` tokens."""
+    return f"request {i}: " + " ".join(_WORDS[(i * 7 + k * 3) % len(_WORDS)] for k in range(words))
+
+
+@dataclass
+class Sample:
+    ok: bool = False
+    error: str = ""
+    ttft_s: float = 0.0
+    e2e_s: float = 0.0
+    output_tokens: int = 0
+    chunk_s: list[float] = field(default_factory=list)
+
+
+async def one_request(client: httpx.AsyncClient, url: str, model: str, i: int, max_tokens: int, stream: bool) -> Sample:
+    body = {"model": model, "prompt": prompt_for(i), "max_tokens": max_tokens, "temperature": 1.0,
+            "ignore_eos": True, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    s = Sample()
+    t0 = time.perf_counter()
+    try:
+        async with client.stream("POST", f"{url}/v1/completions", json=body) as r:
+            if r.status_code != 200:
+                s.error = f"http_{r.status_code}: {(await r.aread())[:200]!r}"
+                return s
+            if not stream:
+                data = json.loads(await r.aread())
+                s.e2e_s = s.ttft_s = time.perf_counter() - t0
+                s.output_tokens = data["usage"]["completion_tokens"]
+                s.ok = s.output_tokens > 0
+                return s
+            done = False
+            async for data in iter_sse_data(r.aiter_bytes()):
+                now = time.perf_counter() - t0
+                if data == "[DONE]":
+                    done = True
+                    continue
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    s.error = f"stream_error: {str(chunk['error'])[:200]}"
+                    return s
+                if any(c.get("text") for c in chunk.get("choices") or ()):
+                    s.chunk_s.append(now)
+                if chunk.get("usage"):
+                    s.output_tokens = chunk["usage"]["completion_tokens"]
+            s.e2e_s = time.perf_counter() - t0
+            if not done or not s.chunk_s:
+                s.error = "incomplete_stream" if not done else "no_output"
+                return s
+            s.ttft_s = s.chunk_s[0]
+            s.ok = s.output_tokens > 0
+    except (httpx.HTTPError, json.JSONDecodeError, KeyError) as exc:
+        s.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    return s
+
+
+async def closed_loop(url: str, *, concurrency: int, requests: int, max_tokens: int, stream: bool,
+                      model: str = "tiny-llama", timeout_s: float = 300.0, first_index: int = 0) -> tuple[list[Sample], float]:
+    """Run ``requests`` requests through ``concurrency`` workers; return the samples and the wall time."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    counter = iter(range(first_index, first_index + requests))
+    samples: list[Sample] = []
+    async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as client:
+
+        async def worker() -> None:
+            for i in counter:
+                samples.append(await one_request(client, url, model, i, max_tokens, stream))
+
+        t0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), timeout_s * 2)
+        wall = time.perf_counter() - t0
+    return samples, wall
+
+
+def pct(values, q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def summarize(samples: list[Sample], wall_s: float, stream: bool) -> dict:
+    ok = [s for s in samples if s.ok]
+    tokens = sum(s.output_tokens for s in ok)
+    ttft = [s.ttft_s * 1e3 for s in ok]
+    itl = [(b - a) * 1e3 for s in ok for a, b in zip(s.chunk_s, s.chunk_s[1:])]
+    tpot = [(s.e2e_s - s.ttft_s) * 1e3 / (s.output_tokens - 1) for s in ok if stream and s.output_tokens > 1]
+    chunks = sum(len(s.chunk_s) for s in ok)
+    return {
+        "requests": len(samples),
+        "errors": len(samples) - len(ok),
+        "first_error": next((s.error for s in samples if not s.ok), None),
+        "wall_s": wall_s,
+        "output_tokens": tokens,
+        "tok_s": tokens / wall_s if wall_s > 0 else 0.0,
+        "req_s": len(ok) / wall_s if wall_s > 0 else 0.0,
+        "ttft_ms_p50": pct(ttft, 50),
+        "ttft_ms_p99": pct(ttft, 99),
+        "e2e_ms_p50": pct([s.e2e_s * 1e3 for s in ok], 50),
+        "e2e_ms_p99": pct([s.e2e_s * 1e3 for s in ok], 99),
+        "itl_ms_p50": pct(itl, 50),
+        "itl_ms_p99": pct(itl, 99),
+        "tpot_ms_p50": pct(tpot, 50),
+        "tpot_ms_p99": pct(tpot, 99),
+        "tokens_per_chunk": tokens / chunks if stream and chunks else None,
+    }

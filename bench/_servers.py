@@ -1,0 +1,353 @@
+"""Start, measure and stop the servers the benchmarks compare, one at a time.
+
+Each server runs in its own process tree (so a crash or a stuck Ray cluster
+cannot take the harness down, and CPU time can be read per role):
+
+- ``vllm``: vLLM's own OpenAI server, ``python -m vllm.entrypoints.openai.api_server``;
+- ``rayllm``: ``ray.serve.llm.build_openai_app`` on a fresh local Ray cluster;
+- ``hetserve``: hetserve (``gateway.server.start``) with a fleet file;
+- ``plain``: a minimal FastAPI/uvicorn app calling hetserve's ``VLLMEngine``
+  adapter in-process, without Ray (the gateway-overhead baseline).
+
+All serve the tiny Llama (:func:`workers.tiny_model.ensure_tiny_model`) as
+``tiny-llama`` with the same engine settings (:data:`ENGINE`), bind
+127.0.0.1 on a free port and are stopped (Ray cluster included) before the
+next one starts.
+
+Run as a script, this module *is* the server process of the Ray-based and
+plain kinds: ``python bench/_servers.py serve KIND --port P [...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MODEL_NAME = "tiny-llama"
+#: Engine settings shared by every server under comparison.
+ENGINE = {"dtype": "bfloat16", "max_model_len": 2048, "max_num_seqs": 64}
+ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+KINDS = ("vllm", "rayllm", "hetserve", "plain")
+START_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def model_dir() -> str:
+    from workers.tiny_model import ensure_tiny_model
+
+    return str(ensure_tiny_model())
+
+
+# -- CPU accounting ----------------------------------------------------------
+
+
+def role_of(cmdline: list[str], name: str) -> str:
+    """Which part of a server a process is, from its (Ray/vLLM-set) process title."""
+    title = " ".join(cmdline) if cmdline else name
+    if "VLLM::EngineCore" in title or "VLLM::Worker" in title or "RayWorkerWrapper" in title:
+        return "engine"
+    if "ray::ProxyActor" in title:
+        return "proxy"
+    if "ray::ServeReplica" in title:
+        # hetserve's pool replicas and ray.serve.llm's LLMServer own the engine's frontend (AsyncLLM).
+        if ":gateway" in title or "Ingress" in title or "Router" in title:
+            return "ingress"
+        return "llm_replica"
+    if "ray::ServeController" in title:
+        return "controller"
+    if "vllm.entrypoints" in title:
+        return "frontend"
+    if "_servers.py" in title:
+        return "driver"
+    return "other"
+
+
+def cpu_by_role(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of a process tree, summed per :func:`role_of`."""
+    import psutil
+
+    out: dict[str, float] = {}
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return out
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            role = role_of(p.cmdline(), p.name())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        out[role] = out.get(role, 0.0) + t.user + t.system
+    return out
+
+
+def pids_by_role(root_pid: int) -> dict[str, list[int]]:
+    import psutil
+
+    out: dict[str, list[int]] = {}
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return out
+    for p in procs:
+        try:
+            out.setdefault(role_of(p.cmdline(), p.name()), []).append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return out
+
+
+# -- the harness side ----------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """One running server process tree."""
+
+    kind: str
+    label: str
+    url: str
+    proc: subprocess.Popen
+    started_s: float
+    log_path: Path
+    options: dict = field(default_factory=dict)
+
+    def cpu(self) -> dict[str, float]:
+        return cpu_by_role(self.proc.pid)
+
+    def pids(self) -> dict[str, list[int]]:
+        return pids_by_role(self.proc.pid)
+
+    def stop(self) -> None:
+        """SIGTERM (the server shuts its Ray cluster down), then SIGKILL whatever is left of the tree."""
+        import psutil
+
+        try:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(tree, timeout=10)
+
+
+def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dict[str, str] | None = None, **options) -> Server:
+    """Start a server of ``kind`` on a free loopback port; return once it answered a completion."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown server kind {kind!r}; known: {', '.join(KINDS)}")
+    port = free_port()
+    label = label or kind
+    mdir = model_dir()
+    full_env = {**os.environ, **ENGINE_ENV, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("RAY_ADDRESS", None)  # never attach to another cluster (the test session's, a stale one)
+    if kind == "vllm":
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", mdir, "--served-model-name", MODEL_NAME,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--dtype", ENGINE["dtype"], "--max-model-len", str(ENGINE["max_model_len"]),
+            "--max-num-seqs", str(ENGINE["max_num_seqs"]),
+            "--disable-uvicorn-access-log", "--disable-log-stats",
+        ]
+    else:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "serve", kind, "--port", str(port), "--options", json.dumps(options)]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{label}.log"
+    log = open(log_path, "wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(ROOT))
+    server = Server(kind, label, f"http://127.0.0.1:{port}", proc, 0.0, log_path, options)
+    try:
+        _wait_ready(server, t0)
+    except BaseException:
+        server.stop()
+        raise
+    server.started_s = time.monotonic() - t0
+    return server
+
+
+def _wait_ready(server: Server, t0: float) -> None:
+    body = {"model": MODEL_NAME, "prompt": "warm up", "max_tokens": 2}
+    while True:
+        if server.proc.poll() is not None:
+            tail = server.log_path.read_bytes()[-3000:].decode(errors="replace")
+            raise RuntimeError(f"{server.label} exited with {server.proc.returncode} before answering:\n{tail}")
+        try:
+            r = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - t0 > START_TIMEOUT_S:
+            raise RuntimeError(f"{server.label} did not answer within {START_TIMEOUT_S:.0f} s (log: {server.log_path})")
+        time.sleep(1.0)
+
+
+# -- the server side -----------------------------------------------------------
+
+
+def _serve_rayllm(port: int, options: dict) -> None:
+    import ray
+    from ray import serve
+    from ray.serve.llm import LLMConfig, LLMServingArgs, build_openai_app
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="bench")
+    config = LLMConfig(
+        model_loading_config=dict(model_id=MODEL_NAME, model_source=model_dir()),
+        accelerator_config=dict(kind="cpu"),
+        engine_kwargs=dict(ENGINE),
+        runtime_env=dict(env_vars=dict(ENGINE_ENV)),
+        log_engine_metrics=False,
+    )
+    app = build_openai_app(
+        LLMServingArgs(llm_configs=[config], ingress_deployment_config=dict(ray_actor_options=dict(num_cpus=0)))
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app, name="rayllm", route_prefix="/", blocking=False)
+
+
+def _serve_hetserve(port: int, options: dict) -> None:
+    from gateway import server
+    from gateway.config import load_fleet
+
+    fleet, _ = load_fleet(options.get("fleet") or ROOT / "bench" / "fleets" / "cpu-vllm.yaml")
+    if options.get("relay_window_s") is not None:
+        fleet.gateway.relay_window_s = float(options["relay_window_s"])
+    server.start(fleet, host="127.0.0.1", port=port, num_cpus=2)
+
+
+def _serve_plain(port: int, options: dict) -> None:
+    """FastAPI + uvicorn calling the VLLMEngine adapter in this process: no Ray at all."""
+    import asyncio
+    import uuid
+
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    from workers.engine import EngineRequest, SamplingParams
+    from workers.vllm_engine import VLLMEngine
+
+    app = FastAPI()
+    engine = VLLMEngine(model_dir(), **ENGINE)
+
+    @app.on_event("startup")
+    async def _start() -> None:
+        await engine.start()
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = json.loads(await request.body())
+        rid = uuid.uuid4().hex
+        params = SamplingParams(
+            max_tokens=int(body.get("max_tokens") or 16),
+            temperature=float(body.get("temperature", 1.0)),
+            ignore_eos=bool(body.get("ignore_eos", False)),
+        )
+        req = EngineRequest(rid, prompt=body["prompt"], params=params)
+        created = int(time.time())
+
+        def chunk(text: str, finish) -> dict:
+            return {"id": rid, "object": "text_completion", "created": created, "model": MODEL_NAME,
+                    "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+
+        if not body.get("stream"):
+            parts, last = [], None
+            async for d in engine.generate(req):
+                parts.append(d.text)
+                last = d
+            out = chunk("".join(parts), last.finish_reason)
+            out["usage"] = {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.output_tokens,
+                            "total_tokens": last.prompt_tokens + last.output_tokens}
+            return JSONResponse(out)
+
+        async def sse():
+            last = None
+            async for d in engine.generate(req):
+                last = d
+                yield f"data: {json.dumps(chunk(d.text, d.finish_reason))}\n\n"
+            if (body.get("stream_options") or {}).get("include_usage") and last is not None:
+                u = chunk("", None)
+                u["choices"] = []
+                u["usage"] = {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.output_tokens,
+                              "total_tokens": last.prompt_tokens + last.output_tokens}
+                yield f"data: {json.dumps(u)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    asyncio.run(server.serve())
+    asyncio.run(engine.shutdown()) if engine._engine is not None else None
+
+
+def _serve(kind: str, port: int, options: dict) -> None:
+    if kind == "plain":
+        _serve_plain(port, options)
+        return
+    os.environ.pop("RAY_ADDRESS", None)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    try:
+        (_serve_rayllm if kind == "rayllm" else _serve_hetserve)(port, options)
+        print(f"serving {kind} on 127.0.0.1:{port}", flush=True)
+        while not stop["now"]:
+            time.sleep(0.2)
+    finally:
+        from ray import serve
+        import ray
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("kind", choices=[k for k in KINDS if k != "vllm"])
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--options", default="{}")
+    args = parser.parse_args(argv)
+    _serve(args.kind, args.port, json.loads(args.options))
+
+
+if __name__ == "__main__":
+    main()
