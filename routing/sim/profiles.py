@@ -12,8 +12,10 @@ a time. A cell of sequence bucket ``s`` uses ``p = s × prompt_share``,
 ``n = s - p`` (the bucket's upper edge: conservative). A batch the KV cache
 or ``max_batch`` cannot hold is clamped to the largest that fits.
 
-``j_per_token`` is the replica's whole draw while busy (idle included), per
-output token, like the calibration anchors in docs/hardware.md.
+``j_per_token`` is the energy above the replica's idle draw per output token
+(``attributed``): the same quantity calibration and online learning measure
+(``energy_joules`` in ``/v1/fleet``), and the marginal cost routing controls,
+since an idle pool draws its idle power whether or not it gets the request.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def modelled_profile(
                 ttft_ms=op.ttft_s * 1e3,
                 tpot_ms=op.tpot_s * 1e3,
                 watts=op.watts,
-                j_per_token=op.j_per_token,
+                j_per_token=op.attributed_j_per_token,
                 cost_per_mtok=f.price_per_hour / 3600 / op.throughput_tok_s * 1e6,
             ))
     return prof
