@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from loadtests.sse import iter_sse_data
+from loadtests.sse import SSEParser
 
 _WORDS = "the model token energy power batch sequence latency prompt output request pool gpu npu cpu memory".split()
 
@@ -37,7 +37,8 @@ class Sample:
     ttft_s: float = 0.0
     e2e_s: float = 0.0
     output_tokens: int = 0
-    chunk_s: list[float] = field(default_factory=list)
+    chunk_s: list[float] = field(default_factory=list)  # arrival of each network read with content
+    events: int = 0  # SSE events with content
 
 
 async def one_request(client: httpx.AsyncClient, url: str, model: str, i: int, max_tokens: int, stream: bool) -> Sample:
@@ -59,19 +60,26 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, i: int, m
                 s.ok = s.output_tokens > 0
                 return s
             done = False
-            async for data in iter_sse_data(r.aiter_bytes()):
+            parser = SSEParser()
+            async for raw in r.aiter_bytes():
+                # Every event in one network read arrived at the same time: one delivery.
                 now = time.perf_counter() - t0
-                if data == "[DONE]":
-                    done = True
-                    continue
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    s.error = f"stream_error: {str(chunk['error'])[:200]}"
-                    return s
-                if any(c.get("text") for c in chunk.get("choices") or ()):
+                content = False
+                for data in parser.feed(raw):
+                    if data == "[DONE]":
+                        done = True
+                        continue
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        s.error = f"stream_error: {str(chunk['error'])[:200]}"
+                        return s
+                    if any(c.get("text") for c in chunk.get("choices") or ()):
+                        s.events += 1
+                        content = True
+                    if chunk.get("usage"):
+                        s.output_tokens = chunk["usage"]["completion_tokens"]
+                if content:
                     s.chunk_s.append(now)
-                if chunk.get("usage"):
-                    s.output_tokens = chunk["usage"]["completion_tokens"]
             s.e2e_s = time.perf_counter() - t0
             if not done or not s.chunk_s:
                 s.error = "incomplete_stream" if not done else "no_output"
@@ -111,7 +119,7 @@ def summarize(samples: list[Sample], wall_s: float, stream: bool) -> dict:
     ttft = [s.ttft_s * 1e3 for s in ok]
     itl = [(b - a) * 1e3 for s in ok for a, b in zip(s.chunk_s, s.chunk_s[1:])]
     tpot = [(s.e2e_s - s.ttft_s) * 1e3 / (s.output_tokens - 1) for s in ok if stream and s.output_tokens > 1]
-    chunks = sum(len(s.chunk_s) for s in ok)
+    deliveries = sum(len(s.chunk_s) for s in ok)
     return {
         "requests": len(samples),
         "errors": len(samples) - len(ok),
@@ -128,5 +136,6 @@ def summarize(samples: list[Sample], wall_s: float, stream: bool) -> dict:
         "itl_ms_p99": pct(itl, 99),
         "tpot_ms_p50": pct(tpot, 50),
         "tpot_ms_p99": pct(tpot, 99),
-        "tokens_per_chunk": tokens / chunks if stream and chunks else None,
+        "tokens_per_delivery": tokens / deliveries if stream and deliveries else None,
+        "tokens_per_event": tokens / sum(s.events for s in ok) if stream and ok else None,
     }

@@ -631,7 +631,7 @@ def summary(sweep: PoolSweep) -> str:
         f"{counts[ERROR]} failed in {sweep.elapsed_s:.1f} s",
     ]
     seqs = sorted({c.seq_len for c in sweep.cells})
-    width = max(7, *(len(str(s)) + 1 for s in seqs)) if seqs else 7
+    width = max(9, *(len(str(s)) + 1 for s in seqs)) if seqs else 9
     lines.append("J/token" + " " * 3 + "".join(f"{s:>{width}}" for s in seqs) + "   (seq = prompt + output)")
     for b in sweep.batch_sizes:
         row = f"batch {b:<4}"
@@ -640,7 +640,7 @@ def summary(sweep: PoolSweep) -> str:
             if c is None:
                 text = ""
             elif c.status == OK:
-                text = "?" if c.j_per_token is None else f"{c.j_per_token:.3g}"
+                text = "?" if c.j_per_token is None else f"{c.j_per_token:.3g}"[: width - 1]
             else:
                 text = _MARK[c.status]
             row += f"{text:>{width}}"
