@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from fastapi import Request  # module level: the plain server's handler annotation must resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -254,7 +255,7 @@ def _serve_plain(port: int, options: dict) -> None:
     import uuid
 
     import uvicorn
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import JSONResponse, StreamingResponse
 
     from workers.engine import EngineRequest, SamplingParams

@@ -36,14 +36,16 @@ def wait_idle(base: str, timeout_s: float = 120) -> None:
     raise RuntimeError("the fleet did not drain")
 
 
-def run_policy(base: str, admin_key: str, policy: str, trace: Path, out: Path, slo: tuple[float, float]) -> dict:
+def run_policy(
+    base: str, admin_key: str, policy: str, trace: Path, out: Path, slo: tuple[float, float], n_requests: int
+) -> dict:
     r = httpx.put(f"{base}/admin/routing", json={"policy": policy}, headers={"authorization": f"Bearer {admin_key}"})
     r.raise_for_status()
     wait_idle(base)
     code = loadtest([
         "run", "--base-url", base, "--model", MODEL, "--dataset", "trace", str(trace), "--endpoint", "completions",
         "--slo-ttft-ms", str(slo[0]), "--slo-tpot-ms", str(slo[1]), "--label", policy, "--out", str(out),
-        "--no-progress", "--timeout", "300",
+        "--requests", str(n_requests), "--no-progress", "--timeout", "300",
     ])
     if code != 0:
         raise RuntimeError(f"load test for {policy} exited {code}")
@@ -69,7 +71,7 @@ def main() -> int:
     write_trace(trace, generate_trace(model=MODEL, rate=args.rate, n=args.requests, arrival="poisson",
                                       lengths="mixed", seed=args.seed))
     slo = (args.slo_ttft_ms, args.slo_tpot_ms)
-    results = {p: run_policy(args.base_url, args.admin_key, p, trace, out, slo) for p in args.policies}
+    results = {p: run_policy(args.base_url, args.admin_key, p, trace, out, slo, args.requests) for p in args.policies}
     base = results.get("least-load", {}).get("energy") or {}
     print(f"\n{args.requests} requests, Poisson {args.rate}/s, mixed lengths (seed {args.seed}); "
           f"SLO TTFT {slo[0]:.0f} ms, TPOT {slo[1]:.0f} ms; reports in {out}\n")

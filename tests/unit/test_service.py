@@ -1,0 +1,162 @@
+"""The gateway's request flow against fake pools (no Ray): fan-out, SSE, usage, errors, accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from gateway import errors
+from gateway.config import parse_fleet
+from gateway.fleet_state import FleetState
+from gateway.metrics import GatewayMetrics
+from gateway.responses import CHAT, TEXT
+from gateway.service import CompletionService
+from gateway.tokens import TokenCounter
+from routing import build_router, load_routing_config
+from workers.errors import ContextLengthExceeded
+
+MODEL = "m"
+FLEET = parse_fleet({
+    "pools": [
+        {"name": "a", "hardware": "h100", "engine": "emulated", "model": "llama-3.1-8b", "models": [MODEL],
+         "engine_args": {"max_batch": 8}, "max_ongoing_requests": 8},
+    ]
+})
+
+
+class FakeStream:
+    """What a Ray Serve streaming handle returns: async iteration plus cancel()."""
+
+    def __init__(self, items, fail_first: Exception | None = None):
+        self._items = list(items)
+        self._fail_first = fail_first
+        self.cancelled = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        await asyncio.sleep(0)
+        if self._fail_first is not None:
+            raise self._fail_first
+        if not self._items:
+            raise StopAsyncIteration
+        return self._items.pop(0)
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class FakePools:
+    def __init__(self, fail: Exception | None = None):
+        self.requests: list[dict] = []
+        self.streams: list[FakeStream] = []
+        self.fail = fail
+
+    def stream(self, pool: str, request: dict):
+        self.requests.append(request)
+        tag = request["request_id"].rsplit("-", 1)[1]
+        n = request["params"]["max_tokens"]
+        items = [(f"{tag}.{i} ", 5, i + 1, "length" if i == n - 1 else None, None) for i in range(n)]
+        items[-1] = (*items[-1][:4], {"energy_j": 1.5, "replica": "r1"})
+        s = FakeStream(items, self.fail)
+        self.streams.append(s)
+        return s
+
+
+def make_service(pools: FakePools):
+    state = FleetState(FLEET.pools)
+    state.record_stats("a", {"replica": "r1", "max_model_len": 4096})
+    router = build_router(load_routing_config({"policy": "least-load"}))
+    finished = []
+    service = CompletionService(pools, state, lambda: router, {MODEL: TokenCounter()}, GatewayMetrics(), finished.append)
+    return service, state, finished
+
+
+async def _body(response) -> str:
+    return "".join([chunk async for chunk in response.body_iterator])
+
+
+async def test_n_times_prompts_fan_out_with_exact_usage():
+    pools = FakePools()
+    service, state, finished = make_service(pools)
+    body = json.dumps({"model": MODEL, "prompt": ["x", "y"], "n": 2, "max_tokens": 3, "seed": 10}).encode()
+    resp = await service.handle(TEXT, body, {}, "rid")
+    out = json.loads(resp.body)
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2, 3]
+    assert out["choices"][3]["text"] == "3.0 3.1 3.2 "
+    assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}
+    assert [r["params"]["seed"] for r in pools.requests] == [10, 11, 10, 11]
+    assert state.pools["a"].in_flight == 0
+    assert finished[0].energy_j == pytest.approx(6.0) and finished[0].shape.sequences == 4
+    assert resp.headers["x-hetserve-pool"] == "a"
+
+
+async def test_stream_chunks_role_then_content_usage_and_done():
+    service, state, _ = make_service(FakePools())
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+                       "stream": True, "stream_options": {"include_usage": True}}).encode()
+    resp = await service.handle(CHAT, body, {}, "rid")
+    assert state.pools["a"].in_flight == 1  # committed: first items arrived
+    events = [e.removeprefix("data: ") for e in (await _body(resp)).split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "0.0 "}
+    assert chunks[1]["choices"][0]["delta"] == {"content": "0.1 "}
+    assert chunks[1]["choices"][0]["finish_reason"] == "length"
+    assert chunks[0]["usage"] is None
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 2
+    assert state.pools["a"].in_flight == 0
+
+
+async def test_engine_error_before_first_token_is_typed_and_frees_the_pool():
+    pools = FakePools(fail=ContextLengthExceeded("too long", param="prompt"))
+    service, state, _ = make_service(pools)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2, "n": 2}).encode()
+    with pytest.raises(ContextLengthExceeded) as info:
+        await service.handle(TEXT, body, {}, "rid")
+    err = errors.error_body(info.value)
+    assert err.status == 400 and err.payload["error"]["code"] == "context_length_exceeded"
+    assert state.pools["a"].in_flight == 0
+    assert all(s.cancelled for s in pools.streams)
+
+
+async def test_client_disconnect_cancels_pool_streams():
+    pools = FakePools()
+    service, state, _ = make_service(pools)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 50, "stream": True}).encode()
+    resp = await service.handle(TEXT, body, {}, "rid")
+    it = resp.body_iterator
+    await it.__anext__()
+    await it.aclose()  # what Starlette does when the client goes away
+    assert pools.streams[0].cancelled
+    assert state.pools["a"].in_flight == 0
+
+
+@pytest.mark.parametrize(
+    "body,status,param",
+    [
+        ({"model": "other", "prompt": "x"}, 404, "model"),
+        ({"model": MODEL, "prompt": "x", "stream_options": {"include_usage": True}}, 400, "stream_options"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": 10_000_000}, 400, "prompt"),
+        ({"model": MODEL, "prompt": "x", "top_p": 0}, 400, "top_p"),
+    ],
+)
+async def test_bad_requests_map_to_openai_errors(body, status, param):
+    service, _, _ = make_service(FakePools())
+    with pytest.raises(Exception) as info:
+        await service.handle(TEXT, json.dumps(body).encode(), {}, "rid")
+    err = errors.error_body(info.value)
+    assert err.status == status
+    assert err.payload["error"]["param"] == param
+
+
+async def test_slo_headers_reach_the_shape_and_bad_ones_are_rejected():
+    service, _, _ = make_service(FakePools())
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2}).encode()
+    _, _, shape, _ = service.plan(TEXT, body, {"x-hetserve-slo-ttft-ms": "250", "x-hetserve-slo-tpot-ms": "40"})
+    assert (shape.slo_ttft_ms, shape.slo_tpot_ms) == (250.0, 40.0)
+    with pytest.raises(errors.InvalidRequest):
+        service.plan(TEXT, body, {"x-hetserve-slo-ttft-ms": "soon"})
