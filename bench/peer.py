@@ -15,7 +15,10 @@ vLLM's EngineCore and Worker) and of the gateway alone (Ray's proxy and the
 ingress replica). Results go to ``bench/results/peer*.json``.
 
 ``--relay-sweep`` runs hetserve with relay windows 0, 10, 20, 50 ms and with
-``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` instead (vLLM's server as the reference).
+``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (TO=1) at 20 and 50 ms instead, vLLM's
+server as the reference; ``--relay-sweep --focused`` repeats only the 20/50 ms
+± TO=1 contenders in reverse order (to tell drift on a shared machine from a
+real difference).
 
 ``--quick`` uses tiny sizes (the smoke test, tests/integration/test_bench_smoke.py).
 """
@@ -98,7 +101,10 @@ def peer_variants(names: list[str]) -> list[Variant]:
     return [known[n] for n in names]
 
 
-def sweep_variants() -> list[Variant]:
+def sweep_variants(focused: bool = False) -> list[Variant]:
+    """All windows and TO=1; ``focused``: only the contenders (20 and 50 ms, each ± TO=1), in reverse order."""
+    if focused:
+        return [Variant("vllm", "vllm")] + [v for v in reversed(sweep_variants()) if "w=20ms" in v.label or "w=50ms" in v.label]
     out = [Variant("vllm", "vllm")]
     for w in (0.0, 0.01, 0.02, 0.05):
         out.append(Variant(f"hetserve w={w * 1000:g}ms", "hetserve", options={"relay_window_s": w}))
@@ -211,16 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="vllm,rayllm,hetserve",
                         help="comma-separated: vllm, rayllm, hetserve, hetserve-to (TO=1)")
     parser.add_argument("--relay-sweep", action="store_true", help="hetserve relay windows and TO=1 instead")
+    parser.add_argument("--focused", action="store_true", help="with --relay-sweep: only 20/50 ms ± TO=1, reversed")
     parser.add_argument("--out", type=Path, help="JSON results (default: bench/results/peer[-sweep][-quick].json)")
     parser.add_argument("--log-dir", type=Path, help="server logs (default: a temporary directory)")
     args = parser.parse_args(argv)
 
     if args.relay_sweep:
-        variants, cells = sweep_variants(), sweep_grid(args.quick)
+        variants, cells = sweep_variants(args.focused), sweep_grid(args.quick)
     else:
         variants = peer_variants([s.strip() for s in args.servers.split(",") if s.strip()])
         cells = quick_grid() if args.quick else full_grid()
-    name = "peer" + ("-sweep" if args.relay_sweep else "") + ("-quick" if args.quick else "")
+    name = "peer" + ("-sweep" if args.relay_sweep else "") + ("-focused" if args.relay_sweep and args.focused else "")
+    name += "-quick" if args.quick else ""
     out_path = args.out or RESULTS / f"{name}.json"
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="hetserve-bench-"))
     _servers.model_dir()  # build the tiny model once, outside any timing

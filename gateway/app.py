@@ -24,6 +24,7 @@ from gateway.service import CompletionService
 from gateway.tokens import counter_for_pool_model
 from gateway.fleet_state import FleetState
 from gateway.profiles import ProfileStore
+from gateway.trace_recorder import TraceRecorder
 from workers import tracing
 from routing import RoutingConfigError, build_router, load_routing_config
 
@@ -79,8 +80,10 @@ class Gateway:
                 if m not in counters or not counters[m].exact:
                     counters[m] = counter_for_pool_model(p.model if p.engine != "emulated" else "")
         self._set_routing(self.fleet.routing)
+        self.recorder = TraceRecorder(self.fleet.gateway.record_trace) if self.fleet.gateway.record_trace else None
         self.service = CompletionService(
-            self.pools, self.state, lambda: self.router, counters, self.metrics, on_finished=self.profiles.observe
+            self.pools, self.state, lambda: self.router, counters, self.metrics,
+            on_finished=self.profiles.observe, recorder=self.recorder,
         )
         errors.install_handlers(api, lambda body: self.metrics.error(body.payload["error"]["type"], body.status))
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
@@ -137,6 +140,8 @@ class Gateway:
 
         await asyncio.gather(*(one(n) for n in self.state.pools))
         self.metrics.update_pools(self.state.describe())
+        if self.recorder is not None:
+            self.recorder.flush()
 
     async def _poll_forever(self) -> None:
         while True:

@@ -17,6 +17,8 @@ def _serve(args: argparse.Namespace) -> int:
     except FleetConfigError as exc:
         print(f"hetserve: invalid fleet: {exc}", file=sys.stderr)
         return 2
+    if args.record_trace:
+        fleet.gateway.record_trace = args.record_trace
     from gateway import server
 
     running = server.start(
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", help="an existing Ray cluster to join (default: start a local one)")
     serve.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster")
     serve.add_argument("--admin-key", help="key for the admin endpoints (live routing changes)")
+    serve.add_argument("--record-trace", metavar="FILE", help="append every completed request to this JSONL trace")
     serve.set_defaults(func=_serve)
 
     for name, text in DELEGATED.items():

@@ -32,7 +32,7 @@ class GatewaySpec(BaseModel):
     max_ongoing_requests: int = Field(default=1024, ge=1)
     poll_interval_s: float = Field(default=1.0, gt=0)
     relay_window_s: float = Field(default=0.02, ge=0, description="merge engine deltas for this long (see workers.relay)")
-    request_timeout_s: float = Field(default=600.0, gt=0)
+    record_trace: str | None = Field(default=None, description="append every completed request to this JSONL trace")
 
 
 class FleetConfig(BaseModel):

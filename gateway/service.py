@@ -78,6 +78,7 @@ class CompletionService:
         metrics: GatewayMetrics,
         on_finished: Callable[[Finished], None] = lambda f: None,
         clock: Callable[[], float] = time.monotonic,
+        recorder=None,
     ):
         self.pools = pools
         self.state = fleet_state
@@ -87,6 +88,7 @@ class CompletionService:
         self.metrics = metrics
         self.on_finished = on_finished
         self.clock = clock
+        self.recorder = recorder  # gateway.trace_recorder.TraceRecorder, or None
 
     # -- parsing ----------------------------------------------------------
 
@@ -193,6 +195,8 @@ class CompletionService:
         if root is not None:
             root.set_attributes({k: v for k, v in route_facts.items() if v is not None})
         self.metrics.routed(req.model, pool)
+        if self.recorder is not None:
+            self.recorder.begin(request_id)
         max_tokens = req.requested_max_tokens()
         params = {
             "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
@@ -202,7 +206,12 @@ class CompletionService:
             "stop": req.stop_list(),
             "ignore_eos": req.ignore_eos,
         }
-        seqs = await self._open(pool, request_id, prompts, req.n, params, shape.sequences, tracing.carrier_for(root))
+        try:
+            seqs = await self._open(pool, request_id, prompts, req.n, params, shape.sequences, tracing.carrier_for(root))
+        except BaseException:
+            if self.recorder is not None:
+                self.recorder.drop(request_id)
+            raise
         ttft = self.clock() - start
         # Ray Serve's proxy sets x-request-id (the client's, or its own): request_id is that one.
         headers_out = {
@@ -212,7 +221,7 @@ class CompletionService:
         rid = ("chatcmpl-" if kind == CHAT else "cmpl-") + request_id
         created = int(time.time())
         ctx = _Context(self, kind, rid, created, req.model, pool, decision.best.batch, shape, start, ttft, len(prompts), req.n)
-        ctx.span = root
+        ctx.span, ctx.request_id = root, request_id
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             return StreamingResponse(
@@ -276,6 +285,7 @@ class _Context:
         self.closed = False
         self.ok = False
         self.span = None
+        self.request_id = ""
 
     def _note(self, index: int, item: tuple) -> None:
         _, n_prompt, n_out, finish, telemetry = item
@@ -380,12 +390,27 @@ class _Context:
         self.s.metrics.finished(self.model, self.pool, status, self.ttft, e2e, self.usage()["prompt_tokens"], out, self.energy_j)
         for stats in self.replica_stats:
             self.s.state.record_stats(self.pool, stats)
+        self._record(use, out, e2e)
         if self.ok:
             if self.shape.max_new_tokens and out:
                 self.s.outputs.observe(self.model, out // max(self.shape.sequences, 1))
             self.s.on_finished(
                 Finished(self.pool, self.shape, self.batch, self.ttft, e2e, self.usage()["prompt_tokens"], out, self.energy_j, self.replica_stats)
             )
+
+
+    def _record(self, use: dict, out: int, e2e: float) -> None:
+        recorder = self.s.recorder
+        if recorder is None:
+            return
+        if not self.ok:
+            recorder.drop(self.request_id)
+            return
+        seqs = max(self.shape.sequences, 1)
+        recorder.finish(
+            self.request_id, self.model, use["prompt_tokens"] // max(self.n_prompts, 1), out // seqs, self.pool,
+            self.ttft, e2e, self.energy_j / seqs, self.shape.slo_ttft_ms, self.shape.slo_tpot_ms,
+        )
 
 
 def _header_safe(text: str) -> str:

@@ -15,6 +15,17 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
+class Served(BaseModel):
+    """How a recorded request was served (traces recorded by the gateway); replay ignores it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: str
+    ttft_ms: float = Field(ge=0)
+    e2e_ms: float = Field(ge=0)
+    energy_j: float | None = Field(default=None, ge=0)
+
+
 class TraceRecord(BaseModel):
     """One request: when it arrives, what it asks for, what it must meet."""
 
@@ -26,6 +37,7 @@ class TraceRecord(BaseModel):
     output_tokens: int = Field(ge=1)
     slo_ttft_ms: float | None = Field(default=None, gt=0)
     slo_tpot_ms: float | None = Field(default=None, gt=0)
+    served: Served | None = None
 
 
 class TraceError(ValueError):

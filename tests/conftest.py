@@ -44,6 +44,7 @@ def gateway_url(trace_dir):
     fleet.gateway.port = free_port()
     fleet.gateway.poll_interval_s = 0.5
     fleet.tracing = TracingSpec(exporter="file", directory=str(trace_dir))
+    fleet.gateway.record_trace = str(trace_dir / "recorded.jsonl")
     running = server.start(fleet, num_cpus=2, admin_key=ADMIN_KEY)
     deadline = time.monotonic() + 240
     try:

@@ -63,3 +63,28 @@ def test_metrics_cover_requests_tokens_energy_and_routing(gateway_url):
         'hetserve_pool_in_flight_sequences{pool="h100"}',
     ):
         assert needle in text, needle
+
+
+def test_gateway_records_a_replayable_trace(gateway_url, trace_dir):
+    from loadtests.trace import read_trace
+
+    for i in range(3):
+        r = httpx.post(
+            f"{gateway_url}/v1/completions",
+            json={"model": REAL_MODEL, "prompt": f"record {i}", "max_tokens": 4, "ignore_eos": True},
+            headers={"x-hetserve-slo-ttft-ms": "900"},
+            timeout=30,
+        )
+        assert r.status_code == 200
+    path = trace_dir / "recorded.jsonl"
+    deadline = time.monotonic() + 10
+    records = []
+    while time.monotonic() < deadline:
+        records = read_trace(path) if path.exists() else []
+        if sum(1 for rec in records if rec.slo_ttft_ms == 900) >= 3:
+            break
+        time.sleep(0.3)
+    mine = [rec for rec in records if rec.slo_ttft_ms == 900]
+    assert len(mine) == 3
+    assert all(rec.output_tokens == 4 and rec.served.pool == "cpu-vllm" for rec in mine)
+    assert [rec.t for rec in records] == sorted(rec.t for rec in records)
