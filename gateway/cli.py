@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     print("hetserve: shutting down", flush=True)
-    server.stop()
+    server.stop(running)
     return 0
 
 

@@ -20,6 +20,7 @@ APP_NAME = "hetserve"
 class Running:
     url: str
     started_s: float
+    owns_cluster: bool  # started a local Ray cluster (rather than joining one)
 
 
 def start(
@@ -36,7 +37,9 @@ def start(
     t0 = time.monotonic()
     host = host or fleet.gateway.host
     port = fleet.gateway.port if port is None else port
+    owns = False
     if not ray.is_initialized():
+        owns = not address
         if address:
             ray.init(address=address, namespace="hetserve")
         else:
@@ -45,10 +48,14 @@ def start(
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace="hetserve")
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(fleet, admin_key, base_dir), name=APP_NAME, route_prefix="/", blocking=False)
-    return Running(f"http://{host}:{port}", time.monotonic() - t0)
+    return Running(f"http://{host}:{port}", time.monotonic() - t0, owns)
 
 
-def stop() -> None:
+def stop(running: Running | None = None) -> None:
+    """Remove hetserve; on a cluster we joined, leave Serve and other apps running."""
+    if running is not None and not running.owns_cluster:
+        serve.delete(APP_NAME)
+        return
     try:
         serve.shutdown()
     finally:

@@ -66,7 +66,7 @@ def gateway_url(trace_dir):
             time.sleep(1)
         yield running.url
     finally:
-        server.stop()
+        server.stop(running)
 
 
 @pytest.fixture(scope="session")
