@@ -268,6 +268,10 @@ def _serve_plain(port: int, options: dict) -> None:
     async def _start() -> None:
         await engine.start()
 
+    @app.on_event("shutdown")
+    async def _stop() -> None:
+        await engine.shutdown()
+
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = json.loads(await request.body())
@@ -311,9 +315,8 @@ def _serve_plain(port: int, options: dict) -> None:
 
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    # uvicorn shuts down on SIGTERM (running the shutdown hook), then re-raises the signal.
     asyncio.run(server.serve())
-    asyncio.run(engine.shutdown()) if engine._engine is not None else None
 
 
 def _serve(kind: str, port: int, options: dict) -> None:

@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", action="store_true", help="py-spy hetserve's Ray processes (sequential unary)")
     parser.add_argument("--with-vllm", action="store_true", help="also vLLM's own OpenAI server")
+    parser.add_argument("--ways", default="engine,plain,hetserve", help="comma-separated subset of engine,plain,hetserve")
+    parser.add_argument("--fleet", type=Path, help="hetserve's fleet file (default: bench/fleets/cpu-vllm.yaml)")
+    parser.add_argument("--throughput-optimized", action="store_true",
+                        help="start hetserve's Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     n_seq, n_conc, conc = (20, 40, 8) if args.quick else (200, 400, 8)
@@ -230,14 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     _servers.model_dir()
     os.environ.update(_servers.ENGINE_ENV)  # the in-process engine
 
+    ways = [w.strip() for w in args.ways.split(",") if w.strip()]
+    if "engine" not in ways or "hetserve" not in ways:
+        raise SystemExit("--ways needs at least engine and hetserve")
     results = []
     print("== engine (in-process adapter)", flush=True)
     results.append(asyncio.run(_engine_runs(n_seq, n_conc, conc)))
     profile = None
-    kinds = ["plain", "hetserve"] + (["vllm"] if args.with_vllm else [])
+    kinds = [k for k in ("plain", "hetserve") if k in ways] + (["vllm"] if args.with_vllm else [])
     for kind in kinds:
         print(f"== {kind}", flush=True)
-        server = _servers.start_server(kind, log_dir=log_dir)
+        options = {"fleet": str(args.fleet.resolve())} if kind == "hetserve" and args.fleet else {}
+        env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} if kind == "hetserve" and args.throughput_optimized else None
+        server = _servers.start_server(kind, log_dir=log_dir, env=env, **options)
         try:
             results.append(_http_runs(server.url, kind, n_seq, n_conc, conc))
             if kind == "hetserve" and args.profile:
@@ -255,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"benchmark": name, "date": datetime.date.today().isoformat(), "machine": machine(),
            "engine": {**_servers.ENGINE, **_servers.ENGINE_ENV},
            "command": "bench/gateway_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "fleet": args.fleet.name if args.fleet else "cpu-vllm.yaml",
            "target_added_p50_ms": TARGET_MS, "added_p50_ms_sequential_unary": added,
            "results": results, "profile": profile}
     out_path.parent.mkdir(parents=True, exist_ok=True)

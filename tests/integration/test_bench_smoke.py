@@ -8,7 +8,8 @@ environment), so it does not touch the session's cluster from conftest.py;
 two local Ray clusters side by side work on these machines (dynamic GCS and
 raylet ports, 23 GB of memory for two vLLM engines). The test does not use
 the ``gateway_url`` fixture, so alone it starts no session cluster.
-About 90-120 s here (two engine start-ups dominate).
+About 70 s here alone (two engine start-ups dominate), longer beside the
+session cluster or a busy machine; the subprocess is bounded at 420 s.
 """
 
 from __future__ import annotations
