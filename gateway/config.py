@@ -31,7 +31,9 @@ class GatewaySpec(BaseModel):
     api_keys: list[str] = Field(default_factory=list, description="empty: no authentication")
     max_ongoing_requests: int = Field(default=1024, ge=1)
     poll_interval_s: float = Field(default=1.0, gt=0)
-    relay_window_s: float = Field(default=0.02, ge=0, description="merge engine deltas for this long (see workers.relay)")
+    relay_window_s: float = Field(
+        default=0.05, ge=0, description="longest time engine deltas are merged for (see workers.relay); 0 = off"
+    )
     record_trace: str | None = Field(default=None, description="append every completed request to this JSONL trace")
 
 

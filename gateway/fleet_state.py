@@ -65,7 +65,8 @@ class FleetState:
 
     def record_stats(self, pool: str, stats: dict[str, Any]) -> None:
         rec = self.pools[pool]
-        rec.replicas[stats["replica"]] = stats
+        # Finished requests carry counters only; polls add power and provenance: merge.
+        rec.replicas.setdefault(stats["replica"], {}).update(stats)
         rec.last_ok = self._clock()
         rec.last_error = None
 
@@ -126,8 +127,8 @@ class FleetState:
                     "energy_joules": rec.total("energy_attributed_j"),
                     "energy_total_joules": rec.total("energy_total_j"),
                     "watts": rec.total("watts"),
-                    "power_source": reps[0]["power_source"] if reps else rec.spec.power.source,
-                    "power_provenance": reps[0]["power_provenance"] if reps else None,
+                    "power_source": reps[0].get("power_source", rec.spec.power.source) if reps else rec.spec.power.source,
+                    "power_provenance": reps[0].get("power_provenance") if reps else None,
                     "last_error": rec.last_error,
                 }
             )

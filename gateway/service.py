@@ -206,8 +206,11 @@ class CompletionService:
             "stop": req.stop_list(),
             "ignore_eos": req.ignore_eos,
         }
+        whole = not req.stream
         try:
-            seqs = await self._open(pool, request_id, prompts, req.n, params, shape.sequences, tracing.carrier_for(root))
+            seqs = await self._open(
+                pool, request_id, prompts, req.n, params, shape.sequences, tracing.carrier_for(root), whole
+            )
         except BaseException:
             if self.recorder is not None:
                 self.recorder.drop(request_id)
@@ -245,7 +248,8 @@ class CompletionService:
         return pinned
 
     async def _open(
-        self, pool: str, request_id: str, prompts, n: int, params: dict, sequences: int, trace: dict | None
+        self, pool: str, request_id: str, prompts, n: int, params: dict, sequences: int, trace: dict | None,
+        whole: bool,
     ) -> list[_Sequence]:
         """Start one pool stream per sequence and wait for each one's first item."""
         self.state.acquire(pool, sequences)
@@ -257,7 +261,10 @@ class CompletionService:
                     seq_params = dict(params)
                     if params["seed"] is not None:
                         seq_params["seed"] = params["seed"] + j
-                    request = {"request_id": f"{request_id}-{index}", "params": seq_params, "trace": trace, **prompt}
+                    request = {
+                        "request_id": f"{request_id}-{index}", "params": seq_params, "trace": trace, "whole": whole,
+                        **prompt,
+                    }
                     seqs.append(_Sequence(index, self.pools.stream(pool, request)))
             firsts = await asyncio.gather(*(s.stream.__anext__() for s in seqs))
         except BaseException:

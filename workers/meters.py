@@ -49,6 +49,11 @@ class CpuTimeEnergy:
     and workers) used. A measured input, a modelled conversion to joules.
     """
 
+    #: Readings are reused for this long: each costs a /proc walk (about 2 ms here).
+    HOLD_S = 0.1
+    #: The replica's child processes (vLLM's EngineCore and workers) are re-listed this often.
+    CHILDREN_EVERY_S = 5.0
+
     def __init__(self, idle_watts: float, peak_watts: float, clock=time.monotonic):
         import psutil
 
@@ -57,23 +62,34 @@ class CpuTimeEnergy:
         self._idle, self._dynamic = idle_watts, peak_watts - idle_watts
         self._clock = clock
         self._t0 = clock()
-        self._cpu0 = self._cpu_seconds()
+        self._children: list = []
+        self._children_at = -float("inf")
+        self._reading = (-float("inf"), 0.0)
+        self._cpu0 = self._cpu_seconds(self._t0)
         self._last = (self._t0, 0.0)
 
-    def _cpu_seconds(self) -> float:
+    def _cpu_seconds(self, now: float) -> float:
+        if now - self._children_at >= self.CHILDREN_EVERY_S:
+            self._children = self._proc.children(recursive=True)
+            self._children_at = now
         total = 0.0
-        for p in [self._proc, *self._proc.children(recursive=True)]:
+        for p in (self._proc, *self._children):
             try:
                 t = p.cpu_times()
-            except Exception:  # a child that just exited
+            except Exception:  # a child that exited
                 continue
             total += t.user + t.system
         return total
 
     def energy_joules(self) -> float:
         now = self._clock()
-        busy = max(0.0, self._cpu_seconds() - self._cpu0)
-        return self._idle * (now - self._t0) + self._dynamic * busy / self._cores
+        at, energy = self._reading
+        if now - at < self.HOLD_S:
+            return energy
+        busy = max(0.0, self._cpu_seconds(now) - self._cpu0)
+        energy = self._idle * (now - self._t0) + self._dynamic * busy / self._cores
+        self._reading = (now, energy)
+        return energy
 
     def watts(self) -> float:
         now, energy = self._clock(), self.energy_joules()

@@ -20,13 +20,16 @@ from workers.adapters import make_engine
 from workers.engine import EngineRequest, SamplingParams
 from workers.hardware import get_hardware
 from workers.meters import build_meter
-from workers.relay import coalesce
+from workers.relay import adaptive_window, coalesce, whole
 from workers.replica_router import router_config
 from workers.spec import PoolSpec
 from workers.telemetry import EnergyLedger
 
-#: Default window for merging deltas into one Ray item (see workers.relay).
-DEFAULT_RELAY_WINDOW_S = 0.02
+#: Longest window for merging deltas into one Ray item (see workers.relay).
+DEFAULT_RELAY_WINDOW_S = 0.05
+#: Ray items per second one replica streams comfortably on a small host
+#: (bench/peer.py); the relay window grows with concurrent streams to stay near it.
+RELAY_ITEMS_PER_S = 400.0
 
 
 class PoolReplica:
@@ -37,6 +40,7 @@ class PoolReplica:
         tracing.configure(trace, f"pool:{self.spec.name}")
         self.hardware = get_hardware(self.spec.hardware)
         self.relay_window_s = relay_window_s
+        self._streams = 0
         self.engine = make_engine(self.spec)
         await self.engine.start()
         self.meter = build_meter(self.spec, self.engine, self.hardware, self.spec.max_ongoing_requests)
@@ -71,21 +75,28 @@ class PoolReplica:
         started = time.monotonic()
         span = tracing.start_span("generate", self._span_attributes, carrier=request.get("trace"))
         n_out, error, energy = 0, None, None
+        self._streams += 1
         try:
             stream = self.engine.generate(self._engine_request(request))
-            async for text, n_prompt, n_out, finish in coalesce(stream, self.relay_window_s):
+            items = whole(stream) if request.get("whole") else coalesce(stream, self._window)
+            async for text, n_prompt, n_out, finish in items:
                 telemetry = None
                 if finish is not None:
                     energy = self.ledger.attribute(mark, n_out, self.engine.stats().output_tokens_total)
-                    telemetry = {"energy_j": energy, "engine_s": time.monotonic() - started, **self.stats()}
+                    telemetry = {"energy_j": energy, "engine_s": time.monotonic() - started, **self._counters()}
                 yield (text, n_prompt, n_out, finish, telemetry)
         except BaseException as exc:
             error = exc
             raise
         finally:
+            self._streams -= 1
             tracing.end_span(span, {"gen_ai.usage.output_tokens": n_out, "hetserve.energy_joules": energy}, error)
 
-    def stats(self) -> dict[str, Any]:
+    def _window(self) -> float:
+        return adaptive_window(self._streams, self.relay_window_s, RELAY_ITEMS_PER_S) if self.relay_window_s > 0 else 0.0
+
+    def _counters(self) -> dict[str, Any]:
+        """What the gateway keeps per replica, cheap enough to send with every finished request."""
         s = self.engine.stats()
         total_j, attributed_j = self.ledger.totals()
         return {
@@ -98,11 +109,17 @@ class PoolReplica:
             "requests_finished": s.requests_finished,
             "energy_total_j": total_j,
             "energy_attributed_j": attributed_j,
+            "max_model_len": self.engine.max_model_len,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Everything the gateway polls: counters plus power and provenance."""
+        return {
+            **self._counters(),
             "watts": self.meter.watts(),
             "power_source": self.meter.source,
             "power_provenance": self.meter.describe().get("provenance", "measured"),
             "engine_provenance": self.engine.provenance,
-            "max_model_len": self.engine.max_model_len,
         }
 
     def record_routing_stats(self) -> dict[str, Any]:

@@ -7,6 +7,10 @@ machines). The relay sends a delta at once when nothing was sent in the last
 accumulated when the window since the previous send closes: a token waits at
 most ``window_s`` longer than it would unmerged.
 
+The window may be a callable, read before every send: a replica sizes it to
+its load (:func:`adaptive_window`), short when one stream runs alone, longer
+when many share the replica's budget of Ray items per second.
+
 An item is a tuple ``(text, prompt_tokens, output_tokens, finish_reason)``:
 plain tuples serialise cheaper than dataclasses.
 """
@@ -14,7 +18,7 @@ plain tuples serialise cheaper than dataclasses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from workers.engine import EngineDelta
 
@@ -28,12 +32,25 @@ def merge(deltas: list[EngineDelta]) -> Item:
     return (text, last.prompt_tokens, last.output_tokens, last.finish_reason)
 
 
-async def coalesce(source: AsyncIterator[EngineDelta], window_s: float) -> AsyncIterator[Item]:
+def adaptive_window(streams: int, max_window_s: float, items_per_s: float, min_window_s: float = 0.002) -> float:
+    """The window that keeps ``streams`` concurrent streams within ``items_per_s`` items in total."""
+    return min(max_window_s, max(min_window_s, streams / items_per_s))
+
+
+async def whole(source: AsyncIterator[EngineDelta]) -> AsyncIterator[Item]:
+    """One item for the whole output (non-streaming requests): the fewest Ray items."""
+    deltas = [d async for d in source]
+    if deltas:
+        yield merge(deltas)
+
+
+async def coalesce(source: AsyncIterator[EngineDelta], window_s: float | Callable[[], float]) -> AsyncIterator[Item]:
     """Yield merged items from ``source``; closing this generator cancels ``source``.
 
-    With ``window_s <= 0`` every delta becomes its own item.
+    With a window ``<= 0`` every delta becomes its own item.
     """
-    if window_s <= 0:
+    window = window_s if callable(window_s) else (lambda: window_s)
+    if window() <= 0:
         async for delta in source:
             yield merge([delta])
         return
@@ -57,7 +74,7 @@ async def coalesce(source: AsyncIterator[EngineDelta], window_s: float) -> Async
     try:
         while True:
             await ready.wait()
-            wait = last_sent + window_s - loop.time()
+            wait = last_sent + window() - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             ready.clear()

@@ -16,6 +16,8 @@ def test_cpu_time_energy_rises_with_work_above_idle():
     end = time.process_time() + 0.3
     while time.process_time() < end:  # burn 0.3 s of CPU
         pass
-    busy = meter.energy_joules() - idle_only
+    assert meter.energy_joules() == idle_only  # readings are held for HOLD_S
+    clock[0] = 2.5
+    busy = meter.energy_joules() - idle_only - 10.0 * 0.5
     assert busy >= 100.0 * 0.25 / meter._cores
     assert busy <= 100.0 * 0.6 / meter._cores + 1

@@ -67,3 +67,26 @@ async def test_closing_the_relay_cancels_the_source():
     await gen.__anext__()
     await gen.aclose()
     await asyncio.wait_for(cancelled.wait(), 1)
+
+
+async def test_window_can_follow_load():
+    widths = iter([0.0001] * 3 + [0.05] * 1000)
+    items = [i async for i in coalesce(_deltas(60, 0.001), window_s=lambda: next(widths))]
+    assert "".join(i[0] for i in items) == "".join(f"t{i} " for i in range(60))
+    assert 3 <= len(items) < 20
+
+
+def test_adaptive_window_grows_with_streams_up_to_its_cap():
+    from workers.relay import adaptive_window
+
+    assert adaptive_window(1, 0.05, 400) == 0.0025
+    assert adaptive_window(16, 0.05, 400) == 0.04
+    assert adaptive_window(64, 0.05, 400) == 0.05
+    assert adaptive_window(0, 0.05, 400) == 0.002
+
+
+async def test_whole_sends_one_item():
+    from workers.relay import whole
+
+    items = [i async for i in whole(_deltas(10, 0))]
+    assert items == [("".join(f"t{i} " for i in range(10)), 3, 10, "length")]
