@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 _tracer = None
 
@@ -29,6 +29,12 @@ class TracingSpec(BaseModel):
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     directory: str | None = None
     service_name: str = "hetserve"
+
+    @field_validator("exporter", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        """YAML reads a bare ``off`` as false."""
+        return "off" if v is False else v
 
 
 class _JsonLinesExporter:
@@ -70,7 +76,7 @@ def configure(spec: TracingSpec | dict | None, component: str) -> None:
         return
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     provider = TracerProvider(resource=Resource.create({"service.name": spec.service_name, "hetserve.component": component}))
     if spec.exporter == "otlp":
@@ -80,7 +86,9 @@ def configure(spec: TracingSpec | dict | None, component: str) -> None:
     elif spec.exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     else:
-        provider.add_span_processor(SimpleSpanProcessor(_JsonLinesExporter(spec.directory or "traces")))
+        # Batched, so no request waits on the file: spans land within half a second.
+        exporter = _JsonLinesExporter(spec.directory or "traces")
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
     _tracer = provider.get_tracer("hetserve")
 
 

@@ -63,3 +63,11 @@ def test_ray_actor_options_map_resources():
     fleet = parse_fleet({"pools": [{**POOL, "resources": {"GPU": 1, "FURIOSA": 2}, "env": {"A": "1"}}]})
     opts = fleet.pools[0].ray_actor_options()
     assert opts == {"num_cpus": 0, "num_gpus": 1, "resources": {"FURIOSA": 2}, "runtime_env": {"env_vars": {"A": "1"}}}
+
+
+def test_bare_yaml_off_turns_tracing_off(tmp_path):
+    import yaml
+
+    data = yaml.safe_load("tracing: {exporter: off}\n")
+    fleet = parse_fleet({**data, "pools": [POOL]})
+    assert fleet.tracing.exporter == "off"
