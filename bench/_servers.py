@@ -83,41 +83,41 @@ def role_of(cmdline: list[str], name: str) -> str:
     return "other"
 
 
+def _processes_by_role(root_pid: int) -> dict[str, list]:
+    """The live processes of a tree (root included), grouped by :func:`role_of`."""
+    import psutil
+
+    out: dict[str, list] = {}
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return out
+    for p in procs:
+        try:
+            out.setdefault(role_of(p.cmdline(), p.name()), []).append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return out
+
+
 def cpu_by_role(root_pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of a process tree, summed per :func:`role_of`."""
     import psutil
 
     out: dict[str, float] = {}
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return out
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            role = role_of(p.cmdline(), p.name())
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        out[role] = out.get(role, 0.0) + t.user + t.system
+    for role, procs in _processes_by_role(root_pid).items():
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            out[role] = out.get(role, 0.0) + t.user + t.system
     return out
 
 
 def pids_by_role(root_pid: int) -> dict[str, list[int]]:
-    import psutil
-
-    out: dict[str, list[int]] = {}
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return out
-    for p in procs:
-        try:
-            out.setdefault(role_of(p.cmdline(), p.name()), []).append(p.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return out
+    return {role: [p.pid for p in procs] for role, procs in _processes_by_role(root_pid).items()}
 
 
 # -- the harness side ----------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from ray import serve
 
 from gateway import errors
@@ -21,7 +21,7 @@ from gateway.config import FleetConfig
 from gateway.metrics import GatewayMetrics
 from gateway.responses import CHAT, TEXT
 from gateway.service import CompletionService
-from gateway.tokens import counter_for_pool_model
+from gateway.tokens import counter_for_pool
 from gateway.fleet_state import FleetState
 from gateway.profiles import ProfileStore
 from gateway.trace_recorder import TraceRecorder
@@ -78,7 +78,7 @@ class Gateway:
         for p in self.fleet.pools:
             for m in p.models:
                 if m not in counters or not counters[m].exact:
-                    counters[m] = counter_for_pool_model(p.model if p.engine != "emulated" else "")
+                    counters[m] = counter_for_pool(p.engine, p.model)
         self._set_routing(self.fleet.routing)
         self.recorder = TraceRecorder(self.fleet.gateway.record_trace) if self.fleet.gateway.record_trace else None
         self.service = CompletionService(

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from gateway import errors
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
-from gateway.responses import CHAT, TEXT, ChunkWriter, completion_body, usage
+from gateway.responses import CHAT, ChunkWriter, completion_body, usage
 from gateway.shaping import OutputLengthEstimator, build_shape
 from gateway.tokens import TokenCounter
 from workers import tracing

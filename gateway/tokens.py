@@ -43,8 +43,11 @@ class TokenCounter:
         return self.count_text(prompt["prompt"])
 
 
-def counter_for_pool_model(model: str) -> TokenCounter:
-    """A counter for what a pool loads: exact for local model directories."""
+def counter_for_pool(engine: str, model: str) -> TokenCounter:
+    """A counter for what a pool loads: exact for a real engine's local model
+    directory, the estimate for emulated pools and hub ids."""
+    if engine == "emulated":
+        return TokenCounter()
     if model == "tiny-llama":
         from workers.tiny_model import ensure_tiny_model
 

@@ -50,6 +50,14 @@ def _load(args) -> tuple[list, Workload, ProfileBook | None]:
     return fleet.pools, workload, profiles
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """Parsed arguments, or the exit code argparse chose (help, usage error)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+
+
 def _slo(args) -> dict:
     slo = {"ttft_ms": args.slo_ttft_ms, "tpot_ms": args.slo_tpot_ms}
     return {k: v for k, v in slo.items() if v is not None}
@@ -68,10 +76,9 @@ def simulate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learn", action="store_true", help="learn profiles online, as the gateway does")
     parser.add_argument("--no-oracle", action="store_true")
     parser.add_argument("--out", help="folder for results.json and report.html")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 2
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         specs, workload, profiles = _load(args)
         runs = [(p, {"policy": p, **({"slo": _slo(args)} if _slo(args) else {})})
@@ -115,10 +122,9 @@ def tune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--budget-s", type=float, default=60.0, help="stop starting trials after this")
     parser.add_argument("--out", default="routing.tuned.yaml", help="routing YAML to write")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 2
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         specs, workload, profiles = _load(args)
         best, trials = tune(specs, workload, args.objective, slo_ttft_ms=args.slo_ttft_ms,
