@@ -241,7 +241,7 @@ def _serve_rayllm(port: int, options: dict) -> None:
 
 def _serve_hetserve(port: int, options: dict) -> None:
     from gateway import server
-    from gateway.config import load_fleet
+    from fleet.config import load_fleet
 
     fleet, _ = load_fleet(options.get("fleet") or ROOT / "bench" / "fleets" / "cpu-vllm.yaml")
     if options.get("relay_window_s") is not None:

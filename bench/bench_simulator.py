@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.config import load_fleet  # noqa: E402
-from routing.sim import Workload, simulate  # noqa: E402
-from routing.sim.cli import DEFAULT_POLICIES  # noqa: E402
+from fleet.config import load_fleet  # noqa: E402
+from sim import Workload, simulate  # noqa: E402
+from sim.cli import DEFAULT_POLICIES  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 

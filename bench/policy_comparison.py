@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from loadtests.cli import main as loadtest
-from loadtests.trace import write_trace
+from fleet.trace import write_trace
 from loadtests.workloads import generate_trace
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"

@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.config import load_fleet  # noqa: E402
+from fleet.config import load_fleet  # noqa: E402
 from loadtests import runner  # noqa: E402
 from loadtests.config import DataSpec, LoadSpec, RunSpec  # noqa: E402
-from loadtests.trace import read_trace, write_trace  # noqa: E402
-from routing.sim import Workload, simulate  # noqa: E402
+from fleet.trace import read_trace, write_trace  # noqa: E402
+from sim import Workload, simulate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

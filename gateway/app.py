@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from ray import serve
 
 from gateway import errors
-from gateway.config import FleetConfig
+from fleet.config import FleetConfig
 from gateway.metrics import GatewayMetrics
 from gateway.responses import CHAT, TEXT
 from gateway.service import CompletionService
@@ -26,7 +26,7 @@ from gateway.fleet_state import FleetState
 from gateway.profiles import ProfileStore
 from gateway.trace_recorder import TraceRecorder
 from workers import tracing
-from routing import RoutingConfigError, build_router, load_routing_config
+from routing import RoutingConfig, RoutingConfigError, build_router, load_routing_config
 
 log = logging.getLogger("hetserve.gateway")
 
@@ -90,8 +90,8 @@ class Gateway:
 
     # -- configuration ----------------------------------------------------
 
-    def _set_routing(self, routing: dict[str, Any]) -> None:
-        config = load_routing_config(routing)
+    def _set_routing(self, routing: RoutingConfig | dict[str, Any]) -> None:
+        config = routing if isinstance(routing, RoutingConfig) else load_routing_config(routing)
         self.router = build_router(config, clock=time.monotonic)
         self.routing_config = config
         self.metrics.policy = config.policy

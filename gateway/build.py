@@ -7,7 +7,7 @@ from pathlib import Path
 from ray.serve import Application
 
 from gateway.app import Gateway
-from gateway.config import FleetConfig
+from fleet.config import FleetConfig
 from workers.pool import pool_deployment
 
 

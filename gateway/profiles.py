@@ -1,7 +1,7 @@
 """The efficiency profiles the gateway's router reads, and how they learn.
 
 At start every pool whose model the hardware catalog knows gets a
-``modelled`` profile (``routing.sim.profiles``, the simulator's code); a
+``modelled`` profile (``fleet.profiles``, the simulator's code); a
 profile file from ``hetserve calibrate`` in the fleet's ``profiles``
 directory replaces it; every finished request then updates its cell online.
 """
@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 
 from routing import EfficiencyProfile, ProfileBook
-from routing.sim.profiles import fleet_profiles, observe_finished
+from fleet.profiles import fleet_profiles, observe_finished
 
-from gateway.config import FleetConfig
+from fleet.config import FleetConfig
 from gateway.service import Finished
 
 log = logging.getLogger("hetserve.profiles")

@@ -11,7 +11,7 @@ import ray
 from ray import serve
 
 from gateway.build import build_app
-from gateway.config import FleetConfig
+from fleet.config import FleetConfig
 
 APP_NAME = "hetserve"
 

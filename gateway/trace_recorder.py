@@ -1,4 +1,4 @@
-"""Record the gateway's real traffic as a trace (``loadtests.trace`` format).
+"""Record the gateway's real traffic as a trace (``fleet.trace`` format).
 
 Each request that completes becomes one line: its arrival time, model, prompt
 tokens, output tokens per sequence, SLO targets, and how it was served
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtests.trace import Served, TraceRecord
+from fleet.trace import Served, TraceRecord
 
 
 class TraceRecorder:

@@ -19,7 +19,7 @@ from loadtests import report, runner
 from loadtests.config import DataSpec, LoadSpec, RunSpec, describe_validation_error
 from loadtests.metrics import Targets
 from loadtests.scenario import ScenarioError, load_scenario
-from loadtests.trace import TraceError, write_trace
+from fleet.trace import TraceError, write_trace
 from loadtests.workloads import ARRIVALS, LENGTH_PROFILES, generate_trace
 
 SUBCOMMANDS = ("run", "compare", "scenario", "trace")

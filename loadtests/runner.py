@@ -26,7 +26,7 @@ from loadtests.metrics import Summary, summarize
 from loadtests.progress import Progress
 from loadtests.prompts import PromptFactory
 from loadtests.result import RequestResult
-from loadtests.trace import TraceRecord, read_trace
+from fleet.trace import TraceRecord, read_trace
 from loadtests.workloads import generate_trace, sample_lengths
 
 HARD_MAX_REQUESTS = 1_000_000

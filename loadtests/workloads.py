@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from loadtests.trace import TraceRecord
+from fleet.trace import TraceRecord
 
 Arrival = Literal["constant", "poisson", "gamma"]
 ARRIVALS: tuple[str, ...] = ("constant", "poisson", "gamma")

@@ -37,7 +37,7 @@ def gateway_url(trace_dir):
     """The default fleet, started on a free loopback port, spans written to
     ``trace_dir``; torn down after the session."""
     from gateway import server
-    from gateway.config import load_fleet
+    from fleet.config import load_fleet
     from workers.tracing import TracingSpec
 
     fleet, _ = load_fleet(None)

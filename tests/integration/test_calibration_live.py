@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.calibrate import calibrate_main
-from gateway.config import load_fleet
+from calibration.calibrate import calibrate_main
+from fleet.config import load_fleet
 from routing import EfficiencyProfile
-from routing.sim.profiles import fleet_profiles
+from fleet.profiles import fleet_profiles
 
 pytestmark = pytest.mark.engine
 

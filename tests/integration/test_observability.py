@@ -66,7 +66,7 @@ def test_metrics_cover_requests_tokens_energy_and_routing(gateway_url):
 
 
 def test_gateway_records_a_replayable_trace(gateway_url, trace_dir):
-    from loadtests.trace import read_trace
+    from fleet.trace import read_trace
 
     for i in range(3):
         r = httpx.post(

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from gateway.calibrate import (
+from calibration.calibrate import (
     INFEASIBLE,
     OK,
     SKIPPED,

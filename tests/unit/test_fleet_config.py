@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import FleetConfigError, load_fleet, parse_fleet
+from fleet.config import FleetConfigError, load_fleet, parse_fleet
 
 POOL = {"name": "a", "hardware": "h100", "engine": "emulated", "model": "llama-3.1-8b", "models": ["m"], "engine_args": {"max_batch": 8}}
 

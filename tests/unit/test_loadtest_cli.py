@@ -6,7 +6,7 @@ import pytest
 
 from loadtests.cli import build_parser, main, parse_args, run_spec_from_args
 from loadtests.fake_server import FakeConfig, FakeOpenAI
-from loadtests.trace import read_trace
+from fleet.trace import read_trace
 
 
 def _spec(*argv):

@@ -8,7 +8,7 @@ import pytest
 from loadtests.config import DataSpec, LoadSpec, RunSpec
 from loadtests.fake_server import FakeConfig, FakeOpenAI
 from loadtests.runner import run
-from loadtests.trace import TraceRecord, write_trace
+from fleet.trace import TraceRecord, write_trace
 
 
 def _run(spec, fake):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from loadtests.trace import TraceError, TraceRecord, read_trace, write_trace
+from fleet.trace import TraceError, TraceRecord, read_trace, write_trace
 from loadtests.workloads import arrival_times, generate_trace, unit_gaps
 
 

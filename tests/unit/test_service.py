@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gateway import errors
-from gateway.config import parse_fleet
+from fleet.config import parse_fleet
 from gateway.fleet_state import FleetState
 from gateway.metrics import GatewayMetrics
 from gateway.responses import CHAT, TEXT

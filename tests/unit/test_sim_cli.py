@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from loadtests.trace import write_trace
+from fleet.trace import write_trace
 from loadtests.workloads import generate_trace
 from routing import load_routing_config
-from routing.sim.cli import simulate_main, tune_main
+from sim.cli import simulate_main, tune_main
 
 
 def _trace(tmp_path):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from routing.config import load_routing_config
-from routing.sim import Arrival, EventQueue, Simulation, StepDone, Workload, build_pools
-from gateway.config import load_fleet
+from sim import Arrival, EventQueue, Simulation, StepDone, Workload, build_pools
+from fleet.config import load_fleet
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -37,7 +37,7 @@ def test_two_simulations_share_no_clock_ids_or_router_state():
     assert second.now() == 0.0 and len(second.queue) == 0
     second.run()
     assert first.now() == second.now() > 0  # same inputs, same virtual end
-    assert (first.pool == second.pool).all()  # round-robin cursors were not shared
+    assert (first.state.pool == second.state.pool).all()  # round-robin cursors were not shared
     assert first.queue._ids is not second.queue._ids
     assert first.router.clock() == first.now()
 

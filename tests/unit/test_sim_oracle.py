@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.config import load_fleet
-from routing.sim import Workload, oracle_bound, simulate, solve_bound
+from fleet.config import load_fleet
+from sim import Workload, oracle_bound, simulate, solve_bound
 
 # Pool A: 1 J/token, 100 tokens/s; pool B: 2 J/token, 1000 tokens/s; 10 s windows.
 ENERGY = np.array([[1.0], [2.0]])

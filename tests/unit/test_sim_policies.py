@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from routing import Cell, EfficiencyProfile
-from routing.sim import Workload, simulate
+from sim import Workload, simulate
 from workers.spec import PoolSpec
 
 MODEL = "m"
@@ -88,7 +88,7 @@ def test_slo_targets_decide_goodput():
 
 
 def test_online_learning_moves_cells_to_observed_values():
-    from routing.sim import Simulation, build_pools
+    from sim import Simulation, build_pools
     from routing.config import load_routing_config
 
     pools = build_pools([_spec("fast"), _spec("lean")], [MODEL], PROFILES)

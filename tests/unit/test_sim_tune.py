@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import yaml
 
-from gateway.config import load_fleet
+from fleet.config import load_fleet
 from routing import load_routing_config
-from routing.sim import Workload
-from routing.sim.tune import candidates, tune
+from sim import Workload
+from sim.tune import candidates, tune
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.trace_recorder import TraceRecorder
-from loadtests.trace import read_trace
+from fleet.trace import read_trace
 
 
 def test_records_wait_for_earlier_arrivals_and_replay_cleanly(tmp_path):

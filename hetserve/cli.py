@@ -10,7 +10,7 @@ import threading
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.config import FleetConfigError, load_fleet
+    from fleet.config import FleetConfigError, load_fleet
 
     try:
         fleet, base_dir = load_fleet(args.fleet)
@@ -42,11 +42,11 @@ def _delegated(command: str, argv: list[str]) -> int:
     if command == "loadtest":
         from loadtests.cli import main
     elif command == "calibrate":
-        from gateway.calibrate import calibrate_main as main
+        from calibration.calibrate import calibrate_main as main
     elif command == "simulate":
-        from routing.sim.cli import simulate_main as main
+        from sim.cli import simulate_main as main
     else:
-        from routing.sim.cli import tune_main as main
+        from sim.cli import tune_main as main
     return main(argv)
 
 

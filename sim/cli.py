@@ -14,17 +14,17 @@ from pathlib import Path
 
 import yaml
 
-from gateway.config import FleetConfigError, load_fleet
-from loadtests.trace import TraceError
+from fleet.config import FleetConfigError, load_fleet
+from fleet.trace import TraceError
 from routing.config import load_routing_config
 from routing.errors import ProfileError, RoutingConfigError
 from routing.policies import POLICIES
 from routing.profile import ProfileBook
-from routing.sim.oracle import oracle_bound
-from routing.sim.report import html_report, table
-from routing.sim.run import simulate
-from routing.sim.tune import OBJECTIVES, tune
-from routing.sim.workload import Workload
+from sim.oracle import oracle_bound
+from sim.report import html_report, table
+from sim.run import simulate
+from sim.tune import OBJECTIVES, tune
+from sim.workload import Workload
 
 DEFAULT_POLICIES = tuple(p for p in POLICIES if p != "random")
 _SETUP_ERRORS = (FleetConfigError, TraceError, RoutingConfigError, ProfileError, OSError, ValueError)
@@ -32,7 +32,7 @@ _SETUP_ERRORS = (FleetConfigError, TraceError, RoutingConfigError, ProfileError,
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fleet", help="fleet YAML (default: the embedded default fleet)")
-    parser.add_argument("--trace", required=True, help="JSONL trace (loadtests.trace format)")
+    parser.add_argument("--trace", required=True, help="JSONL trace (fleet.trace format)")
     parser.add_argument("--profiles", help="directory of measured profiles (default: the fleet's "
                         "'profiles', else modelled from the hardware model)")
     parser.add_argument("--slo-ttft-ms", type=float, help="target for requests that set none")

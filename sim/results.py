@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from routing.sim.simulation import INFEASIBLE, NOT_SERVED, OK, SATURATED, Simulation
+from sim.simulation import Simulation
+from sim.state import INFEASIBLE, NOT_SERVED, OK, SATURATED
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,14 @@ class RunResult:
 
 def summarize(sim: Simulation, label: str | None = None) -> RunResult:
     """Summarise a finished simulation."""
-    w, status = sim.workload, sim.status
+    st = sim.state
+    w, status = st.workload, st.status
     ok = status == OK
     start = float(w.t[0]) if len(w) else 0.0
     end = max(sim.now(), start)
     span = end - start
     tokens = int(w.output[ok].sum())
-    ttft, e2e, out = sim.ttft[ok], sim.e2e[ok], w.output[ok]
+    ttft, e2e, out = st.ttft[ok], st.e2e[ok], w.output[ok]
     multi = out > 1
     tpot = (e2e[multi] - ttft[multi]) / (out[multi] - 1)
     tpot_all = np.zeros(len(out))  # a one-token output has no TPOT: it passes
@@ -90,7 +92,7 @@ def summarize(sim: Simulation, label: str | None = None) -> RunResult:
     n_good = int(good.sum())
     pools = []
     total_attr = total_all = total_cost = 0.0
-    routed = max(int((sim.pool >= 0).sum()), 1)
+    routed = max(int((st.pool >= 0).sum()), 1)
     for p in sim.pools:
         reps = len(p.replicas)
         energy_total = p.attributed_j + p.idle_watts * reps * span

@@ -27,8 +27,8 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 from routing.buckets import DEFAULT_SEQ_BUCKETS, bucket_index
-from routing.sim.profiles import engine_figures, operating_point
-from routing.sim.workload import Workload
+from fleet.profiles import engine_figures, operating_point
+from sim.workload import Workload
 from workers.spec import PoolSpec
 
 

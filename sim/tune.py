@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from routing.config import load_routing_config
 from routing.policies import POLICIES, takes_scorers
 from routing.profile import EfficiencyProfile
-from routing.sim.results import RunResult
-from routing.sim.run import simulate
-from routing.sim.workload import Workload
+from sim.results import RunResult
+from sim.run import simulate
+from sim.workload import Workload
 from workers.spec import PoolSpec
 
 OBJECTIVES = ("energy", "cost", "goodput")

@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from routing.sim.oracle import OracleBound  # noqa: E402
-from routing.sim.results import RunResult  # noqa: E402
+from sim.oracle import OracleBound  # noqa: E402
+from sim.results import RunResult  # noqa: E402
 
 _COLUMNS = ("policy", "done", "429", "400", "J/tok attr", "J/tok total", "× oracle", "$/Mtok",
             "TTFT p50/p99 ms", "TPOT p50 ms", "E2E p50 s", "SLO %", "goodput/s")

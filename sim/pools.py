@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 
 from routing.profile import EfficiencyProfile
-from routing.sim.profiles import engine_figures, modelled_profile
+from fleet.profiles import engine_figures, modelled_profile
 from routing.state import PoolState
 from workers.emulation.batcher import ContinuousBatcher, Sequence, StepResult
 from workers.hardware import get_hardware

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping
 
 from routing.config import RoutingConfig, load_routing_config
 from routing.profile import EfficiencyProfile
-from routing.sim.pools import build_pools
-from routing.sim.results import RunResult, summarize
-from routing.sim.simulation import Simulation
-from routing.sim.workload import Workload
+from sim.pools import build_pools
+from sim.results import RunResult, summarize
+from sim.simulation import Simulation
+from sim.workload import Workload
 from workers.spec import PoolSpec
 
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from gateway.config import load_fleet
-from routing.sim import engine_figures, fleet_profiles, operating_point
+from fleet.config import load_fleet
+from fleet.profiles import engine_figures, fleet_profiles, operating_point
 from workers.emulation.batcher import ContinuousBatcher, Sequence
 from workers.hardware import get_hardware, get_model
 

@@ -1,6 +1,6 @@
 """A trace as compact arrays: what the simulator replays.
 
-Built from ``loadtests.trace`` records (the JSONL format the load generator
+Built from ``fleet.trace`` records (the JSONL format the load generator
 replays too) or straight from ``loadtests.workloads``' seeded generators,
 which skips per-request objects so a million requests stay small.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.trace import TraceRecord, read_trace
+from fleet.trace import TraceRecord, read_trace
 from loadtests.workloads import arrival_times, sample_lengths, unit_gaps
 
 
@@ -50,7 +50,7 @@ class Workload:
 
     @classmethod
     def read(cls, path: str | Path) -> "Workload":
-        """A validated JSONL trace (``loadtests.trace.read_trace``)."""
+        """A validated JSONL trace (``fleet.trace.read_trace``)."""
         return cls.from_records(read_trace(path))
 
     @classmethod

@@ -1,5 +1,8 @@
 """The fleet file: gateway options, routing and pools, validated at load.
 
+The one schema of a fleet, shared by the gateway, the simulator, calibration
+and the planner; its ``routing`` section is routing's own ``RoutingConfig``.
+
 An invalid file fails at start with :class:`FleetConfigError`, whose message
 names the bad key by its path (``pools.2.hardware: unknown hardware 'h1000'``).
 """
@@ -13,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from routing.config import RoutingConfig
 from workers.spec import PoolSpec
 from workers.tracing import TracingSpec
 
@@ -42,7 +46,7 @@ class FleetConfig(BaseModel):
 
     version: int = 1
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
-    routing: dict[str, Any] = Field(default_factory=lambda: {"policy": "least-load"})
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     tracing: TracingSpec = Field(default_factory=TracingSpec)
     profiles: str | None = Field(default=None, description="directory of efficiency profiles (JSON), relative to the fleet file")
     pools: list[PoolSpec] = Field(min_length=1)
@@ -95,7 +99,7 @@ def load_fleet(path: str | Path | None = None) -> tuple[FleetConfig, Path | None
     Returns the config and the directory relative paths in it resolve against.
     """
     if path is None:
-        ref = resources.files("gateway.fleets").joinpath(DEFAULT_FLEET)
+        ref = resources.files("fleet.fleets").joinpath(DEFAULT_FLEET)
         text, base = ref.read_text(), None
         source = f"embedded {DEFAULT_FLEET}"
     else:
