@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from ray import serve
 
 from gateway import errors
+from fleet.api import FleetView
 from fleet.config import FleetConfig
 from gateway.metrics import GatewayMetrics
 from gateway.responses import CHAT, TEXT
@@ -26,6 +27,7 @@ from gateway.fleet_state import FleetState
 from gateway.profiles import ProfileStore
 from gateway.trace_recorder import TraceRecorder
 from workers import tracing
+from workers.protocol import PoolRequest, ReplicaStats
 from routing import RoutingConfig, RoutingConfigError, build_router, load_routing_config
 
 log = logging.getLogger("hetserve.gateway")
@@ -48,10 +50,10 @@ class ServePools:
         self.handles = {name: h.options(stream=True) for name, h in handles.items()}
         self.unary = handles
 
-    def stream(self, pool: str, request: dict[str, Any]):
+    def stream(self, pool: str, request: PoolRequest):
         return self.handles[pool].generate.remote(request)
 
-    async def stats(self, pool: str) -> dict[str, Any]:
+    async def stats(self, pool: str) -> ReplicaStats:
         return await self.unary[pool].stats.remote()
 
 
@@ -163,7 +165,7 @@ class Gateway:
 
     @api.get("/health")
     async def health(self) -> dict[str, Any]:
-        pools = {p["name"]: p["healthy"] for p in self.state.describe()}
+        pools = {p.name: p.healthy for p in self.state.describe()}
         return {"status": "ok", "pools": pools}
 
     @api.get("/metrics")
@@ -206,9 +208,8 @@ class Gateway:
         pools = self.state.describe()
         if profiles:
             described = self.profiles.describe()
-            for p in pools:
-                p["profile"] = described.get(p["name"])
-        return {"policy": self.routing_config.policy, "pools": pools}
+            pools = [p.model_copy(update={"profile": described.get(p.name)}) for p in pools]
+        return FleetView(policy=self.routing_config.policy, pools=pools).model_dump(mode="json")
 
     @api.post("/v1/routing/explain")
     async def explain(self, request: Request) -> dict[str, Any]:

@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet.api import PoolView
 from routing import PoolState
 from workers.hardware import HardwareModel, get_hardware
+from workers.protocol import ReplicaStats
 from workers.spec import PoolSpec
 
 #: A pool whose polls have failed for this long counts as unhealthy.
@@ -25,7 +27,7 @@ class PoolRecord:
     spec: PoolSpec
     hardware: HardwareModel
     in_flight: int = 0
-    replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replicas: dict[str, ReplicaStats] = field(default_factory=dict)
     last_ok: float = 0.0
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -35,7 +37,7 @@ class PoolRecord:
         return self.spec.price_per_hour if self.spec.price_per_hour is not None else self.hardware.price_per_hour_usd
 
     def total(self, key: str) -> float:
-        return sum(r.get(key, 0) for r in self.replicas.values())
+        return sum(getattr(r, key) or 0 for r in self.replicas.values())
 
     def healthy(self, now: float) -> bool:
         if self.last_error is None:
@@ -43,7 +45,7 @@ class PoolRecord:
         return now - self.last_ok < STALE_AFTER_S
 
     def max_seq_len(self) -> int:
-        limits = [r["max_model_len"] for r in self.replicas.values() if r.get("max_model_len")]
+        limits = [r.max_model_len for r in self.replicas.values() if r.max_model_len]
         if self.hardware.max_seq_len:
             limits.append(self.hardware.max_seq_len)
         return min(limits) if limits else 1 << 30
@@ -63,10 +65,10 @@ class FleetState:
     def release(self, pool: str, sequences: int) -> None:
         self.pools[pool].in_flight -= sequences
 
-    def record_stats(self, pool: str, stats: dict[str, Any]) -> None:
+    def record_stats(self, pool: str, stats: ReplicaStats) -> None:
         rec = self.pools[pool]
         # Finished requests carry counters only; polls add power and provenance: merge.
-        rec.replicas.setdefault(stats["replica"], {}).update(stats)
+        rec.replicas[stats.replica] = stats.merged_over(rec.replicas.get(stats.replica))
         rec.last_ok = self._clock()
         rec.last_error = None
 
@@ -78,7 +80,7 @@ class FleetState:
         out = []
         for name, rec in self.pools.items():
             s = rec.spec
-            usage = [r.get("kv_cache_usage", 0.0) for r in rec.replicas.values()]
+            usage = [r.kv_cache_usage for r in rec.replicas.values()]
             out.append(
                 PoolState(
                     name=name,
@@ -100,36 +102,36 @@ class FleetState:
             )
         return out
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[PoolView]:
         """Pool summaries for ``GET /v1/fleet`` and load-test energy accounting."""
         now = self._clock()
         out = []
         for name, rec in self.pools.items():
             reps = list(rec.replicas.values())
             out.append(
-                {
-                    "name": name,
-                    "hardware": rec.spec.hardware,
-                    "engine": rec.spec.engine,
-                    "model": rec.spec.model,
-                    "emulated": rec.spec.emulated,
-                    "models": rec.spec.models,
-                    "replicas": rec.spec.replicas,
-                    "healthy": rec.healthy(now),
-                    "in_flight": rec.in_flight,
-                    "running": int(rec.total("running")),
-                    "waiting": int(rec.total("waiting")),
-                    "capacity": rec.spec.max_ongoing_requests * rec.spec.replicas,
-                    "max_seq_len": rec.max_seq_len(),
-                    "price_per_hour": rec.price_per_hour,
-                    "output_tokens": int(rec.total("output_tokens_total")),
-                    "prompt_tokens": int(rec.total("prompt_tokens_total")),
-                    "energy_joules": rec.total("energy_attributed_j"),
-                    "energy_total_joules": rec.total("energy_total_j"),
-                    "watts": rec.total("watts"),
-                    "power_source": reps[0].get("power_source", rec.spec.power.source) if reps else rec.spec.power.source,
-                    "power_provenance": reps[0].get("power_provenance") if reps else None,
-                    "last_error": rec.last_error,
-                }
+                PoolView(
+                    name=name,
+                    hardware=rec.spec.hardware,
+                    engine=rec.spec.engine,
+                    model=rec.spec.model,
+                    emulated=rec.spec.emulated,
+                    models=list(rec.spec.models),
+                    replicas=rec.spec.replicas,
+                    healthy=rec.healthy(now),
+                    in_flight=rec.in_flight,
+                    running=int(rec.total("running")),
+                    waiting=int(rec.total("waiting")),
+                    capacity=rec.spec.max_ongoing_requests * rec.spec.replicas,
+                    max_seq_len=rec.max_seq_len(),
+                    price_per_hour=rec.price_per_hour,
+                    output_tokens=int(rec.total("output_tokens_total")),
+                    prompt_tokens=int(rec.total("prompt_tokens_total")),
+                    energy_joules=rec.total("energy_attributed_j"),
+                    energy_total_joules=rec.total("energy_total_j"),
+                    watts=rec.total("watts"),
+                    power_source=(reps[0].power_source if reps else None) or rec.spec.power.source,
+                    power_provenance=reps[0].power_provenance if reps else None,
+                    last_error=rec.last_error,
+                )
             )
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fleet.api import PoolView
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -39,13 +40,13 @@ class GatewayMetrics:
         self.output_tokens.labels(model, pool).inc(output_tokens)
         self.energy.labels(pool).inc(energy_j)
 
-    def update_pools(self, pools: list[dict]) -> None:
+    def update_pools(self, pools: list[PoolView]) -> None:
         for p in pools:
-            self.in_flight.labels(p["name"]).set(p["in_flight"])
-            self.queue.labels(p["name"]).set(p["waiting"])
-            if p["output_tokens"]:
-                self.j_per_token.labels(p["name"]).set(p["energy_joules"] / p["output_tokens"])
-            self.pool_energy_total.labels(p["name"], p["power_source"]).set(p["energy_total_joules"])
+            self.in_flight.labels(p.name).set(p.in_flight)
+            self.queue.labels(p.name).set(p.waiting)
+            if p.output_tokens:
+                self.j_per_token.labels(p.name).set(p.energy_joules / p.output_tokens)
+            self.pool_energy_total.labels(p.name, p.power_source).set(p.energy_total_joules)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

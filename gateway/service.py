@@ -26,20 +26,19 @@ from gateway.responses import CHAT, ChunkWriter, completion_body, usage
 from gateway.shaping import OutputLengthEstimator, build_shape
 from gateway.tokens import TokenCounter
 from workers import tracing
+from workers.engine import SamplingParams
+from workers.protocol import PoolRequest, RelayItem, ReplicaStats
 from routing import NoFeasiblePool, RequestShape
+from fleet.api import PIN_HEADER, POOL_HEADER, ROUTE_REASON_HEADER, SLO_TPOT_HEADER, SLO_TTFT_HEADER
 
 #: max_tokens when a client sets none: the emulated engines never stop on their own.
 DEFAULT_MAX_TOKENS = 512
-SLO_TTFT_HEADER = "x-hetserve-slo-ttft-ms"
-SLO_TPOT_HEADER = "x-hetserve-slo-tpot-ms"
-#: Restrict routing to one pool (calibration sweeps, debugging); filters still apply.
-PIN_HEADER = "x-hetserve-pool-pin"
 
 
 class PoolClient(Protocol):
     """How the service reaches pools (Ray Serve handles in the app, fakes in tests)."""
 
-    def stream(self, pool: str, request: dict[str, Any]) -> Any: ...
+    def stream(self, pool: str, request: PoolRequest) -> Any: ...
 
 
 class Router(Protocol):
@@ -58,7 +57,7 @@ class Finished:
     prompt_tokens: int
     output_tokens: int
     energy_j: float
-    replica_stats: list[dict]
+    replica_stats: list[ReplicaStats]
 
 
 @dataclass
@@ -218,8 +217,8 @@ class CompletionService:
         ttft = self.clock() - start
         # Ray Serve's proxy sets x-request-id (the client's, or its own): request_id is that one.
         headers_out = {
-            "x-hetserve-pool": pool,
-            "x-hetserve-route-reason": _header_safe(decision.reason),
+            POOL_HEADER: pool,
+            ROUTE_REASON_HEADER: _header_safe(decision.reason),
         }
         rid = ("chatcmpl-" if kind == CHAT else "cmpl-") + request_id
         created = int(time.time())
@@ -261,10 +260,9 @@ class CompletionService:
                     seq_params = dict(params)
                     if params["seed"] is not None:
                         seq_params["seed"] = params["seed"] + j
-                    request = {
-                        "request_id": f"{request_id}-{index}", "params": seq_params, "trace": trace, "whole": whole,
-                        **prompt,
-                    }
+                    request = PoolRequest(
+                        f"{request_id}-{index}", SamplingParams(**seq_params), trace=trace, whole=whole, **prompt,
+                    )
                     seqs.append(_Sequence(index, self.pools.stream(pool, request)))
             firsts = await asyncio.gather(*(s.stream.__anext__() for s in seqs))
         except BaseException:
@@ -288,19 +286,18 @@ class _Context:
         self.prompt_tokens: dict[int, int] = {}
         self.output_tokens: dict[int, int] = {}
         self.energy_j = 0.0
-        self.replica_stats: list[dict] = []
+        self.replica_stats: list[ReplicaStats] = []
         self.closed = False
         self.ok = False
         self.span = None
         self.request_id = ""
 
-    def _note(self, index: int, item: tuple) -> None:
-        _, n_prompt, n_out, finish, telemetry = item
-        self.prompt_tokens[index] = n_prompt
-        self.output_tokens[index] = n_out
-        if telemetry is not None:
-            self.energy_j += telemetry["energy_j"]
-            self.replica_stats.append(telemetry)
+    def _note(self, index: int, item: RelayItem) -> None:
+        self.prompt_tokens[index] = item.prompt_tokens
+        self.output_tokens[index] = item.output_tokens
+        if item.telemetry is not None:
+            self.energy_j += item.telemetry.energy_j
+            self.replica_stats.append(item.telemetry.stats)
 
     def usage(self) -> dict:
         # A prompt counts once however many choices (n) it produced, as in OpenAI's API.
@@ -312,9 +309,9 @@ class _Context:
         item = seq.first
         while True:
             self._note(seq.index, item)
-            parts.append(item[0])
-            if item[3] is not None:
-                return "".join(parts), item[3]
+            parts.append(item.text)
+            if item.finish_reason is not None:
+                return "".join(parts), item.finish_reason
             try:
                 item = await seq.stream.__anext__()
             except StopAsyncIteration:
@@ -331,7 +328,7 @@ class _Context:
             if seq.first[3] is None:
                 async for item in seq.stream:
                     yield seq.index, item
-                    if item[3] is not None:
+                    if item.finish_reason is not None:
                         break
             return
         queue: asyncio.Queue = asyncio.Queue()
@@ -342,7 +339,7 @@ class _Context:
                 if seq.first[3] is None:
                     async for item in seq.stream:
                         queue.put_nowait((seq.index, item))
-                        if item[3] is not None:
+                        if item.finish_reason is not None:
                             break
             except Exception as exc:
                 queue.put_nowait((seq.index, exc))
@@ -355,7 +352,7 @@ class _Context:
                 if isinstance(item, Exception):
                     raise item
                 yield index, item
-                if item[3] is not None:
+                if item.finish_reason is not None:
                     remaining -= 1
         finally:
             for t in tasks:
@@ -365,7 +362,7 @@ class _Context:
         try:
             async for index, item in self._items(seqs):
                 self._note(index, item)
-                yield writer.delta(index, item[0], item[3])
+                yield writer.delta(index, item.text, item.finish_reason)
             if writer.include_usage:
                 yield writer.usage(self.usage())
             self.ok = True

@@ -42,7 +42,7 @@ def _delegated(command: str, argv: list[str]) -> int:
     if command == "loadtest":
         from loadtests.cli import main
     elif command == "calibrate":
-        from calibration.calibrate import calibrate_main as main
+        from calibration.cli import calibrate_main as main
     elif command == "simulate":
         from sim.cli import simulate_main as main
     else:

@@ -39,6 +39,7 @@ class Target:
     stream: bool = True
     ignore_eos: bool = True
     timeout_s: float = 300.0
+    extra_body: dict = field(default_factory=dict)  # more request fields, e.g. temperature
 
     @property
     def url(self) -> str:
@@ -50,8 +51,9 @@ class Target:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def payload(self, model: str, prompt: str, max_tokens: int) -> dict:
-        body: dict = {"model": model, "max_tokens": max_tokens, "stream": self.stream}
+    def payload(self, model: str, prompt: str | list[int], max_tokens: int) -> dict:
+        """A prompt of token ids goes to the completions endpoint as is."""
+        body: dict = {"model": model, "max_tokens": max_tokens, "stream": self.stream, **self.extra_body}
         if self.endpoint == "chat":
             body["messages"] = [{"role": "user", "content": prompt}]
         else:
@@ -67,7 +69,7 @@ async def send_request(
     client: httpx.AsyncClient,
     target: Target,
     result: RequestResult,
-    prompt: str,
+    prompt: str | list[int],
     max_tokens: int,
     run_start: float,
 ) -> RequestResult:
@@ -166,7 +168,10 @@ async def _record_http_error(response: httpx.Response, result: RequestResult) ->
         if len(raw) >= _ERROR_BODY_LIMIT:
             break
     try:
-        message = _error_message(json.loads(raw))
+        body = json.loads(raw)
+        message = _error_message(body)
+        error = body.get("error")
+        result.error_code = error.get("code") if isinstance(error, dict) else None
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         message = raw[:200].decode("utf-8", errors="replace")
     _fail(result, f"http_{response.status_code}", message)

@@ -10,27 +10,9 @@ traffic the fleet served meanwhile, not only this run's.
 from __future__ import annotations
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
-
-class PoolCounters(BaseModel):
-    """One pool's cumulative counters as ``/v1/fleet`` reports them."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    hardware: str = "unknown"
-    output_tokens: int = 0
-    energy_joules: float = 0.0
-    energy_total_joules: float = 0.0
-    power_source: str = "unknown"
-
-
-class FleetSnapshot(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    policy: str | None = None  # the gateway's routing policy
-    pools: list[PoolCounters]
+from fleet.api import FleetView, PoolView
 
 
 class PoolEnergy(BaseModel):
@@ -62,7 +44,7 @@ class FleetUnavailable(Exception):
 
 async def snapshot_fleet(
     client: httpx.AsyncClient, base_url: str, headers: dict[str, str] | None = None, timeout_s: float = 10.0
-) -> FleetSnapshot:
+) -> FleetView:
     """Read the counters; ``headers`` carry the API key (the gateway guards ``/v1/fleet``)."""
     url = base_url.rstrip("/") + "/v1/fleet"
     try:
@@ -72,17 +54,17 @@ async def snapshot_fleet(
     if response.status_code != 200:
         raise FleetUnavailable(f"GET {url} answered {response.status_code}")
     try:
-        return FleetSnapshot.model_validate_json(response.content)
+        return FleetView.model_validate_json(response.content)
     except ValidationError as e:
         raise FleetUnavailable(f"GET {url} returned no fleet counters: {e.errors()[0]['msg']}") from None
 
 
-def energy_between(before: FleetSnapshot, after: FleetSnapshot) -> EnergyReport:
+def energy_between(before: FleetView, after: FleetView) -> EnergyReport:
     """Per-pool and overall energy between two snapshots; a new pool starts from zero."""
     start = {pool.name: pool for pool in before.pools}
     pools = []
     for end in after.pools:
-        begin = start.get(end.name, PoolCounters(name=end.name))
+        begin = start.get(end.name, PoolView(name=end.name))
         tokens = end.output_tokens - begin.output_tokens
         joules = end.energy_joules - begin.energy_joules
         total = end.energy_total_joules - begin.energy_total_joules

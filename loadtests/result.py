@@ -25,6 +25,7 @@ class RequestResult:
     status: int | None = None
     error_type: str | None = None
     error: str | None = None
+    error_code: str | None = None  # the error body's ``code`` (e.g. context_length_exceeded)
     pool: str | None = None  # x-hetserve-pool: which hardware pool served it
     request_id: str | None = None  # x-request-id
     slo_ttft_ms: float | None = None

@@ -21,7 +21,8 @@ import numpy as np
 
 from loadtests.client import Target, send_request
 from loadtests.config import RunSpec
-from loadtests.fleet import EnergyReport, FleetSnapshot, FleetUnavailable, energy_between, snapshot_fleet
+from fleet.api import FleetView
+from loadtests.fleet import EnergyReport, FleetUnavailable, energy_between, snapshot_fleet
 from loadtests.metrics import Summary, summarize
 from loadtests.progress import Progress
 from loadtests.prompts import PromptFactory
@@ -237,7 +238,7 @@ class _Run:
             progress.close()
         return results
 
-    async def _sweep(self, model: str | None, first: FleetSnapshot | str) -> RunOutcome:
+    async def _sweep(self, model: str | None, first: FleetView | str) -> RunOutcome:
         load = self.spec.load
         rate, best = load.rate, 0.0
         steps: list[SweepStep] = []
@@ -273,7 +274,7 @@ class _Run:
         stop.record(result)
         progress.update(result)
 
-    async def _snapshot(self) -> FleetSnapshot | str:
+    async def _snapshot(self) -> FleetView | str:
         """The fleet's counters, or why there are none."""
         if not self.spec.energy:
             return "energy not measured (disabled)"
@@ -298,7 +299,7 @@ def _result_for(index: int, record: TraceRecord, scheduled_s: float | None) -> R
     )
 
 
-def _energy(before: FleetSnapshot | str, after: FleetSnapshot | str) -> tuple[EnergyReport | None, str | None]:
+def _energy(before: FleetView | str, after: FleetView | str) -> tuple[EnergyReport | None, str | None]:
     if isinstance(before, str) or isinstance(after, str):
         return None, before if isinstance(before, str) else after
     return energy_between(before, after), None

@@ -17,9 +17,10 @@ from ray import serve
 
 from workers import tracing
 from workers.adapters import make_engine
-from workers.engine import EngineRequest, SamplingParams
+from workers.engine import EngineRequest
 from workers.hardware import get_hardware
 from workers.meters import build_meter
+from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
 from workers.relay import adaptive_window, coalesce, whole
 from workers.replica_router import router_config
 from workers.spec import PoolSpec
@@ -56,37 +57,29 @@ class PoolReplica:
             "hetserve.replica": self.replica_id,
         }
 
-    def _engine_request(self, request: dict[str, Any]) -> EngineRequest:
-        params = SamplingParams(**request["params"])
-        if request.get("messages") is not None:
-            return EngineRequest(request["request_id"], prompt=self.engine.render_chat(request["messages"]), params=params)
+    def _engine_request(self, request: PoolRequest) -> EngineRequest:
+        if request.messages is not None:
+            return EngineRequest(request.request_id, prompt=self.engine.render_chat(request.messages), params=request.params)
         return EngineRequest(
-            request["request_id"],
-            prompt=request.get("prompt"),
-            prompt_token_ids=request.get("prompt_token_ids"),
-            params=params,
+            request.request_id, prompt=request.prompt, prompt_token_ids=request.prompt_token_ids, params=request.params,
         )
 
-    async def generate(self, request: dict[str, Any]) -> AsyncIterator[tuple]:
-        """Stream relay items ``(text, prompt_tokens, output_tokens, finish_reason, telemetry)``.
-
-        ``telemetry`` is ``None`` except on the last item, where it holds the
-        request's attributed energy and the replica's cumulative counters.
-        """
+    async def generate(self, request: PoolRequest) -> AsyncIterator[RelayItem]:
+        """Stream relay items; the last one carries the request's ``Telemetry``."""
         mark = self.ledger.mark(self.engine.stats().output_tokens_total)
         started = time.monotonic()
-        span = tracing.start_span("generate", self._span_attributes, carrier=request.get("trace"))
+        span = tracing.start_span("generate", self._span_attributes, carrier=request.trace)
         n_out, error, energy = 0, None, None
         self._streams += 1
         try:
             stream = self.engine.generate(self._engine_request(request))
-            items = whole(stream) if request.get("whole") else coalesce(stream, self._window)
+            items = whole(stream) if request.whole else coalesce(stream, self._window)
             async for text, n_prompt, n_out, finish in items:
                 telemetry = None
                 if finish is not None:
                     energy = self.ledger.attribute(mark, n_out, self.engine.stats().output_tokens_total)
-                    telemetry = {"energy_j": energy, "engine_s": time.monotonic() - started, **self._counters()}
-                yield (text, n_prompt, n_out, finish, telemetry)
+                    telemetry = Telemetry(energy, time.monotonic() - started, self._counters())
+                yield RelayItem(text, n_prompt, n_out, finish, telemetry)
         except BaseException as exc:
             error = exc
             raise
@@ -99,32 +92,31 @@ class PoolReplica:
             return 0.0
         return adaptive_window(self._streams, self.relay_window_s, RELAY_ITEMS_PER_S, RELAY_MIN_WINDOW_S)
 
-    def _counters(self) -> dict[str, Any]:
+    def _counters(self) -> ReplicaStats:
         """What the gateway keeps per replica, cheap enough to send with every finished request."""
         s = self.engine.stats()
         total_j, attributed_j = self.ledger.totals()
-        return {
-            "replica": self.replica_id,
-            "running": s.running,
-            "waiting": s.waiting,
-            "kv_cache_usage": s.kv_cache_usage,
-            "prompt_tokens_total": s.prompt_tokens_total,
-            "output_tokens_total": s.output_tokens_total,
-            "requests_finished": s.requests_finished,
-            "energy_total_j": total_j,
-            "energy_attributed_j": attributed_j,
-            "max_model_len": self.engine.max_model_len,
-        }
+        return ReplicaStats(
+            replica=self.replica_id,
+            running=s.running,
+            waiting=s.waiting,
+            kv_cache_usage=s.kv_cache_usage,
+            prompt_tokens_total=s.prompt_tokens_total,
+            output_tokens_total=s.output_tokens_total,
+            requests_finished=s.requests_finished,
+            energy_total_j=total_j,
+            energy_attributed_j=attributed_j,
+            max_model_len=self.engine.max_model_len,
+        )
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ReplicaStats:
         """Everything the gateway polls: counters plus power and provenance."""
-        return {
-            **self._counters(),
-            "watts": self.meter.watts(),
-            "power_source": self.meter.source,
-            "power_provenance": self.meter.describe().get("provenance", "measured"),
-            "engine_provenance": self.engine.provenance,
-        }
+        stats = self._counters()
+        stats.watts = self.meter.watts()
+        stats.power_source = self.meter.source
+        stats.power_provenance = self.meter.describe().get("provenance", "measured")
+        stats.engine_provenance = self.engine.provenance
+        return stats
 
     def record_routing_stats(self) -> dict[str, Any]:
         """Feeds Ray Serve's request router: sequences this replica is busy with."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from calibration.calibrate import calibrate_main
+from calibration.cli import calibrate_main
 from fleet.config import load_fleet
 from routing import EfficiencyProfile
 from fleet.profiles import fleet_profiles

@@ -10,22 +10,20 @@ import time
 import httpx
 import pytest
 
-from calibration.calibrate import (
+from calibration.cli import build_parser, calibrate_main, run_calibration
+from calibration.client import GatewayClient
+from calibration.profile import build_profile
+from calibration.report import summary
+from calibration.sweep import (
     INFEASIBLE,
     OK,
     SKIPPED,
-    GatewayClient,
-    PoolInfo,
-    build_parser,
-    build_profile,
-    calibrate_main,
     default_batch_sizes,
     default_prompt_lengths,
     model_predictor,
-    run_calibration,
-    summary,
     sweep_pool,
 )
+from fleet.api import PoolView
 from routing import EfficiencyProfile
 from workers.errors import ContextLengthExceeded
 from workers.hardware import decode_cost, get_hardware, get_model, power_watts, prefill_cost
@@ -120,7 +118,7 @@ def _error(status: int, message: str, code: str | None) -> httpx.Response:
 async def _sweep(fake: FakeGateway, name: str = "h100", **kw):
     client = GatewayClient("http://gw", transport=fake.transport())
     try:
-        pool = PoolInfo.from_fleet((await client.fleet())[name])
+        pool = (await client.fleet())[name]
         kw.setdefault("log", lambda text: None)
         return await sweep_pool(client, pool, **kw)
     finally:
@@ -259,7 +257,7 @@ async def test_api_key_is_sent_and_usage_errors_return_2(tmp_path):
 
 async def test_emulated_cells_carry_the_models_prediction():
     fake = FakeGateway({"h100": {"capacity": 4}})
-    pool = PoolInfo.from_fleet(fake.pools["h100"])
+    pool = PoolView.model_validate(fake.pools["h100"])
     predictor = model_predictor(pool)
     assert predictor is not None
     sweep = await _sweep(fake, batch_sizes=[1, 4], prompt_lengths=[56], output_tokens=8, predictor=predictor)
@@ -268,7 +266,7 @@ async def test_emulated_cells_carry_the_models_prediction():
         assert c.ratio("throughput_tok_s") == pytest.approx(c.throughput_tok_s / expected.throughput_tok_s)
         assert c.ratio("j_per_token") == pytest.approx(0.5 / expected.j_per_token)
     assert "calibrated / hardware model" in summary(sweep)
-    assert model_predictor(PoolInfo.from_fleet({**fake.pools["h100"], "emulated": False})) is None
+    assert model_predictor(PoolView.model_validate({**fake.pools["h100"], "emulated": False})) is None
 
 
 # -- predict -------------------------------------------------------------------------

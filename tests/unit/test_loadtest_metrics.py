@@ -1,6 +1,7 @@
 import pytest
 
-from loadtests.fleet import FleetSnapshot, energy_between
+from fleet.api import FleetView
+from loadtests.fleet import energy_between
 from loadtests.metrics import Targets, is_good, summarize
 from loadtests.result import RequestResult
 
@@ -73,8 +74,8 @@ def _pool(name, tokens, joules, total):
 
 
 def test_energy_per_token_attributed_and_total_per_pool():
-    before = FleetSnapshot.model_validate({"pools": [_pool("gpu", 1000, 100.0, 500.0)]})
-    after = FleetSnapshot.model_validate({"pools": [_pool("gpu", 3000, 500.0, 1500.0), _pool("npu", 1000, 100.0, 150.0)]})
+    before = FleetView.model_validate({"pools": [_pool("gpu", 1000, 100.0, 500.0)]})
+    after = FleetView.model_validate({"pools": [_pool("gpu", 3000, 500.0, 1500.0), _pool("npu", 1000, 100.0, 150.0)]})
     e = energy_between(before, after)
     gpu, npu = e.pools
     assert (gpu.output_tokens, gpu.j_per_token, gpu.j_per_token_total) == (2000, 0.2, 0.5)

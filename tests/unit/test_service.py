@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
+
 import asyncio
 import json
 
@@ -51,16 +53,16 @@ class FakeStream:
 
 class FakePools:
     def __init__(self, fail: Exception | None = None):
-        self.requests: list[dict] = []
+        self.requests: list[PoolRequest] = []
         self.streams: list[FakeStream] = []
         self.fail = fail
 
-    def stream(self, pool: str, request: dict):
+    def stream(self, pool: str, request: PoolRequest):
         self.requests.append(request)
-        tag = request["request_id"].rsplit("-", 1)[1]
-        n = request["params"]["max_tokens"]
-        items = [(f"{tag}.{i} ", 5, i + 1, "length" if i == n - 1 else None, None) for i in range(n)]
-        items[-1] = (*items[-1][:4], {"energy_j": 1.5, "replica": "r1"})
+        tag = request.request_id.rsplit("-", 1)[1]
+        n = request.params.max_tokens
+        items = [RelayItem(f"{tag}.{i} ", 5, i + 1, "length" if i == n - 1 else None) for i in range(n)]
+        items[-1] = items[-1]._replace(telemetry=Telemetry(1.5, 0.1, ReplicaStats("r1")))
         s = FakeStream(items, self.fail)
         self.streams.append(s)
         return s
@@ -68,7 +70,7 @@ class FakePools:
 
 def make_service(pools: FakePools):
     state = FleetState(FLEET.pools)
-    state.record_stats("a", {"replica": "r1", "max_model_len": 4096})
+    state.record_stats("a", ReplicaStats("r1", max_model_len=4096))
     router = build_router(load_routing_config({"policy": "least-load"}))
     finished = []
     service = CompletionService(pools, state, lambda: router, {MODEL: TokenCounter()}, GatewayMetrics(), finished.append)
@@ -88,7 +90,7 @@ async def test_n_times_prompts_fan_out_with_exact_usage():
     assert [c["index"] for c in out["choices"]] == [0, 1, 2, 3]
     assert out["choices"][3]["text"] == "3.0 3.1 3.2 "
     assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}
-    assert [r["params"]["seed"] for r in pools.requests] == [10, 11, 10, 11]
+    assert [r.params.seed for r in pools.requests] == [10, 11, 10, 11]
     assert state.pools["a"].in_flight == 0
     assert finished[0].energy_j == pytest.approx(6.0) and finished[0].shape.sequences == 4
     assert resp.headers["x-hetserve-pool"] == "a"

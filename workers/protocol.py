@@ -1,0 +1,74 @@
+"""What crosses the Ray boundary between the gateway and a pool replica.
+
+The gateway sends a ``PoolRequest`` (one sequence: ``n > 1`` is fanned out
+by the gateway) and reads ``RelayItem``s back; it polls ``ReplicaStats``.
+A ``RelayItem`` is a ``NamedTuple``: typed, yet it pickles nearly as cheaply
+as the plain tuple it is (a streamed Ray item costs per item, see
+``workers.relay``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from workers.engine import SamplingParams
+
+
+@dataclass(slots=True)
+class PoolRequest:
+    request_id: str
+    params: SamplingParams
+    messages: list[dict[str, Any]] | None = None  # chat: the replica renders its engine's template
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    whole: bool = False  # non-streaming: one item with the whole output
+    trace: dict[str, str] | None = None  # W3C trace context carrier
+
+
+@dataclass(slots=True)
+class ReplicaStats:
+    """One replica's counters; polls add power and provenance (``None`` otherwise)."""
+
+    replica: str
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
+    prompt_tokens_total: int = 0
+    output_tokens_total: int = 0
+    requests_finished: int = 0
+    energy_total_j: float = 0.0
+    energy_attributed_j: float = 0.0
+    max_model_len: int | None = None
+    watts: float | None = None
+    power_source: str | None = None
+    power_provenance: str | None = None
+    engine_provenance: str | None = None
+
+    def merged_over(self, older: "ReplicaStats | None") -> "ReplicaStats":
+        """These counters, with the power fields of ``older`` where these have none."""
+        if older is None:
+            return self
+        keep = {f: getattr(older, f) for f in _POLLED if getattr(self, f) is None}
+        return dataclasses.replace(self, **keep) if keep else self
+
+
+_POLLED = ("watts", "power_source", "power_provenance", "engine_provenance")
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """On a request's last item: its attributed energy and the replica's counters."""
+
+    energy_j: float
+    engine_s: float
+    stats: ReplicaStats
+
+
+class RelayItem(NamedTuple):
+    text: str
+    prompt_tokens: int
+    output_tokens: int  # cumulative
+    finish_reason: str | None
+    telemetry: Telemetry | None = None  # the last item only
