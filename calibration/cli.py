@@ -1,32 +1,8 @@
-"""``hetserve calibrate``: measure each pool's efficiency grid through the gateway.
+"""``hetserve calibrate``: measure each pool's efficiency grid through a running
+gateway and write ``<out>/<pool>.json`` (a calibrated profile) and its heat map.
 
-For every pool and every cell (batch size × prompt length) of its grid the
-sweep sends ``batch`` concurrent streaming completions pinned to the pool
-(``x-hetserve-pool-pin``), each with a prompt of exactly ``prompt`` token ids
-and ``max_tokens = output`` with ``ignore_eos``, so every sequence is exactly
-``prompt + output`` tokens long. Around each cell it reads the pool's
-cumulative counters from ``GET /v1/fleet`` and turns their differences into
-joules per output token and watts. The result is a calibrated
-:class:`routing.EfficiencyProfile` (``<out>/<pool>.json``) and its heat map
-(``<out>/<pool>.png``). See ``docs/calibration.md``.
-
-HTTP only: this module talks to a running gateway and never imports Ray.
-
-What one cell measures (means over its requests and repeats):
-
-- TTFT: request sent → first streamed chunk, at the client.
-- TPOT: (last chunk − first chunk) / (completion tokens − 1), per request.
-- throughput: completion tokens of the cell / wall time of the cell
-  (first request sent → last stream ended).
-- J/token: Δ ``energy_joules`` (attributed: above the pool's idle draw) /
-  completion tokens of the cell.
-- watts: Δ ``energy_total_joules`` (idle included) / the time between the end
-  of the pool's previous request and the end of this cell's last one (the
-  gateway refreshes the counters at the end of every request).
-- $/Mtoken: ``price_per_hour / 3600 / throughput × 1e6``.
-
-A ``400`` with code ``context_length_exceeded`` marks the cell infeasible and
-every longer prompt of that pool infeasible too, without sending them.
+What a sweep sends and what one cell measures: ``calibration.sweep``;
+``docs/calibration.md`` for operators.
 """
 
 

@@ -10,6 +10,22 @@ cumulative counters from ``GET /v1/fleet`` and turns their differences into
 joules per output token and watts. The result is a calibrated
 :class:`routing.EfficiencyProfile` (``<out>/<pool>.json``) and its heat map
 (``<out>/<pool>.png``). See ``docs/calibration.md``.
+
+What one cell measures (means over its requests and repeats):
+
+- TTFT: request sent → first streamed chunk, at the client.
+- TPOT: (last chunk − first chunk) / (completion tokens − 1), per request.
+- throughput: completion tokens of the cell / wall time of the cell
+  (first request sent → last stream ended).
+- J/token: Δ ``energy_joules`` (attributed: above the pool's idle draw) /
+  completion tokens of the cell.
+- watts: Δ ``energy_total_joules`` (idle included) / the time between the end
+  of the pool's previous request and the end of this cell's last one (the
+  gateway refreshes the counters at the end of every request).
+- $/Mtoken: ``price_per_hour / 3600 / throughput × 1e6``.
+
+A ``400`` with code ``context_length_exceeded`` marks the cell infeasible and
+every longer prompt of that pool infeasible too, without sending them.
 """
 
 from __future__ import annotations
