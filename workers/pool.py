@@ -23,6 +23,7 @@ from workers.meters import build_meter
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
 from workers.relay import adaptive_window, coalesce, whole
 from workers.replica_router import router_config
+from workers.sampler import BackgroundSampledMeter
 from workers.spec import PoolSpec
 from workers.telemetry import EnergyLedger
 
@@ -46,7 +47,9 @@ class PoolReplica:
         self._streams = 0
         self.engine = make_engine(self.spec)
         await self.engine.start()
-        self.meter = build_meter(self.spec, self.engine, self.hardware, self.spec.max_ongoing_requests)
+        self.meter = BackgroundSampledMeter(
+            build_meter(self.spec, self.engine, self.hardware, self.spec.max_ongoing_requests)
+        ).start()
         self.ledger = EnergyLedger(self.meter, self.hardware.idle_watts_replica)
         self.replica_id = _replica_id()
         self._span_attributes = {
@@ -127,6 +130,7 @@ class PoolReplica:
         self.engine.stats()
 
     async def __del__(self):
+        self.meter.close()
         await self.engine.shutdown()
 
 
