@@ -32,7 +32,8 @@ class GatewaySpec(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    api_keys: list[str] = Field(default_factory=list, description="empty: no authentication")
+    api_keys: list[str] = Field(default_factory=list, description="plain keys (hashed at load); none here, in keys_file or in HETSERVE_API_KEYS: no authentication")
+    keys_file: str | None = Field(default=None, description="YAML of keys with limits (gateway/auth.py), relative to the fleet file")
     max_ongoing_requests: int = Field(default=1024, ge=1)
     poll_interval_s: float = Field(default=1.0, gt=0)
     relay_window_s: float = Field(

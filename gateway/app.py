@@ -21,7 +21,8 @@ from fleet.api import FleetView
 from fleet.config import FleetConfig
 from gateway.metrics import GatewayMetrics
 from gateway.responses import CHAT, TEXT
-from gateway.service import CompletionService
+from gateway.auth import Caller, KeyStore, load_keys
+from gateway.service import CompletionService, Finished
 from gateway.tokens import counter_for_pool
 from gateway.fleet_state import FleetState
 from gateway.profiles import ProfileStore
@@ -72,6 +73,10 @@ class Gateway:
         tracing.configure(self.fleet.tracing, "gateway")
         self.admin_key = admin_key
         self.metrics = GatewayMetrics()
+        keys_file = self.fleet.gateway.keys_file
+        if keys_file and base_dir and not Path(keys_file).is_absolute():
+            keys_file = str(Path(base_dir) / keys_file)
+        self.keys = KeyStore(load_keys(self.fleet.gateway.api_keys, keys_file))
         self.state = FleetState(self.fleet.pools)
         self.profiles = ProfileStore(self.fleet, Path(base_dir) if base_dir else None)
         self.state.profiles = self.profiles.profiles
@@ -85,7 +90,7 @@ class Gateway:
         self.recorder = TraceRecorder(self.fleet.gateway.record_trace) if self.fleet.gateway.record_trace else None
         self.service = CompletionService(
             self.pools, self.state, lambda: self.router, counters, self.metrics,
-            on_finished=self.profiles.observe, recorder=self.recorder,
+            on_finished=self._finished, recorder=self.recorder,
         )
         errors.install_handlers(api, lambda body: self.metrics.error(body.payload["error"]["type"], body.status))
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
@@ -152,14 +157,8 @@ class Gateway:
 
     # -- auth -------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> None:
-        keys = self.fleet.gateway.api_keys
-        if not keys:
-            return
-        header = request.headers.get("authorization", "")
-        token = header.removeprefix("Bearer ").strip()
-        if not any(hmac.compare_digest(token, k) for k in keys):
-            raise errors.AuthenticationError("Incorrect or missing API key (Authorization: Bearer ...)")
+    def _authorize(self, request: Request) -> Caller | None:
+        return self.keys.authenticate(request.headers.get("authorization"))
 
     # -- routes -----------------------------------------------------------
 
@@ -197,9 +196,14 @@ class Gateway:
         return await self._complete(TEXT, request)
 
     async def _complete(self, kind: str, request: Request):
-        self._authorize(request)
+        caller = self._authorize(request)
         body = await request.body()
-        return await self.service.handle(kind, body, request.headers, _serve_request_id(request))
+        return await self.service.handle(kind, body, request.headers, _serve_request_id(request), caller)
+
+    def _finished(self, f: Finished) -> None:
+        self.profiles.observe(f)
+        if f.caller is not None:
+            self.metrics.key_usage(f.caller, f.prompt_tokens, f.output_tokens, f.energy_j)
 
     @api.get("/v1/fleet")
     async def fleet(self, request: Request, profiles: bool = True) -> dict[str, Any]:

@@ -62,6 +62,16 @@ class Overloaded(APIError):
     status, type, code = 429, "rate_limit_error", "pool_capacity_exceeded"
 
 
+class RateLimited(APIError):
+    """A key's requests or tokens per minute ran out; ``type_`` says which, as OpenAI's do."""
+
+    status, type, code = 429, "requests", "rate_limit_exceeded"
+
+    def __init__(self, message: str, type_: str = "requests", **kwargs):
+        super().__init__(message, **kwargs)
+        self.type = type_
+
+
 class Unavailable(APIError):
     status, type, code = 503, "service_unavailable", "pool_unavailable"
 

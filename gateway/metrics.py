@@ -23,6 +23,9 @@ class GatewayMetrics:
         self.queue = Gauge("hetserve_pool_waiting_sequences", "Sequences waiting in pool engines", ["pool"], registry=r)
         self.j_per_token = Gauge("hetserve_pool_joules_per_output_token", "Attributed joules per output token, cumulative", ["pool"], registry=r)
         self.pool_energy_total = Gauge("hetserve_pool_energy_total_joules", "Pool energy including idle draw", ["pool", "source"], registry=r)
+        self.key_requests = Counter("hetserve_key_requests", "Finished requests per API key", ["key"], registry=r)
+        self.key_tokens = Counter("hetserve_key_tokens", "Tokens per API key", ["key", "kind"], registry=r)
+        self.key_energy = Counter("hetserve_key_energy_joules", "Attributed energy per API key", ["key"], registry=r)
         self.policy = "unknown"
 
     def routed(self, model: str, pool: str) -> None:
@@ -39,6 +42,13 @@ class GatewayMetrics:
         self.prompt_tokens.labels(model, pool).inc(prompt_tokens)
         self.output_tokens.labels(model, pool).inc(output_tokens)
         self.energy.labels(pool).inc(energy_j)
+
+    def key_usage(self, key: str, prompt_tokens: int, output_tokens: int, energy_j: float) -> None:
+        """Usage of one finished request, under its key's name (never the key)."""
+        self.key_requests.labels(key).inc()
+        self.key_tokens.labels(key, "prompt").inc(prompt_tokens)
+        self.key_tokens.labels(key, "completion").inc(output_tokens)
+        self.key_energy.labels(key).inc(energy_j)
 
     def update_pools(self, pools: list[PoolView]) -> None:
         for p in pools:

@@ -29,6 +29,7 @@ from workers import tracing
 from workers.engine import SamplingParams
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
 from routing import NoFeasiblePool, RequestShape
+from gateway.auth import Caller
 from fleet.api import PIN_HEADER, POOL_HEADER, ROUTE_REASON_HEADER, SLO_TPOT_HEADER, SLO_TTFT_HEADER
 
 #: max_tokens when a client sets none: the emulated engines never stop on their own.
@@ -58,6 +59,7 @@ class Finished:
     output_tokens: int
     energy_j: float
     replica_stats: list[ReplicaStats]
+    caller: str | None = None  # the API key's name, when keys are on
 
 
 @dataclass
@@ -152,7 +154,8 @@ class CompletionService:
             ) from None
         return prompts, shape, decision
 
-    async def handle(self, kind: str, body: bytes, headers, request_id: str):
+    async def handle(self, kind: str, body: bytes, headers, request_id: str, caller: Caller | None = None):
+        """One completion; ``caller`` (an authenticated key) is admitted against its limits once routed."""
         start = self.clock()
         req = self._parse(kind, body)
         operation = "chat" if kind == CHAT else "text_completion"
@@ -168,15 +171,16 @@ class CompletionService:
             "hetserve.stream": bool(req.stream),
         })
         try:
-            return await self._run(kind, req, headers, request_id, start, root)
+            return await self._run(kind, req, headers, request_id, start, root, caller)
         except BaseException as exc:
             tracing.end_span(root, error=exc)
             raise
 
-    async def _run(self, kind: str, req, headers, request_id: str, start: float, root):
+    async def _run(self, kind: str, req, headers, request_id: str, start: float, root, caller: Caller | None):
         route_span = tracing.start_span("route", parent=root)
         try:
             prompts, shape, decision = self._route(kind, req, headers)
+            limits = {} if caller is None else caller.admit(req.model, _token_estimate(shape))
         except BaseException as exc:
             tracing.end_span(route_span, error=exc)
             raise
@@ -219,11 +223,12 @@ class CompletionService:
         headers_out = {
             POOL_HEADER: pool,
             ROUTE_REASON_HEADER: _header_safe(decision.reason),
+            **limits,
         }
         rid = ("chatcmpl-" if kind == CHAT else "cmpl-") + request_id
         created = int(time.time())
         ctx = _Context(self, kind, rid, created, req.model, pool, decision.best.batch, shape, start, ttft, len(prompts), req.n)
-        ctx.span, ctx.request_id = root, request_id
+        ctx.span, ctx.request_id, ctx.caller = root, request_id, caller and caller.name
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             return StreamingResponse(
@@ -291,6 +296,7 @@ class _Context:
         self.ok = False
         self.span = None
         self.request_id = ""
+        self.caller: str | None = None
 
     def _note(self, index: int, item: RelayItem) -> None:
         self.prompt_tokens[index] = item.prompt_tokens
@@ -399,7 +405,8 @@ class _Context:
             if self.shape.max_new_tokens and out:
                 self.s.outputs.observe(self.model, out // max(self.shape.sequences, 1))
             self.s.on_finished(
-                Finished(self.pool, self.shape, self.batch, self.ttft, e2e, self.usage()["prompt_tokens"], out, self.energy_j, self.replica_stats)
+                Finished(self.pool, self.shape, self.batch, self.ttft, e2e, self.usage()["prompt_tokens"], out,
+                         self.energy_j, self.replica_stats, self.caller)
             )
 
 
@@ -419,3 +426,9 @@ class _Context:
 
 def _header_safe(text: str) -> str:
     return text.encode("ascii", "replace").decode()[:512]
+
+
+def _token_estimate(shape: RequestShape) -> int:
+    """Tokens a request counts against a key's per-minute budget at admission: every
+    prompt plus the most it may generate (OpenAI counts ``max_tokens`` the same way)."""
+    return shape.sequences * (shape.prompt_tokens + shape.max_new_tokens)

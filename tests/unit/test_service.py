@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
 
 import asyncio
 import json
@@ -18,6 +17,7 @@ from gateway.service import CompletionService
 from gateway.tokens import TokenCounter
 from routing import build_router, load_routing_config
 from workers.errors import ContextLengthExceeded
+from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
 
 MODEL = "m"
 FLEET = parse_fleet({
