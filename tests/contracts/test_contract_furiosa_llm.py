@@ -83,6 +83,7 @@ def test_closing_the_stream_aborts_the_engine_request(behaviour):
     assert "r4" in behaviour["closed_early"]["native_aborted"]
     assert behaviour["closed_early"]["engine_request_ids"] == []
     assert behaviour["stats"]["running"] == 0
+    assert behaviour["stats"]["finished"] == 3  # r1 to r3; the closed r4 did not finish
 
 
 def test_bad_requests_are_typed_errors_before_the_engine(behaviour):

@@ -39,7 +39,8 @@ def test_engine_interface(found):
 def test_stat_logger_contract(found):
     s = found["surface"]
     assert list(s["StatLoggerBase.__init__"]) == ["self", "vllm_config", "engine_index"]
-    assert list(s["StatLoggerBase.record"]) == ["self", "scheduler_stats", "iteration_stats", "mm_cache_stats", "engine_idx"]
+    record = ["self", "scheduler_stats", "iteration_stats", "mm_cache_stats", "engine_idx"]
+    assert list(s["StatLoggerBase.record"]) == record
     assert s["StatLoggerBase.abstract"] == ["__init__", "log_engine_initialized", "record"]
     assert {"num_running_reqs", "num_waiting_reqs", "kv_cache_usage"} <= set(s["SchedulerStats"])
     assert found["stat_logger"] == {"running": 3, "waiting": 2, "kv_cache_usage": 0.25}
@@ -47,7 +48,8 @@ def test_stat_logger_contract(found):
 
 def test_sampling_and_outputs(found):
     s = found["surface"]
-    assert {"max_tokens", "temperature", "top_p", "seed", "stop", "ignore_eos", "output_kind"} <= set(s["SamplingParams"])
+    used = {"max_tokens", "temperature", "top_p", "seed", "stop", "ignore_eos", "output_kind"}
+    assert used <= set(s["SamplingParams"])
     assert "DELTA" in s["RequestOutputKind"]
     assert {"outputs", "finished"} <= set(s["RequestOutput"])
     assert {"text", "token_ids", "finish_reason"} <= set(s["CompletionOutput"])

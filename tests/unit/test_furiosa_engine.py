@@ -5,8 +5,8 @@ The fake follows furiosa-llm's ``llm_engine.AsyncLLMEngine``:
 ``AsyncLLMEngine.from_engine_args(args)``, ``engine.tokenizer``,
 ``engine.max_model_len``,
 ``async generate(prompt, sampling_params, request_id)`` yielding
-``RequestOutput(request_id, prompt_token_ids, outputs=[CompletionOutput(index,
-text, token_ids, finish_reason)], finished)`` and ``async abort(request_id)``.
+``RequestOutput(..., outputs=[CompletionOutput(index, text, token_ids, logprobs,
+finish_reason)], finished, ...)`` and ``async abort(request_id)``.
 With ``RequestOutputKind.DELTA`` each output holds only new text and tokens.
 tests/contracts checks this interface against the real package.
 """
@@ -45,18 +45,27 @@ class FakeSamplingParams:
 
 @dataclass
 class CompletionOutput:
+    """furiosa-llm's constructor order (logprobs before finish_reason)."""
+
     index: int
     text: str
     token_ids: list[int]
+    logprobs: list | None
     finish_reason: str | None = None
 
 
 @dataclass
 class RequestOutput:
+    """furiosa-llm's constructor order; in DELTA mode num_output_tokens is this output's."""
+
     request_id: str
+    prompt: str
     prompt_token_ids: list[int]
+    prompt_logprobs: list | None
     outputs: list[CompletionOutput]
     finished: bool
+    num_output_tokens: int
+    num_cached_tokens: int
 
 
 class FakeTokenizer:
@@ -103,8 +112,9 @@ class FakeEngine:
                 reason = "length"
             elif i + 1 == len(words):
                 reason = "stop"
-            yield RequestOutput(request_id, prompt["prompt_token_ids"],
-                                [CompletionOutput(0, text, [100 + i], reason)], reason is not None)
+            completion = CompletionOutput(0, text, [100 + i], None, reason)
+            yield RequestOutput(request_id, "", prompt["prompt_token_ids"], None, [completion],
+                                reason is not None, 1, 0)
             if reason:
                 break
         self.request_ids.discard(request_id)
