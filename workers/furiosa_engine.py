@@ -11,9 +11,14 @@ Prompts are tokenized here and sent as token ids. A text prompt gets the
 tokenizer's special tokens unless it already starts with the BOS token (as a
 rendered chat template does), so ``count_tokens`` matches what runs.
 
-furiosa-llm has no per-request seed (it is an engine argument) and exposes
-no queue or KV-cache figures: ``stats()`` reports running requests and token
-counters, with ``waiting`` and ``kv_cache_usage`` left at zero.
+The context check mirrors the engine's own (prompt plus ``max_tokens`` within
+``max_model_len``), so an over-long request fails as ``ContextLengthExceeded``
+before it reaches the engine.
+
+furiosa-llm (2026.4) takes no seed, neither per request nor as an engine
+argument, and exposes no queue or KV-cache figures: ``stats()`` reports
+running requests and token counters, with ``waiting`` and ``kv_cache_usage``
+left at zero. Checked against the real package in tests/contracts.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from workers.errors import (
 
 
 class FuriosaEngine(EngineAdapter):
-    """One furiosa-llm engine; ``engine_args`` go to ``AsyncEngineArgs`` (e.g. ``seed``, ``tokenizer``)."""
+    """One furiosa-llm engine; ``engine_args`` go to ``AsyncEngineArgs`` (e.g. ``tokenizer``, ``fxb``)."""
 
     def __init__(self, model: str, *, devices: str | None = None, **engine_args):
         self._model = model
@@ -102,7 +107,7 @@ class FuriosaEngine(EngineAdapter):
 
     @property
     def max_model_len(self) -> int:
-        return self._started().max_seq_len_to_capture
+        return self._started().max_model_len
 
     def stats(self) -> EngineStats:
         return dataclasses.replace(self._stats)
@@ -130,18 +135,12 @@ class FuriosaEngine(EngineAdapter):
     def _sampling_params(self, params: SamplingParams, prompt_len: int):
         engine = self._started()
         if params.seed is not None:
-            raise InvalidRequest(
-                "furiosa-llm has no per-request seed; set `seed` in the pool's engine arguments", param="seed"
-            )
-        if prompt_len > engine.prompt_max_seq_len:
-            raise ContextLengthExceeded(
-                f"prompt has {prompt_len} tokens; this model takes at most {engine.prompt_max_seq_len}"
-            )
-        if prompt_len + params.max_tokens > engine.max_seq_len_to_capture:
+            raise InvalidRequest("furiosa-llm does not support a sampling seed", param="seed")
+        if prompt_len + params.max_tokens > engine.max_model_len:
             raise ContextLengthExceeded(
                 f"prompt ({prompt_len}) plus max_tokens ({params.max_tokens}) exceeds the model's "
-                f"context of {engine.max_seq_len_to_capture} tokens",
-                param="max_tokens",
+                f"context of {engine.max_model_len} tokens",
+                param="max_tokens" if prompt_len < engine.max_model_len else "prompt",
             )
         options = dict(
             n=1,

@@ -141,9 +141,7 @@ class VLLMEngine(EngineAdapter):
                 completion = out.outputs[0]
                 produced += len(completion.token_ids)
                 finished = out.finished
-                reason = completion.finish_reason if out.finished else None
-                if reason == "abort":
-                    raise EngineFailure("the engine aborted the request")
+                reason = _finish_reason(completion.finish_reason) if out.finished else None
                 yield EngineDelta(
                     text=completion.text,
                     prompt_tokens=n_prompt,
@@ -174,3 +172,16 @@ class VLLMEngine(EngineAdapter):
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+
+def _finish_reason(reason: str | None) -> str | None:
+    """vLLM's reason mapped to ours: "length" stays, "abort" and "error" fail, any other end is "stop".
+
+    vLLM ends requests with one of ``vllm.v1.engine.FINISH_REASON_STRINGS``
+    ("stop", "length", "abort", "error", "repetition" in 0.30 to 0.32).
+    """
+    if reason in ("abort", "error"):
+        raise EngineFailure(f"the engine ended the request: {reason}")
+    if reason is None:
+        return None
+    return "length" if reason == "length" else "stop"

@@ -3,11 +3,12 @@
 The fake follows furiosa-llm's ``llm_engine.AsyncLLMEngine``:
 ``AsyncEngineArgs(model=..., devices=...)``,
 ``AsyncLLMEngine.from_engine_args(args)``, ``engine.tokenizer``,
-``engine.prompt_max_seq_len``, ``engine.max_seq_len_to_capture``,
+``engine.max_model_len``,
 ``async generate(prompt, sampling_params, request_id)`` yielding
-``RequestOutput(request_id, prompt_token_ids, outputs=[CompletionOutput(index,
-text, token_ids, finish_reason)], finished)`` and ``async abort(request_id)``.
+``RequestOutput(..., outputs=[CompletionOutput(index, text, token_ids, logprobs,
+finish_reason)], finished, ...)`` and ``async abort(request_id)``.
 With ``RequestOutputKind.DELTA`` each output holds only new text and tokens.
+tests/contracts checks this interface against the real package.
 """
 
 from __future__ import annotations
@@ -44,18 +45,27 @@ class FakeSamplingParams:
 
 @dataclass
 class CompletionOutput:
+    """furiosa-llm's constructor order (logprobs before finish_reason)."""
+
     index: int
     text: str
     token_ids: list[int]
+    logprobs: list | None
     finish_reason: str | None = None
 
 
 @dataclass
 class RequestOutput:
+    """furiosa-llm's constructor order; in DELTA mode num_output_tokens is this output's."""
+
     request_id: str
+    prompt: str
     prompt_token_ids: list[int]
+    prompt_logprobs: list | None
     outputs: list[CompletionOutput]
     finished: bool
+    num_output_tokens: int
+    num_cached_tokens: int
 
 
 class FakeTokenizer:
@@ -79,8 +89,7 @@ class FakeEngine:
 
     script: str = "the quick brown fox jumps over the lazy dog"
     tokenizer: FakeTokenizer = field(default_factory=FakeTokenizer)
-    prompt_max_seq_len: int = 32
-    max_seq_len_to_capture: int = 64
+    max_model_len: int = 64
     gate: asyncio.Event | None = None
     calls: list = field(default_factory=list)
     aborted: list = field(default_factory=list)
@@ -103,8 +112,9 @@ class FakeEngine:
                 reason = "length"
             elif i + 1 == len(words):
                 reason = "stop"
-            yield RequestOutput(request_id, prompt["prompt_token_ids"],
-                                [CompletionOutput(0, text, [100 + i], reason)], reason is not None)
+            completion = CompletionOutput(0, text, [100 + i], None, reason)
+            yield RequestOutput(request_id, "", prompt["prompt_token_ids"], None, [completion],
+                                reason is not None, 1, 0)
             if reason:
                 break
         self.request_ids.discard(request_id)
@@ -128,7 +138,7 @@ def furiosa_llm(monkeypatch):
     class AsyncEngineArgs:
         model: str
         devices: str | None = None
-        seed: int | None = None
+        tokenizer: str | None = None
 
     class AsyncLLMEngine:
         @classmethod
@@ -177,9 +187,9 @@ async def test_load_failure_and_bad_engine_arg_are_start_errors(furiosa_llm):
 
 @pytest.mark.asyncio
 async def test_engine_args_pass_through(furiosa_llm):
-    await started(seed=7)
+    await started(tokenizer="/models/tokenizer")
     assert furiosa_llm.built_with[-1] == furiosa_llm.AsyncEngineArgs(
-        model="/models/llama-3.1-8b", devices="npu:0", seed=7
+        model="/models/llama-3.1-8b", devices="npu:0", tokenizer="/models/tokenizer"
     )
 
 
@@ -251,8 +261,9 @@ async def test_context_length_is_checked_before_the_engine_is_called(furiosa_llm
     with pytest.raises(ContextLengthExceeded, match="exceeds the model's context of 64") as err:
         await collect(engine, token_request("r5", prompt_len=10, max_tokens=60))
     assert err.value.param == "max_tokens"
-    with pytest.raises(ContextLengthExceeded, match="at most 32"):
-        await collect(engine, token_request("r6", prompt_len=33, max_tokens=1))
+    with pytest.raises(ContextLengthExceeded) as err:
+        await collect(engine, token_request("r6", prompt_len=64, max_tokens=1))
+    assert err.value.param == "prompt"
     assert furiosa_llm.engine.calls == []
     assert engine.max_model_len == 64
 

@@ -164,7 +164,25 @@ def test_nvml_empty_visible_devices_is_a_start_error(monkeypatch):
 
 
 def fake_furiosa_smi(watts_by_index):
-    """furiosa_smi_py: init(), list_devices(), device_info().index(), power_consumption() in W."""
+    """furiosa_smi (2026.4+): list_devices() with no init, device_name() "npuN", power_consumption() in W."""
+    smi = types.ModuleType("furiosa_smi")
+
+    class Device:
+        def __init__(self, index):
+            self._index = index
+
+        def device_name(self):
+            return f"npu{self._index}"
+
+        def power_consumption(self):
+            return watts_by_index[self._index]
+
+    smi.list_devices = lambda: [Device(i) for i in sorted(watts_by_index)]
+    return smi
+
+
+def fake_furiosa_smi_py(watts_by_index):
+    """furiosa_smi_py (to 2026.1): init(), list_devices(), device_info().index(), power_consumption() in W."""
     smi = types.ModuleType("furiosa_smi_py")
     smi.initialised = False
 
@@ -182,7 +200,8 @@ def fake_furiosa_smi(watts_by_index):
         smi.initialised = True
 
     def list_devices():
-        assert smi.initialised, "furiosa-smi requires init() first"
+        if not smi.initialised:
+            raise RuntimeError("Context error")  # what the real binding raises before init()
         return [Device(i) for i in sorted(watts_by_index)]
 
     smi.init = init
@@ -190,9 +209,22 @@ def fake_furiosa_smi(watts_by_index):
     return smi
 
 
-def test_furiosa_integrates_selected_devices(monkeypatch):
+@pytest.fixture(params=["furiosa_smi", "furiosa_smi_py"])
+def install_furiosa_smi(request, monkeypatch):
+    """Installs a fake of one binding, the other absent; returns a function of the power table."""
+
+    def install(watts_by_index):
+        other = "furiosa_smi_py" if request.param == "furiosa_smi" else "furiosa_smi"
+        fake = fake_furiosa_smi if request.param == "furiosa_smi" else fake_furiosa_smi_py
+        monkeypatch.setitem(sys.modules, other, None)
+        monkeypatch.setitem(sys.modules, request.param, fake(watts_by_index))
+
+    return install
+
+
+def test_furiosa_integrates_selected_devices(install_furiosa_smi):
     watts = {0: 40.0, 1: 55.0, 2: 180.0}
-    monkeypatch.setitem(sys.modules, "furiosa_smi_py", fake_furiosa_smi(watts))
+    install_furiosa_smi(watts)
     clock = FakeClock()
     meter = FuriosaSmiMeter(devices=[0, 1], clock=clock)
     assert meter.watts() == pytest.approx(95.0)
@@ -202,13 +234,23 @@ def test_furiosa_integrates_selected_devices(monkeypatch):
     assert meter.describe()["devices"] == [0, 1]
 
 
-def test_furiosa_missing_package_and_device_are_start_errors(monkeypatch):
-    monkeypatch.setitem(sys.modules, "furiosa_smi_py", None)
-    with pytest.raises(EngineStartError, match="furiosa-smi-py"):
-        FuriosaSmiMeter()
-    monkeypatch.setitem(sys.modules, "furiosa_smi_py", fake_furiosa_smi({0: 40.0}))
+def test_furiosa_missing_device_is_a_start_error(install_furiosa_smi):
+    install_furiosa_smi({0: 40.0})
     with pytest.raises(EngineStartError, match=r"\[5\] not found; present: \[0\]"):
         FuriosaSmiMeter(devices=[5])
+
+
+def test_furiosa_prefers_the_newer_binding(monkeypatch):
+    monkeypatch.setitem(sys.modules, "furiosa_smi", fake_furiosa_smi({0: 40.0}))
+    monkeypatch.setitem(sys.modules, "furiosa_smi_py", fake_furiosa_smi_py({0: 99.0}))
+    assert FuriosaSmiMeter().watts() == 40.0
+
+
+def test_furiosa_missing_package_is_a_start_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "furiosa_smi", None)
+    monkeypatch.setitem(sys.modules, "furiosa_smi_py", None)
+    with pytest.raises(EngineStartError, match="furiosa-smi package"):
+        FuriosaSmiMeter()
 
 
 # --- rbln-smi ----------------------------------------------------------------
