@@ -21,10 +21,16 @@ def _serve(args: argparse.Namespace) -> int:
         fleet.gateway.record_trace = args.record_trace
     from gateway import server
 
-    running = server.start(
-        fleet, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus,
-        admin_key=args.admin_key, base_dir=base_dir,
-    )
+    try:
+        running = server.start(
+            fleet, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus,
+            admin_key=args.admin_key, base_dir=base_dir,
+        )
+    except server.DeploymentFailed as exc:
+        for name, why in exc.reasons.items():
+            print(f"hetserve: {name} failed to start: {why}", file=sys.stderr)
+        print("hetserve: nothing was left deployed", file=sys.stderr)
+        return 1
     print(f"hetserve: serving {', '.join(fleet.models())} at {running.url}/v1 ({running.started_s:.1f} s to start)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
