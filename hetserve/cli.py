@@ -49,6 +49,8 @@ def _delegated(command: str, argv: list[str]) -> int:
         from loadtests.cli import main
     elif command == "calibrate":
         from calibration.cli import calibrate_main as main
+    elif command == "config":
+        from deploy.cli import config_main as main
     elif command == "simulate":
         from sim.cli import simulate_main as main
     else:
@@ -61,6 +63,7 @@ DELEGATED = {
     "calibrate": "sweep live pools over batch x sequence length and write efficiency profiles",
     "simulate": "replay a trace through routing policies offline (virtual time)",
     "tune": "search routing policy parameters offline and write a routing YAML",
+    "config": "write a Ray Serve config (serve deploy) or a KubeRay RayService for a fleet",
 }
 
 
