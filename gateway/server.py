@@ -10,6 +10,7 @@ from pathlib import Path
 
 import ray
 from ray import serve
+from ray.exceptions import AuthenticationError
 
 from deploy.placement import unplaceable
 from gateway.build import build_app
@@ -54,7 +55,7 @@ def start(
     if not ray.is_initialized():
         owns = not address
         if address:
-            ray.init(address=address, namespace="hetserve")
+            _join(address)
         else:
             # A fresh local cluster: never attach to a stale one left by an earlier run.
             os.environ.pop("RAY_ADDRESS", None)
@@ -73,6 +74,17 @@ def start(
         raise DeploymentFailed(reasons) from None
     running.started_s = time.monotonic() - t0
     return running
+
+
+def _join(address: str) -> None:
+    """Join an existing cluster; a token Ray refuses (or none, where the cluster asks for one) is one line."""
+    try:
+        ray.init(address=address, namespace="hetserve")
+    except (AuthenticationError, ConnectionError, RuntimeError) as exc:
+        hint = ""
+        if isinstance(exc, AuthenticationError) or "token" in str(exc).lower():
+            hint = " (the cluster uses token authentication: set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH, or copy its token to ~/.ray/auth_token)"
+        raise DeploymentFailed({f"Ray cluster {address}": f"cannot join: {one_line(getattr(exc, 'message', str(exc)))}{hint}"}) from None
 
 
 def failure_reasons(app: str) -> dict[str, str]:

@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except server.DeploymentFailed as exc:
         for name, why in exc.reasons.items():
-            print(f"hetserve: {name} failed to start: {why}", file=sys.stderr)
+            print(f"hetserve: did not start: {name}: {why}", file=sys.stderr)
         print("hetserve: nothing was left deployed", file=sys.stderr)
         return 1
     print(f"hetserve: serving {', '.join(fleet.models())} at {running.url}/v1 ({running.started_s:.1f} s to start)", flush=True)
