@@ -81,9 +81,11 @@ def _join(address: str) -> None:
     try:
         ray.init(address=address, namespace="hetserve")
     except (AuthenticationError, ConnectionError, RuntimeError) as exc:
-        hint = ""
-        if isinstance(exc, AuthenticationError) or "token" in str(exc).lower():
-            hint = " (the cluster uses token authentication: set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH, or copy its token to ~/.ray/auth_token)"
+        # A refused token often reads as a plain connection failure, so the hint goes with every one.
+        hint = (
+            " (is it running, and does it use token authentication? then set RAY_AUTH_MODE=token and its token"
+            " in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
+        )
         raise DeploymentFailed({f"Ray cluster {address}": f"cannot join: {one_line(getattr(exc, 'message', str(exc)))}{hint}"}) from None
 
 
