@@ -75,20 +75,28 @@ def cluster(tmp_path_factory):
 
 
 def _stop_cluster(marks: tuple[str, ...]) -> None:
-    """End this cluster's processes by id: those whose command line names its temp dir or GCS address.
+    """End this cluster's processes by id: those whose command line names its temp dir or GCS address,
+    and their children (agents retitle themselves ``ray::DashboardAgent``), found before any is ended.
 
     Not `ray stop`, which ends every Ray process on the machine, the session's own cluster included.
     """
-    pids = []
+    parents, matched = {}, set()
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        if any(mark in cmdline for mark in marks) and int(proc.name) != os.getpid():
-            pids.append(int(proc.name))
+        if any(mark in cmdline for mark in marks):
+            matched.add(int(proc.name))
+    grown = True
+    while grown:
+        children = {pid for pid, parent in parents.items() if parent in matched} - matched
+        matched |= children
+        grown = bool(children)
+    pids = sorted(matched)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
