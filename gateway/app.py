@@ -237,3 +237,6 @@ class Gateway:
                 for r in decision.ranked
             ],
         }
+
+
+from gateway.build import build  # noqa: E402,F401  Serve's import path: `serve run gateway.app:build fleet=FILE`

@@ -1,19 +1,49 @@
-"""Build the Ray Serve application for a fleet: one deployment per pool plus the gateway."""
+"""Build the Ray Serve application for a fleet: one deployment per pool plus the gateway.
+
+:func:`build` is the application builder Serve's own tools call
+(``serve run gateway.app:build fleet=fleet.yaml``, or ``import_path:
+gateway.app:build`` in a Serve config, see ``deploy.serve_config``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
 from ray.serve import Application
 
-from gateway.app import Gateway
-from fleet.config import FleetConfig
+from fleet.config import FleetConfig, FleetConfigError, load_fleet, parse_fleet
 from workers.pool import pool_deployment
+
+
+class BuildArgs(BaseModel):
+    """What ``serve run ... key=value`` or a Serve config's ``args`` may set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fleet: str | dict[str, Any] | None = None  # a fleet file path, the fleet itself (inline), or None: the default
+    admin_key: str | None = None
 
 
 def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path | None = None) -> Application:
     """``base_dir`` resolves relative paths in the fleet file (its ``profiles`` directory)."""
+    from gateway.app import Gateway  # here, not at the top: gateway.app re-exports build (Serve's import path)
+
     trace = fleet.tracing.model_dump()
     pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace) for p in fleet.pools}
     gateway = Gateway.options(max_ongoing_requests=fleet.gateway.max_ongoing_requests)
     return gateway.bind(fleet.model_dump(), pools, admin_key, str(base_dir) if base_dir else None)
+
+
+def build(args: dict[str, Any]) -> Application:
+    """Serve's application builder: ``args`` is a :class:`BuildArgs` mapping."""
+    try:
+        parsed = BuildArgs.model_validate(args)
+    except ValidationError as exc:
+        raise FleetConfigError(f"application args: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    if isinstance(parsed.fleet, dict):
+        fleet, base_dir = parse_fleet(parsed.fleet, "args.fleet"), None
+    else:
+        fleet, base_dir = load_fleet(parsed.fleet)
+    return build_app(fleet, parsed.admin_key, base_dir)

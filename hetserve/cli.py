@@ -21,10 +21,16 @@ def _serve(args: argparse.Namespace) -> int:
         fleet.gateway.record_trace = args.record_trace
     from gateway import server
 
-    running = server.start(
-        fleet, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus,
-        admin_key=args.admin_key, base_dir=base_dir,
-    )
+    try:
+        running = server.start(
+            fleet, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus,
+            admin_key=args.admin_key, base_dir=base_dir,
+        )
+    except server.DeploymentFailed as exc:
+        for name, why in exc.reasons.items():
+            print(f"hetserve: did not start: {name}: {why}", file=sys.stderr)
+        print("hetserve: nothing was left deployed", file=sys.stderr)
+        return 1
     print(f"hetserve: serving {', '.join(fleet.models())} at {running.url}/v1 ({running.started_s:.1f} s to start)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -43,6 +49,8 @@ def _delegated(command: str, argv: list[str]) -> int:
         from loadtests.cli import main
     elif command == "calibrate":
         from calibration.cli import calibrate_main as main
+    elif command == "config":
+        from deploy.cli import config_main as main
     elif command == "simulate":
         from sim.cli import simulate_main as main
     else:
@@ -55,6 +63,7 @@ DELEGATED = {
     "calibrate": "sweep live pools over batch x sequence length and write efficiency profiles",
     "simulate": "replay a trace through routing policies offline (virtual time)",
     "tune": "search routing policy parameters offline and write a routing YAML",
+    "config": "write a Ray Serve config (serve deploy) or a KubeRay RayService for a fleet",
 }
 
 

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run(p: argparse.ArgumentParser) -> None:
     target = p.add_argument_group("target")
-    target.add_argument("--base-url", default="http://127.0.0.1:8000")
+    target.add_argument("--base-url", default="http://127.0.0.1:8000",
+                        help="the server, with or without the OpenAI-style /v1 (default http://127.0.0.1:8000)")
     target.add_argument("--model", help="default: the trace's model, else the server's first model")
     target.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="default: $OPENAI_API_KEY")
     target.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
@@ -88,7 +89,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     load.add_argument("--burstiness", type=float, default=1.0, help="gamma arrivals' coefficient of variation")
     load.add_argument("--concurrency", type=int, help="closed loop: requests in flight")
     load.add_argument("--duration", type=float, help="stop sending after this many seconds (per sweep step)")
-    load.add_argument("--requests", type=int, help="stop after this many requests (per sweep step)")
+    load.add_argument("--requests", type=int,
+                      help="stop after this many requests (per sweep step); default: 200 synthetic, the whole trace")
     load.add_argument("--max-error-rate", type=float, help="stop when this fraction of requests fails")
 
     data = p.add_argument_group("data")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loadtests.metrics import Targets
 
 ArrivalMode = Literal["constant", "poisson", "gamma", "closed", "ramp", "sweep", "trace"]
-DEFAULT_REQUESTS = 200  # when neither a duration nor a request count is given
+DEFAULT_REQUESTS = 200  # synthetic data, when neither a duration nor a request count is given; a trace replays whole
 
 
 class LoadSpec(BaseModel):
@@ -43,8 +43,6 @@ class LoadSpec(BaseModel):
             raise ValueError("arrival 'closed' needs a concurrency")
         if self.arrival == "ramp" and (self.rate_end is None or self.duration_s is None):
             raise ValueError("arrival 'ramp' needs rate_end and duration_s")
-        if self.duration_s is None and self.requests is None:
-            self.requests = DEFAULT_REQUESTS
         return self
 
 
@@ -75,7 +73,7 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     label: str = Field(default="run", pattern=r"^[A-Za-z0-9._-]+$")
-    base_url: str = "http://127.0.0.1:8000"
+    base_url: str = "http://127.0.0.1:8000"  # the server's root; an OpenAI-style ".../v1" is accepted too
     model: str | None = None  # None: the trace's, or the server's first model
     api_key: str | None = None
     endpoint: Literal["chat", "completions"] = "chat"
@@ -87,8 +85,17 @@ class RunSpec(BaseModel):
     slo: Targets = Field(default_factory=Targets)
     energy: bool = True  # snapshot /v1/fleet before and after
 
+    @field_validator("base_url")
+    @classmethod
+    def _server_root(cls, v: str) -> str:
+        """Every client path starts with /v1, so a base URL given the OpenAI way loses its /v1 here."""
+        root = v.rstrip("/")
+        return root.removesuffix("/v1").rstrip("/") if root.endswith("/v1") else root
+
     @model_validator(mode="after")
     def _check(self) -> "RunSpec":
+        if self.data.dataset == "synthetic" and self.load.duration_s is None and self.load.requests is None:
+            self.load.requests = DEFAULT_REQUESTS
         replay = self.load.arrival == "trace"
         if replay and self.data.dataset != "trace":
             raise ValueError("arrival 'trace' replays a trace: set data.dataset to 'trace'")

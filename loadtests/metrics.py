@@ -7,7 +7,9 @@ TPOT is one value per request, ``(e2e - ttft) / (output_tokens - 1)``.
 Goodput rule: a request is *good* when it succeeded and meets every target
 that applies to it. A request's own TTFT/TPOT target (from the trace) wins
 over the run's; E2E has only a run-wide target; a metric with no target passes; TPOT passes for a one-token output
-(it has none). Goodput is good requests per second of run time.
+(it has none). Goodput is good requests per second of run time; the share
+within targets is good requests over all requests sent, failures included
+(docs/loadtest.md, "SLO accounting").
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class Summary(BaseModel):
     targets: Targets
     good: int
     goodput: float
+    within_targets: float  # good / requests: a failed request is one that missed its targets
     errors: dict[str, int]
     pools: dict[str, PoolShare]
     energy: EnergyReport | None = None
@@ -85,11 +88,15 @@ def is_good(result: RequestResult, targets: Targets) -> bool:
     if not result.ok:
         return False
     checks = (
-        (result.ttft_s, result.slo_ttft_ms or targets.ttft_ms),
-        (result.tpot_s, result.slo_tpot_ms or targets.tpot_ms),
+        (result.ttft_s, _first(result.slo_ttft_ms, targets.ttft_ms)),
+        (result.tpot_s, _first(result.slo_tpot_ms, targets.tpot_ms)),
         (result.e2e_s, targets.e2e_ms),
     )
     return all(target is None or value is None or value * 1000.0 <= target for value, target in checks)
+
+
+def _first(own: float | None, run: float | None) -> float | None:
+    return run if own is None else own
 
 
 def run_duration(results: Sequence[RequestResult]) -> float:
@@ -132,6 +139,7 @@ def summarize(
         targets=targets,
         good=good,
         goodput=_rate(good, duration),
+        within_targets=good / len(results) if results else 0.0,
         errors=dict(Counter(r.error_type for r in results if not r.ok).most_common()),
         pools=_pool_shares(ok),
         energy=energy,

@@ -81,7 +81,7 @@ def console_summary(outcome: RunOutcome) -> str:
         _kv("Request throughput (req/s)", f"{s.request_throughput:.2f}"),
         _kv("Output throughput (tok/s)", f"{s.output_throughput:.1f}"),
         _kv("Total token throughput (tok/s)", f"{s.total_token_throughput:.1f}"),
-        _kv("Goodput (req/s)", f"{s.goodput:.2f}  ({s.good}/{s.ok} good; {_targets(s)})"),
+        _kv("Goodput (req/s)", f"{s.goodput:.2f}  ({s.good}/{s.requests} within targets, {s.within_targets:.0%}; {_targets(s)})"),
         f"{'':<32}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}",
     ]
     for name, key in _LATENCIES:

@@ -18,7 +18,7 @@ def make_engine(spec: PoolSpec) -> EngineAdapter:
         return FuriosaEngine(spec.model, **spec.engine_args)
     from workers.emulated_engine import EmulatedEngine
 
-    return EmulatedEngine(hardware=spec.hardware, model=spec.model, **spec.engine_args)
+    return EmulatedEngine(hardware=spec.hardware, model=spec.model, **spec.emulated_engine_args())
 
 
 def _resolve_model_path(model: str) -> str:

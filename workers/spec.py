@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 EngineKind = Literal["vllm", "furiosa", "emulated"]
 
@@ -22,6 +22,33 @@ class PowerSpec(BaseModel):
 
     source: str = "modelled"
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmulatedEngineArgs(BaseModel):
+    """``engine_args`` of an emulated pool: what ``EmulatedEngine`` takes from the fleet file.
+
+    ``max_batch`` left out defaults to the pool's ``max_ongoing_requests``,
+    capped at the hardware's largest compiled batch bucket (RNGD, ATOM); the
+    modelled profiles (``fleet.profiles``) assume the same.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int | None = Field(default=None, ge=1)
+    max_model_len: int | None = Field(default=None, ge=1)
+    time_scale: float = Field(default=1.0, gt=0)
+
+    @field_validator("max_batch")
+    @classmethod
+    def _fits_buckets(cls, v: int | None, info: ValidationInfo) -> int | None:
+        largest = (info.context or {}).get("largest_bucket")
+        if v is not None and largest is not None and v > largest:
+            raise ValueError(f"{v} exceeds the hardware's largest compiled batch bucket {largest}")
+        return v
+
+
+#: Keys a real engine's ``engine_args`` must not hold: the pool sets them.
+_RESERVED_ENGINE_ARGS = {"model": "set by the pool's 'model' key"}
 
 
 class PoolSpec(BaseModel):
@@ -59,6 +86,21 @@ class PoolSpec(BaseModel):
                 raise ValueError(f"resource {key!r} must be >= 0")
         return v
 
+    @field_validator("engine_args")
+    @classmethod
+    def _engine_args_fit(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Catch at load what would otherwise fail in every replica's constructor."""
+        if info.data.get("engine") == "emulated":
+            context = {"largest_bucket": _largest_bucket(info.data["hardware"])} if "hardware" in info.data else None
+            # A nested ValidationError keeps its locations: pools.N.engine_args.max_batch.
+            return EmulatedEngineArgs.model_validate(v, context=context).model_dump(exclude_unset=True)
+        for key, why in _RESERVED_ENGINE_ARGS.items():
+            if key in v:
+                raise ValueError(f"{key!r} is {why}")
+        if info.data.get("engine") == "furiosa" and not isinstance(v.get("devices", ""), str):
+            raise ValueError("devices is a string such as 'npu:0' or 'npu:0,npu:1'")
+        return v
+
     @field_validator("hardware")
     @classmethod
     def _hardware_known(cls, v: str) -> str:
@@ -81,6 +123,14 @@ class PoolSpec(BaseModel):
                 raise ValueError(f"model: {exc}") from None
         return self
 
+    def emulated_engine_args(self) -> dict[str, Any]:
+        """The emulated engine's keyword arguments, with ``max_batch``'s default filled in."""
+        args = dict(self.engine_args)
+        if args.get("max_batch") is None:
+            largest = _largest_bucket(self.hardware)
+            args["max_batch"] = min(self.max_ongoing_requests, largest or self.max_ongoing_requests)
+        return args
+
     @property
     def emulated(self) -> bool:
         return self.engine == "emulated"
@@ -97,3 +147,12 @@ class PoolSpec(BaseModel):
         if self.env:
             opts["runtime_env"] = {"env_vars": dict(self.env)}
         return opts
+
+
+
+def _largest_bucket(hardware: str) -> int | None:
+    """The largest compiled batch of ``hardware`` (RNGD, ATOM), None where batches are free."""
+    from workers.hardware import get_hardware
+
+    buckets = get_hardware(hardware).batch_buckets
+    return buckets[-1] if buckets else None

@@ -71,3 +71,62 @@ def test_bare_yaml_off_turns_tracing_off(tmp_path):
     data = yaml.safe_load("tracing: {exporter: off}\n")
     fleet = parse_fleet({**data, "pools": [POOL]})
     assert fleet.tracing.exporter == "off"
+
+
+@pytest.mark.parametrize(
+    "engine_args,needle",
+    [
+        ({"max_batch": 0}, "pools.0.engine_args.max_batch: Input should be greater than or equal to 1"),
+        ({"max_batch": "lots"}, "pools.0.engine_args.max_batch: Input should be a valid integer"),
+        ({"max_batches": 8}, "pools.0.engine_args.max_batches: unknown key"),
+        ({"max_batch": 8, "time_scale": 0}, "pools.0.engine_args.time_scale"),
+        ({"max_batch": 8, "max_model_len": -1}, "pools.0.engine_args.max_model_len"),
+    ],
+)
+def test_bad_emulated_engine_args_name_the_key(engine_args, needle):
+    with pytest.raises(FleetConfigError) as info:
+        parse_fleet({"pools": [{**POOL, "engine_args": engine_args}]}, "f.yaml")
+    assert needle in str(info.value)
+
+
+def test_emulated_max_batch_beyond_compiled_buckets_is_rejected_at_load():
+    pool = {**POOL, "hardware": "rngd", "engine_args": {"max_batch": 10_000}}
+    with pytest.raises(FleetConfigError, match=r"pools\.0\.engine_args\.max_batch: 10000 exceeds .* bucket"):
+        parse_fleet({"pools": [pool]})
+
+
+def test_emulated_max_batch_defaults_to_max_ongoing_requests_capped_by_buckets():
+    from workers.hardware import get_hardware
+
+    largest = get_hardware("rngd").batch_buckets[-1]
+    fleet = parse_fleet({"pools": [
+        {**POOL, "name": "free", "engine_args": {}, "max_ongoing_requests": 48},
+        {**POOL, "name": "bucketed", "hardware": "rngd", "engine_args": {}, "max_ongoing_requests": largest * 4},
+    ]})
+    free, bucketed = fleet.pools
+    assert free.engine_args == {}  # the file's own keys only; the default is filled in for the engine
+    assert free.emulated_engine_args() == {"max_batch": 48}
+    assert bucketed.emulated_engine_args() == {"max_batch": largest}
+
+
+def test_every_emulated_pool_that_loads_builds_its_engine():
+    """What passes the fleet check must construct (today's crash: a missing max_batch)."""
+    from workers.adapters import make_engine
+
+    fleet = parse_fleet({"pools": [{**POOL, "engine_args": {}}, {**POOL, "name": "b", "engine_args": {"time_scale": 2}}]})
+    for pool in fleet.pools:
+        engine = make_engine(pool)
+        assert engine.time_scale == pool.engine_args.get("time_scale", 1.0)
+
+
+@pytest.mark.parametrize("engine", ["vllm", "furiosa"])
+def test_real_engines_reject_model_in_engine_args(engine):
+    pool = {**POOL, "engine": engine, "model": "tiny-llama", "engine_args": {"model": "other"}}
+    with pytest.raises(FleetConfigError, match=r"pools\.0\.engine_args: 'model' is set by the pool's 'model' key"):
+        parse_fleet({"pools": [pool]})
+
+
+def test_furiosa_devices_must_be_a_string():
+    pool = {**POOL, "engine": "furiosa", "model": "x", "engine_args": {"devices": 0}}
+    with pytest.raises(FleetConfigError, match=r"pools\.0\.engine_args: devices"):
+        parse_fleet({"pools": [pool]})

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"hetserve", "gateway", "sim", "calibration", "loadtests", "fleet", "workers", "routing"}
+OURS = {"hetserve", "gateway", "sim", "calibration", "loadtests", "deploy", "fleet", "workers", "routing"}
 #: Which of our packages each package may import (itself always).
 ALLOWED = {
     "routing": set(),
     "workers": {"routing"},
     "fleet": {"workers", "routing"},
     "loadtests": {"fleet"},
-    "gateway": {"fleet", "workers", "routing"},
+    "deploy": {"fleet", "workers"},
+    "gateway": {"fleet", "workers", "routing", "deploy"},
     "sim": {"fleet", "workers", "routing", "loadtests"},
     "calibration": {"fleet", "workers", "routing", "loadtests"},
     "hetserve": OURS,

@@ -82,3 +82,49 @@ def test_energy_per_token_attributed_and_total_per_pool():
     assert (npu.output_tokens, npu.j_per_token, npu.j_per_token_total) == (1000, 0.1, 0.15)
     assert e.j_per_token == pytest.approx(500 / 3000)
     assert e.j_per_token_total == pytest.approx(1150 / 3000)
+
+
+# -- SLO accounting against hand-computed cases (docs/loadtest.md, "SLO accounting") -------------
+
+
+def test_hand_computed_run_within_targets():
+    """Run targets: TTFT 200 ms, TPOT 50 ms, E2E 1,000 ms. TPOT = (e2e - ttft) / (tokens - 1)."""
+    results = [
+        _result(0, ttft=0.150, e2e=0.600, tokens=10),  # TPOT 50 ms: all on the line -> good
+        _result(1, ttft=0.250, e2e=0.700, tokens=10),  # TTFT 250 > 200 -> miss
+        _result(2, ttft=0.100, e2e=0.650, tokens=10),  # TPOT 61.1 > 50 -> miss
+        _result(3, ttft=0.100, e2e=1.100, tokens=100),  # TPOT 10.1, E2E 1,100 > 1,000 -> miss
+        _result(4, ttft=0.300, e2e=0.600, tokens=10, slo_ttft_ms=400),  # own TTFT target 400 wins -> good
+        _result(5, ttft=0.150, e2e=0.500, tokens=10, slo_ttft_ms=100),  # own 100 is stricter -> miss
+        _result(6, ttft=0.190, e2e=0.190, tokens=1),  # one token: no TPOT -> good
+        _result(7, ttft=0.100, e2e=0.400, tokens=10, slo_tpot_ms=30),  # TPOT 33.3 > own 30 -> miss
+        _result(8, error="http_503"),  # failed: never good, still counted
+        _result(9, error="timeout"),
+    ]
+    s = summarize(results, Targets(ttft_ms=200, tpot_ms=50, e2e_ms=1000), duration_s=5.0)
+    assert [is_good(r, s.targets) for r in results] == [True, False, False, False, True, False, True, False, False, False]
+    assert (s.requests, s.ok, s.good) == (10, 8, 3)
+    assert s.within_targets == pytest.approx(0.3)  # 3 good of 10 sent, failures included
+    assert s.goodput == pytest.approx(3 / 5.0)
+
+
+def test_a_zero_request_target_is_a_target_not_a_missing_one():
+    assert not is_good(_result(ttft=0.001, slo_ttft_ms=0.0), Targets(ttft_ms=1000))
+
+
+def test_non_streaming_ttft_is_the_whole_response():
+    r = RequestResult(index=0, model="m", scheduled_s=None, output_tokens=10, e2e_s=0.5)
+    assert r.ttft_s == 0.5 and r.tpot_s == 0.0
+    assert not is_good(r, Targets(ttft_ms=400))
+    assert is_good(r, Targets(ttft_ms=500))
+
+
+def test_latency_is_measured_from_send_and_the_clients_lag_is_reported_apart():
+    late = RequestResult(index=0, model="m", scheduled_s=1.0, sent_s=1.3, output_tokens=2, e2e_s=0.2, chunk_s=[0.1, 0.2])
+    s = summarize([late], Targets(ttft_ms=150))
+    assert s.good == 1  # 300 ms of client lag is not charged to the server
+    assert s.dispatch_lag_ms.p50 == pytest.approx(300.0)
+
+
+def test_no_requests_no_share():
+    assert summarize([], Targets(ttft_ms=1)).within_targets == 0.0

@@ -99,3 +99,15 @@ def test_sweep_steps_the_rate_until_throughput_stops_growing():
     last = outcome.steps[-1]
     assert last.summary.request_throughput < min(230, 0.75 * last.rate)  # offered more than it got
     assert outcome.summary.requests == sum(s.summary.requests for s in outcome.steps)
+
+
+def test_a_trace_longer_than_the_synthetic_default_replays_whole_at_an_openai_style_base_url(tmp_path):
+    path = tmp_path / "long.jsonl"
+    write_trace(path, [TraceRecord(t=i * 0.0005, model="a", prompt_tokens=8, output_tokens=2) for i in range(250)])
+    fake = FakeOpenAI(FakeConfig(ttft_s=0.0, itl_s=0.0))
+    spec = RunSpec(base_url="http://fake/v1", load=LoadSpec(arrival="trace"), data=DataSpec(dataset="trace", trace=str(path)),
+                   timeout_s=10)  # fmt: skip
+    outcome = _run(spec, fake)
+    assert outcome.summary.requests == 250  # the synthetic default (200) does not cut a trace
+    assert outcome.summary.failed == 0  # no /v1/v1 404s
+    assert outcome.stopped_by == "complete"

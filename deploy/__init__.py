@@ -1,0 +1,1 @@
+"""Deployment outside ``hetserve serve``: Serve config YAML, KubeRay manifests, placement checks."""
