@@ -34,7 +34,13 @@ class PoolView(BaseModel):
     emulated: bool = False
     models: list[str] = []  # served model names
     replicas: int = 1
-    healthy: bool = True
+    healthy: bool = True  # routable now: answered its polls and not ejected
+    ready: bool = True  # has answered a poll and is not stale
+    starting: bool = False  # has not answered its first poll yet
+    ejected_for_s: float = 0.0  # outlier detection: seconds of ejection left (0: not ejected)
+    ejected_until: float | None = None  # Unix time
+    ejection_reason: str | None = None
+    ejections: int = 0  # times ejected since the gateway started
     in_flight: int = 0
     running: int = 0
     waiting: int = 0

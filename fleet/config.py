@@ -27,6 +27,21 @@ class FleetConfigError(ValueError):
     """The fleet file is invalid; the message says where."""
 
 
+class FailoverSpec(BaseModel):
+    """Retrying a request on the next ranked pool, and ejecting pools that fail (see docs/operations.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=2, ge=1, description="pools one request may try before its first byte")
+    retry_budget_ratio: float = Field(
+        default=0.2, ge=0, le=1, description="retries may be at most this share of the requests in the window"
+    )
+    retry_budget_min: int = Field(default=3, ge=0, description="retries always allowed per window, whatever the ratio")
+    retry_budget_window_s: float = Field(default=10.0, gt=0)
+    ejection_base_s: float = Field(default=2.0, gt=0, description="first ejection; each further one in a row adds this")
+    ejection_max_s: float = Field(default=60.0, gt=0)
+
+
 class GatewaySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,6 +55,11 @@ class GatewaySpec(BaseModel):
         default=0.05, ge=0, description="longest time engine deltas are merged for (see workers.relay); 0 = off"
     )
     record_trace: str | None = Field(default=None, description="append every completed request to this JSONL trace")
+    max_body_bytes: int = Field(default=4 << 20, ge=1024, description="larger request bodies get 413")
+    max_json_depth: int = Field(default=32, ge=2, description="bodies nesting arrays/objects deeper get 400")
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM: longest wait for requests in flight")
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM: longest wait for Serve and Ray to stop")
+    failover: FailoverSpec = Field(default_factory=FailoverSpec)
 
 
 class FleetConfig(BaseModel):

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from gateway import errors
 from fleet.api import FleetView
 from fleet.config import FleetConfig
+from gateway.limits import read_body
 from gateway.metrics import GatewayMetrics
+from gateway.outliers import OutlierDetector
 from gateway.responses import CHAT, TEXT
 from gateway.auth import Caller, KeyStore, load_keys
 from gateway.service import CompletionService, Finished
@@ -34,7 +36,7 @@ from routing import RoutingConfig, RoutingConfigError, build_router, load_routin
 log = logging.getLogger("hetserve.gateway")
 
 api = FastAPI(title="hetserve", description="OpenAI-compatible gateway over mixed-hardware pools")
-_OPEN_PATHS = ("/health", "/metrics")
+_OPEN_PATHS = ("/health", "/ready", "/metrics")
 
 
 def _serve_request_id(request: Request) -> str:
@@ -77,7 +79,10 @@ class Gateway:
         if keys_file and base_dir and not Path(keys_file).is_absolute():
             keys_file = str(Path(base_dir) / keys_file)
         self.keys = KeyStore(load_keys(self.fleet.gateway.api_keys, keys_file))
-        self.state = FleetState(self.fleet.pools)
+        failover = self.fleet.gateway.failover
+        self.state = FleetState(
+            self.fleet.pools, outliers=OutlierDetector(failover.ejection_base_s, failover.ejection_max_s)
+        )
         self.profiles = ProfileStore(self.fleet, Path(base_dir) if base_dir else None)
         self.state.profiles = self.profiles.profiles
         self.pools = ServePools(pools)
@@ -91,6 +96,7 @@ class Gateway:
         self.service = CompletionService(
             self.pools, self.state, lambda: self.router, counters, self.metrics,
             on_finished=self._finished, recorder=self.recorder,
+            failover=failover, max_json_depth=self.fleet.gateway.max_json_depth,
         )
         errors.install_handlers(api, lambda body: self.metrics.error(body.payload["error"]["type"], body.status))
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
@@ -124,7 +130,7 @@ class Gateway:
     async def put_routing(self, request: Request) -> dict[str, Any]:
         """Replace the routing policy now; requests in flight keep the pool they have."""
         self._authorize_admin(request)
-        body = await request.body()
+        body = await self._body(request)
         try:
             config = json.loads(body)
         except json.JSONDecodeError as exc:
@@ -134,6 +140,42 @@ class Gateway:
         except RoutingConfigError as exc:
             raise errors.InvalidRequest(str(exc), param="routing") from None
         return self.routing_config.model_dump(exclude_none=True)
+
+    async def _body(self, request: Request) -> bytes:
+        return await read_body(request.headers.get("content-length"), request.stream(), self.fleet.gateway.max_body_bytes)
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> int:
+        """Refuse new requests (503) and wait up to ``timeout_s`` for those in flight; returns those left.
+
+        Called by ``hetserve serve`` on SIGTERM, through a deployment handle.
+        """
+        self.service.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.service.active and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        log.info("drained: %d request(s) still in flight", self.service.active)
+        return self.service.active
+
+    def ready_pools(self) -> dict[str, Any]:
+        """Which pools can serve now: per pool, per model, and in all (``all_pools_ready``)."""
+        pools = {
+            p.name: {
+                "ready": p.ready, "healthy": p.healthy, "starting": p.starting,
+                "ejected_for_s": p.ejected_for_s, "models": p.models,
+            }
+            for p in self.state.describe()
+        }
+        models = {m: [n for n, p in pools.items() if p["healthy"] and m in p["models"]] for m in self.fleet.models()}
+        return {
+            "ready": all(models.values()) and not self.service.draining,
+            "all_pools_ready": all(p["ready"] for p in pools.values()),
+            "draining": self.service.draining,
+            "pools": pools,
+            "models": models,
+        }
 
     # -- background -------------------------------------------------------
 
@@ -164,8 +206,15 @@ class Gateway:
 
     @api.get("/health")
     async def health(self) -> dict[str, Any]:
+        """Liveness: the gateway answers. ``pools`` says which are routable now; see ``/ready``."""
         pools = {p.name: p.healthy for p in self.state.describe()}
         return {"status": "ok", "pools": pools}
+
+    @api.get("/ready")
+    async def ready(self) -> JSONResponse:
+        """Readiness: 200 while every model has a pool that can serve it, else (or while draining) 503."""
+        state = self.ready_pools()
+        return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
     @api.get("/metrics")
     async def metrics_text(self) -> Response:
@@ -197,7 +246,7 @@ class Gateway:
 
     async def _complete(self, kind: str, request: Request):
         caller = self._authorize(request)
-        body = await request.body()
+        body = await self._body(request)
         return await self.service.handle(kind, body, request.headers, _serve_request_id(request), caller)
 
     def _finished(self, f: Finished) -> None:

@@ -58,6 +58,10 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class PayloadTooLarge(APIError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
 class Overloaded(APIError):
     status, type, code = 429, "rate_limit_error", "pool_capacity_exceeded"
 
@@ -76,6 +80,14 @@ class Unavailable(APIError):
     status, type, code = 503, "service_unavailable", "pool_unavailable"
 
 
+class PoolsStarting(Unavailable):
+    code = "pools_starting"
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
+
+
 @dataclass(frozen=True)
 class ErrorBody:
     status: int
@@ -88,6 +100,13 @@ class ErrorBody:
     def sse(self) -> str:
         """The error as an SSE event, for failures after a stream has started."""
         return f"data: {json.dumps(self.payload)}\n\n"
+
+
+#: Ray's exceptions that mean a pool's replica is gone or unreachable (not that the request was bad).
+_RAY_POOL_FAILURES = frozenset({
+    "ActorDiedError", "RayActorError", "ActorUnavailableError", "DeploymentUnavailableError",
+    "WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError", "GetTimeoutError",
+})
 
 
 def _payload(message: str, type_: str, param: str | None, code: str | None) -> dict:
@@ -135,8 +154,8 @@ def to_api_error(exc: BaseException) -> APIError:
         return Overloaded(str(exc), headers={"Retry-After": str(retry)})
     if isinstance(exc, (worker_errors.EngineFailure, worker_errors.EngineStartError)):
         return Unavailable(f"the pool failed: {exc}")
-    if type(exc).__module__.startswith("ray.") and "Unavailable" in type(exc).__name__:
-        return Unavailable(f"the pool is unavailable: {exc}")
+    if type(exc).__module__.startswith("ray.") and type(exc).__name__ in _RAY_POOL_FAILURES:
+        return Unavailable(f"the pool is unavailable: {type(exc).__name__}: {str(exc)[:300]}")
     log.exception("unexpected error", exc_info=exc)
     return APIError(f"internal error: {type(exc).__name__}")
 

@@ -4,6 +4,11 @@ The gateway is the only client of its pools, so it counts the sequences it
 has in flight on each pool exactly; running/waiting/KV figures and energy
 counters come from polling replicas (each poll reaches one replica; the
 latest figures of every replica seen are kept).
+
+A pool is *ready* once it answered at least one poll and its polls are not
+stale; it is *healthy* (routable) when ready and not ejected by the
+outlier detector. When every ready pool of a model is ejected, ejection is
+ignored for that model (Envoy's panic mode): a guess beats a certain 503.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.api import PoolView
+from gateway.outliers import OutlierDetector
 from routing import PoolState
 from workers.hardware import HardwareModel, get_hardware
 from workers.protocol import ReplicaStats
@@ -28,7 +34,7 @@ class PoolRecord:
     hardware: HardwareModel
     in_flight: int = 0
     replicas: dict[str, ReplicaStats] = field(default_factory=dict)
-    last_ok: float = 0.0
+    last_ok: float | None = None
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -39,7 +45,13 @@ class PoolRecord:
     def total(self, key: str) -> float:
         return sum(getattr(r, key) or 0 for r in self.replicas.values())
 
-    def healthy(self, now: float) -> bool:
+    def starting(self) -> bool:
+        """Never answered a poll (nor finished a request): its replicas are still coming up."""
+        return self.last_ok is None
+
+    def ready(self, now: float) -> bool:
+        if self.starting():
+            return False
         if self.last_error is None:
             return True
         return now - self.last_ok < STALE_AFTER_S
@@ -52,8 +64,9 @@ class PoolRecord:
 
 
 class FleetState:
-    def __init__(self, pools: list[PoolSpec], clock=time.monotonic):
+    def __init__(self, pools: list[PoolSpec], clock=time.monotonic, outliers: OutlierDetector | None = None):
         self._clock = clock
+        self.outliers = outliers or OutlierDetector(base_s=2.0, max_s=60.0, clock=clock)
         self.pools: dict[str, PoolRecord] = {
             p.name: PoolRecord(p, get_hardware(p.hardware)) for p in pools
         }
@@ -75,8 +88,23 @@ class FleetState:
     def record_failure(self, pool: str, error: str) -> None:
         self.pools[pool].last_error = error
 
-    def snapshot(self) -> list[PoolState]:
+    def healthy(self, model: str | None = None) -> dict[str, bool]:
+        """Routable pools; ejection is ignored for ``model`` when it would leave it none."""
         now = self._clock()
+        ready = {name: rec.ready(now) for name, rec in self.pools.items()}
+        out = {name: r and not self.outliers.ejected(name) for name, r in ready.items()}
+        if model is not None:
+            serving = [n for n, rec in self.pools.items() if model in rec.spec.models and ready[n]]
+            if serving and not any(out[n] for n in serving):
+                out.update({n: True for n in serving})
+        return out
+
+    def starting(self, model: str) -> list[str]:
+        """The pools serving ``model`` that have not answered yet."""
+        return [n for n, rec in self.pools.items() if model in rec.spec.models and rec.starting()]
+
+    def snapshot(self, model: str | None = None) -> list[PoolState]:
+        healthy = self.healthy(model)
         out = []
         for name, rec in self.pools.items():
             s = rec.spec
@@ -86,7 +114,7 @@ class FleetState:
                     name=name,
                     hardware=s.hardware,
                     models=tuple(s.models),
-                    healthy=rec.healthy(now),
+                    healthy=healthy[name],
                     in_flight=rec.in_flight,
                     running=int(rec.total("running")),
                     waiting=int(rec.total("waiting")),
@@ -105,6 +133,7 @@ class FleetState:
     def describe(self) -> list[PoolView]:
         """Pool summaries for ``GET /v1/fleet`` and load-test energy accounting."""
         now = self._clock()
+        healthy = self.healthy()
         out = []
         for name, rec in self.pools.items():
             reps = list(rec.replicas.values())
@@ -117,7 +146,10 @@ class FleetState:
                     emulated=rec.spec.emulated,
                     models=list(rec.spec.models),
                     replicas=rec.spec.replicas,
-                    healthy=rec.healthy(now),
+                    healthy=healthy[name],
+                    ready=rec.ready(now),
+                    starting=rec.starting(),
+                    **self.outliers.describe(name),
                     in_flight=rec.in_flight,
                     running=int(rec.total("running")),
                     waiting=int(rec.total("waiting")),

@@ -26,6 +26,13 @@ class GatewayMetrics:
         self.key_requests = Counter("hetserve_key_requests", "Finished requests per API key", ["key"], registry=r)
         self.key_tokens = Counter("hetserve_key_tokens", "Tokens per API key", ["key", "kind"], registry=r)
         self.key_energy = Counter("hetserve_key_energy_joules", "Attributed energy per API key", ["key"], registry=r)
+        self.retries = Counter("hetserve_retries", "Requests moved to another pool after a pool failed before the first byte", ["model", "failed_pool"], registry=r)
+        self.retries_denied = Counter("hetserve_retries_denied", "Retries refused by the retry budget", ["model"], registry=r)
+        self.pool_failures = Counter("hetserve_pool_failures", "Requests a pool failed (5xx, dead replica)", ["pool"], registry=r)
+        self.ejections = Counter("hetserve_pool_ejections", "Times a pool was ejected by outlier detection", ["pool"], registry=r)
+        self.ejected = Gauge("hetserve_pool_ejected", "1 while the pool is ejected", ["pool"], registry=r)
+        self.ready = Gauge("hetserve_pool_ready", "1 once the pool answered a poll and is not stale", ["pool"], registry=r)
+        self.streams_broken = Counter("hetserve_streams_broken", "Streams that ended in an error after their first bytes", ["model", "pool"], registry=r)
         self.policy = "unknown"
 
     def routed(self, model: str, pool: str) -> None:
@@ -33,6 +40,21 @@ class GatewayMetrics:
 
     def error(self, type_: str, status: int) -> None:
         self.errors.labels(type_, str(status)).inc()
+
+    def retried(self, model: str, failed_pool: str) -> None:
+        self.retries.labels(model, failed_pool).inc()
+
+    def retry_denied(self, model: str) -> None:
+        self.retries_denied.labels(model).inc()
+
+    def pool_failed(self, pool: str, ejected_now: bool) -> None:
+        self.pool_failures.labels(pool).inc()
+        if ejected_now:
+            self.ejections.labels(pool).inc()
+        self.ejected.labels(pool).set(1)
+
+    def stream_broken(self, model: str, pool: str) -> None:
+        self.streams_broken.labels(model, pool).inc()
 
     def finished(self, model, pool, status, ttft_s, e2e_s, prompt_tokens, output_tokens, energy_j) -> None:
         self.requests.labels(model, pool, status).inc()
@@ -57,6 +79,8 @@ class GatewayMetrics:
             if p.output_tokens:
                 self.j_per_token.labels(p.name).set(p.energy_joules / p.output_tokens)
             self.pool_energy_total.labels(p.name, p.power_source).set(p.energy_total_joules)
+            self.ejected.labels(p.name).set(1 if p.ejected_for_s else 0)
+            self.ready.labels(p.name).set(1 if p.ready else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+import httpx
+import psutil
 import ray
 from ray import serve
 from ray.exceptions import AuthenticationError
@@ -17,6 +24,8 @@ from gateway.build import build_app
 from fleet.config import FleetConfig
 
 APP_NAME = "hetserve"
+log = logging.getLogger("hetserve.server")
+T = TypeVar("T")
 
 #: The line of a replica's traceback that says what went wrong ("TypeError: ...").
 _EXCEPTION_LINE = re.compile(r"^[ \t]*(?:[\w.]+\.)?\w*(?:Error|Exception)(?::.*)?$", re.MULTILINE)
@@ -118,12 +127,87 @@ def _abandon(running: Running, deployed: bool) -> None:
         serve.delete(APP_NAME)
 
 
-def stop(running: Running | None = None) -> None:
-    """Remove hetserve; on a cluster we joined, leave Serve and other apps running."""
+def drain(timeout_s: float) -> int | None:
+    """Make the gateway refuse new requests and wait for those in flight; None if it did not answer.
+
+    Bounded by ``timeout_s`` plus a margin even when Ray itself is already
+    going away (a SIGTERM to the whole process group reaches Ray's processes too).
+    """
+    def call() -> int:
+        handle = serve.get_deployment_handle("gateway", APP_NAME)
+        return handle.drain.remote(timeout_s).result(timeout_s=timeout_s + 5)
+
+    done, left = _bounded(call, timeout_s + 10)
+    return left if done else None
+
+
+def stop(running: Running | None = None, timeout_s: float = 20.0) -> bool:
+    """Remove hetserve; on a cluster we joined, leave Serve and other apps running.
+
+    On a cluster we started, stop Serve and Ray within ``timeout_s`` and then
+    kill whatever child processes are left (Ray's, the pools' engine
+    processes); returns False when something had to be killed.
+    """
     if running is not None and not running.owns_cluster:
-        serve.delete(APP_NAME)
-        return
+        done, _ = _bounded(lambda: serve.delete(APP_NAME), timeout_s)
+        return done
+    children = psutil.Process().children(recursive=True)  # before Ray reparents anything
+    serve_done, _ = _bounded(serve.shutdown, timeout_s / 2)
+    ray_done, _ = _bounded(ray.shutdown, timeout_s / 2)
+    return _kill_left(children) == 0 and serve_done and ray_done
+
+
+def _bounded(fn: Callable[[], T], timeout_s: float) -> tuple[bool, T | None]:
+    """Run ``fn`` in a daemon thread; give up waiting after ``timeout_s`` (the thread is abandoned)."""
+    result: list = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except Exception as exc:  # a dying cluster raises many kinds; the caller only needs "done"
+            log.warning("%s failed during shutdown: %s", getattr(fn, "__name__", "call"), exc)
+            result.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        log.warning("%s did not finish within %.0f s", getattr(fn, "__name__", "call"), timeout_s)
+        return False, None
+    return True, result[0]
+
+
+def _alive(p: psutil.Process) -> bool:
     try:
-        serve.shutdown()
-    finally:
-        ray.shutdown()
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _kill_left(processes: list[psutil.Process], grace_s: float = 3.0) -> int:
+    """SIGTERM, then SIGKILL, the processes still alive; returns how many were still alive."""
+    alive = [p for p in processes if _alive(p)]
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, still = psutil.wait_procs(alive, timeout=grace_s)
+    for p in still:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(still, timeout=grace_s)
+    if alive:
+        log.warning("killed %d process(es) left after shutdown", len(alive))
+    return len(alive)
+
+
+def wait_ready(url: str, stop: threading.Event, interval_s: float = 1.0) -> bool:
+    """Poll ``/ready`` until every pool is ready (True) or ``stop`` is set (False)."""
+    while not stop.is_set():
+        try:
+            r = httpx.get(f"{url}/ready", timeout=5)
+            if r.json().get("all_pools_ready"):
+                return True
+        except (httpx.HTTPError, ValueError):
+            pass
+        stop.wait(interval_s)
+    return False

@@ -5,6 +5,12 @@ answer (whole, or as SSE) → record. Errors are raised as typed exceptions
 and turned into HTTP by ``gateway.errors``. A stream is only committed to
 (status 200 sent) once every sequence produced its first item, so a bad
 prompt or an over-long context is a clean 400, not a broken stream.
+
+Until that commitment a pool's failure is invisible to the client: the
+request moves to the next ranked pool (at most ``max_attempts`` pools, and
+only while the retry budget allows) and the failed pool is ejected for a
+while (``gateway.outliers``). A stream that breaks after its first bytes
+ends with an OpenAI-shaped error event and ``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -19,21 +25,27 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, StreamingResponse
 
+from fleet.config import FailoverSpec
 from gateway import errors
+from gateway.limits import check_depth
 from gateway.metrics import GatewayMetrics
+from gateway.outliers import RetryBudget
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.responses import CHAT, ChunkWriter, completion_body, usage
 from gateway.shaping import OutputLengthEstimator, build_shape
 from gateway.tokens import TokenCounter
+from gateway.unsupported import refuse_unsupported
 from workers import tracing
 from workers.engine import SamplingParams
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
-from routing import NoFeasiblePool, RequestShape
+from routing import NoFeasiblePool, NoHealthyPool, RequestShape
 from gateway.auth import Caller
 from fleet.api import PIN_HEADER, POOL_HEADER, ROUTE_REASON_HEADER, SLO_TPOT_HEADER, SLO_TTFT_HEADER
 
 #: max_tokens when a client sets none: the emulated engines never stop on their own.
 DEFAULT_MAX_TOKENS = 512
+#: What a client is told to wait while pools start or the gateway drains.
+RETRY_AFTER_S = 5
 
 
 class PoolClient(Protocol):
@@ -80,6 +92,8 @@ class CompletionService:
         on_finished: Callable[[Finished], None] = lambda f: None,
         clock: Callable[[], float] = time.monotonic,
         recorder=None,
+        failover: FailoverSpec | None = None,
+        max_json_depth: int = 32,
     ):
         self.pools = pools
         self.state = fleet_state
@@ -90,11 +104,18 @@ class CompletionService:
         self.on_finished = on_finished
         self.clock = clock
         self.recorder = recorder  # gateway.trace_recorder.TraceRecorder, or None
+        self.failover = failover or FailoverSpec()
+        self.budget = RetryBudget(
+            self.failover.retry_budget_ratio, self.failover.retry_budget_min, self.failover.retry_budget_window_s, clock
+        )
+        self.max_json_depth = max_json_depth
+        self.active = 0  # requests between arrival and their last byte (what a drain waits for)
+        self.draining = False
 
     # -- parsing ----------------------------------------------------------
 
-    @staticmethod
-    def _parse(kind: str, body: bytes):
+    def _parse(self, kind: str, body: bytes):
+        check_depth(body, self.max_json_depth)
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -106,6 +127,7 @@ class CompletionService:
             req = model.model_validate(data)
         except ValidationError as exc:
             raise errors.to_api_error(exc) from None
+        refuse_unsupported(kind, data)
         if req.stream_options is not None and not req.stream:
             raise errors.InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
         return req
@@ -147,15 +169,39 @@ class CompletionService:
             self._slo(headers, SLO_TTFT_HEADER), self._slo(headers, SLO_TPOT_HEADER),
         )
         try:
-            decision = self._router().choose(shape, self._candidates(headers))
+            decision = self._router().choose(shape, self._candidates(headers, req.model))
         except NoFeasiblePool as exc:
             raise errors.InvalidRequest(
                 str(exc), param="messages" if kind == CHAT else "prompt", code="context_length_exceeded"
+            ) from None
+        except NoHealthyPool:
+            starting = self.state.starting(req.model)
+            if not starting:
+                raise
+            raise errors.PoolsStarting(
+                f"the pools serving '{req.model}' are still starting ({', '.join(starting)}); "
+                f"retry in {RETRY_AFTER_S} s (GET /ready lists the pools that can serve)",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from None
         return prompts, shape, decision
 
     async def handle(self, kind: str, body: bytes, headers, request_id: str, caller: Caller | None = None):
         """One completion; ``caller`` (an authenticated key) is admitted against its limits once routed."""
+        if self.draining:
+            raise errors.ShuttingDown(
+                "the gateway is shutting down and takes no new requests", headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
+        self.active += 1
+        committed = False  # a stream returned: its context ends the request
+        try:
+            response = await self._handle(kind, body, headers, request_id, caller)
+            committed = isinstance(response, StreamingResponse)
+            return response
+        finally:
+            if not committed:
+                self.active -= 1
+
+    async def _handle(self, kind: str, body: bytes, headers, request_id: str, caller: Caller | None):
         start = self.clock()
         req = self._parse(kind, body)
         operation = "chat" if kind == CHAT else "text_completion"
@@ -197,7 +243,6 @@ class CompletionService:
         tracing.end_span(route_span, route_facts)
         if root is not None:
             root.set_attributes({k: v for k, v in route_facts.items() if v is not None})
-        self.metrics.routed(req.model, pool)
         if self.recorder is not None:
             self.recorder.begin(request_id)
         max_tokens = req.requested_max_tokens()
@@ -209,28 +254,60 @@ class CompletionService:
             "stop": req.stop_list(),
             "ignore_eos": req.ignore_eos,
         }
+        self.budget.request()
+        ranked = decision.ranked[: self.failover.max_attempts]
+        failure: BaseException | None = None
+        for attempt, choice in enumerate(ranked):
+            if attempt:
+                if not self.budget.try_retry():
+                    self.metrics.retry_denied(req.model)
+                    break
+                self.metrics.retried(req.model, ranked[attempt - 1].name)
+            try:
+                return await self._attempt(
+                    kind, req, choice, decision.reason, prompts, params, shape, request_id, start, root,
+                    limits, caller,
+                )
+            except Exception as exc:
+                if not _pool_failed(exc):
+                    failure = exc
+                    break
+                self.eject_pool(choice.name, exc)
+                failure = exc
+        if self.recorder is not None:
+            self.recorder.drop(request_id)
+        raise failure
+
+    def eject_pool(self, pool: str, exc: BaseException) -> None:
+        err = errors.to_api_error(exc)
+        self.metrics.pool_failed(pool, self.state.outliers.failure(pool, err.message[:200]))
+
+    async def _attempt(
+        self, kind: str, req, choice, reason: str, prompts, params: dict, shape, request_id: str, start: float, root,
+        limits: dict[str, str], caller: Caller | None,
+    ):
+        """Run the request on one pool; raises before any byte went out, so the caller may try another."""
+        pool = choice.name
+        self.metrics.routed(req.model, pool)
         whole = not req.stream
-        try:
-            seqs = await self._open(
-                pool, request_id, prompts, req.n, params, shape.sequences, tracing.carrier_for(root), whole
-            )
-        except BaseException:
-            if self.recorder is not None:
-                self.recorder.drop(request_id)
-            raise
+        seqs = await self._open(
+            pool, request_id, prompts, req.n, params, shape.sequences, tracing.carrier_for(root), whole
+        )
+        self.state.outliers.success(pool)
         ttft = self.clock() - start
         # Ray Serve's proxy sets x-request-id (the client's, or its own): request_id is that one.
         headers_out = {
             POOL_HEADER: pool,
-            ROUTE_REASON_HEADER: _header_safe(decision.reason),
+            ROUTE_REASON_HEADER: _header_safe(reason),
             **limits,
         }
         rid = ("chatcmpl-" if kind == CHAT else "cmpl-") + request_id
         created = int(time.time())
-        ctx = _Context(self, kind, rid, created, req.model, pool, decision.best.batch, shape, start, ttft, len(prompts), req.n)
+        ctx = _Context(self, kind, rid, created, req.model, pool, choice.batch, shape, start, ttft, len(prompts), req.n)
         ctx.span, ctx.request_id, ctx.caller = root, request_id, caller and caller.name
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
+            ctx.streaming = True
             return StreamingResponse(
                 ctx.sse(seqs, writer), media_type="text/event-stream", headers=headers_out
             )
@@ -241,8 +318,8 @@ class CompletionService:
             ctx.close(seqs)
         return JSONResponse(ctx.body(results), headers=headers_out)
 
-    def _candidates(self, headers) -> list:
-        pools = self.state.snapshot()
+    def _candidates(self, headers, model: str | None = None) -> list:
+        pools = self.state.snapshot(model)
         pin = headers.get(PIN_HEADER)
         if pin is None:
             return pools
@@ -297,6 +374,7 @@ class _Context:
         self.span = None
         self.request_id = ""
         self.caller: str | None = None
+        self.streaming = False  # its response is a stream: close() ends the service's count of the request
 
     def _note(self, index: int, item: RelayItem) -> None:
         self.prompt_tokens[index] = item.prompt_tokens
@@ -373,6 +451,9 @@ class _Context:
                 yield writer.usage(self.usage())
             self.ok = True
         except Exception as exc:  # after status 200: the error travels in the stream
+            self.s.metrics.stream_broken(self.model, self.pool)
+            if _pool_failed(exc):
+                self.s.eject_pool(self.pool, exc)
             yield errors.error_body(exc).sse()
         finally:
             self.close(seqs)
@@ -382,6 +463,8 @@ class _Context:
         if self.closed:
             return
         self.closed = True
+        if self.streaming:
+            self.s.active -= 1
         if not self.ok:
             for s in seqs:
                 s.stream.cancel()
@@ -422,6 +505,11 @@ class _Context:
             self.request_id, self.model, use["prompt_tokens"] // max(self.n_prompts, 1), out // seqs, self.pool,
             self.ttft, e2e, self.energy_j / seqs, self.shape.slo_ttft_ms, self.shape.slo_tpot_ms,
         )
+
+
+def _pool_failed(exc: BaseException) -> bool:
+    """A failure of the pool (5xx), not of the request: worth another pool, and an ejection."""
+    return errors.to_api_error(exc).status >= 500
 
 
 def _header_safe(text: str) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -34,13 +36,35 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"hetserve: serving {', '.join(fleet.models())} at {running.url}/v1 ({running.started_s:.1f} s to start)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threading.Thread(target=_announce_ready, args=(server, running, stop), daemon=True).start()
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
-    print("hetserve: shutting down", flush=True)
-    server.stop(running)
+    g = fleet.gateway
+    print(f"hetserve: shutting down: draining requests in flight (at most {g.drain_timeout_s:.0f} s)", flush=True)
+    left = server.drain(g.drain_timeout_s)
+    if left is None:
+        print("hetserve: the gateway did not answer the drain; stopping anyway", flush=True)
+    elif left:
+        print(f"hetserve: {left} request(s) still in flight after the drain; stopping anyway", flush=True)
+    clean = server.stop(running, timeout_s=g.shutdown_timeout_s)
+    print("hetserve: stopped" + ("" if clean else " (left-over processes were killed)"), flush=True)
+    if not clean:
+        # A Ray call may still hang in a thread; atexit hooks (Ray's shutdown) could hang on it too.
+        sys.stdout.flush()
+        os._exit(1)
     return 0
+
+
+def _announce_ready(server, running, stop: threading.Event) -> None:
+    t0 = time.monotonic()
+    if server.wait_ready(running.url, stop):
+        print(
+            f"hetserve: every pool is ready ({running.started_s + time.monotonic() - t0:.1f} s after start; "
+            f"GET {running.url}/ready)",
+            flush=True,
+        )
 
 
 def _delegated(command: str, argv: list[str]) -> int:

@@ -75,6 +75,10 @@ def test_suffix_rules_match_what_the_registry_emits():
     m.update_pools([PoolView(name="p", in_flight=1, waiting=0, output_tokens=20, energy_joules=3.0,
                              energy_total_joules=9.0, power_source="modelled")])
     m.key_usage("team", 5, 20, 3.0)
+    m.retried("m", "p")
+    m.retry_denied("m")
+    m.pool_failed("p", True)
+    m.stream_broken("m", "p")
     emitted = {s.name for f in m.registry.collect() for s in f.samples}
     _, expected = exported_samples()
     assert emitted <= expected
