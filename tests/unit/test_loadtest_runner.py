@@ -95,7 +95,7 @@ def test_sweep_steps_the_rate_until_throughput_stops_growing():
     rates = [s.rate for s in outcome.steps]
     assert rates == [40 * 2**i for i in range(len(rates))]
     assert outcome.stopped_by == "saturated"
-    assert 3 <= len(rates) <= 5
+    assert 2 <= len(rates) <= 5  # a busy machine saturates the fake sooner, never later
     last = outcome.steps[-1]
     assert last.summary.request_throughput < min(230, 0.75 * last.rate)  # offered more than it got
     assert outcome.summary.requests == sum(s.summary.requests for s in outcome.steps)
