@@ -45,6 +45,8 @@ def _delegated(command: str, argv: list[str]) -> int:
         from calibration.cli import calibrate_main as main
     elif command == "simulate":
         from sim.cli import simulate_main as main
+    elif command == "plan":
+        from plan.cli import plan_main as main
     else:
         from sim.cli import tune_main as main
     return main(argv)
@@ -54,6 +56,7 @@ DELEGATED = {
     "loadtest": "load-test an OpenAI-compatible endpoint and report latency, goodput and energy",
     "calibrate": "sweep live pools over batch x sequence length and write efficiency profiles",
     "simulate": "replay a trace through routing policies offline (virtual time)",
+    "plan": "choose the cheapest (or least-energy) hardware mix that serves a trace within its SLOs",
     "tune": "search routing policy parameters offline and write a routing YAML",
 }
 
