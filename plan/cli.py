@@ -12,6 +12,8 @@ import yaml
 from fleet.config import FleetConfigError, load_fleet
 from fleet.trace import TraceError
 from plan.milp import PlanInfeasible
+from routing.errors import ProfileError
+from routing.profile import ProfileBook
 from plan.planner import build_problem, fleet_of, plan_for
 from plan.report import render
 from plan.verify import Verified, verify
@@ -32,20 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet", help="base fleet: model, served names, routing (default: embedded)")
     p.add_argument("--window-s", type=float, default=60.0, help="peak window")
     p.add_argument("--target", type=float, default=0.95, help="SLO attainment the simulation must reach")
+    p.add_argument("--profiles", help="directory of measured profiles for the simulation check "
+                   "(default: the base fleet's 'profiles', else modelled)")
     p.add_argument("--out", default="fleet.yaml")
     p.add_argument("--report", help="HTML report (default: OUT with .html)")
     return p
 
 
 def run_plan(args: argparse.Namespace) -> tuple[Verified, list[Verified]]:
-    base, _ = load_fleet(args.fleet)
+    base, base_dir = load_fleet(args.fleet)
+    directory = args.profiles or (base.profiles and str((base_dir or Path.cwd()) / base.profiles))
+    profiles = ProfileBook.load_dir(directory) if directory and Path(directory).is_dir() else None
     w = Workload.read(args.trace).with_default_slo(args.slo_ttft_ms, args.slo_tpot_ms)
     hardware = [h.strip() for h in args.hardware.split(",") if h.strip()]
     problem = build_problem(w, base, hardware, args.window_s)
 
     def checked(allowed: list[str], label: str) -> Verified:
         return verify(plan_for(problem, allowed, args.objective, label, max_replicas=args.max_replicas),
-                      problem, base, w, target=args.target)
+                      problem, base, w, target=args.target, profiles=profiles)
 
     chosen = checked(hardware, "plan")
     alternatives = []
@@ -75,7 +81,7 @@ def plan_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         chosen, alternatives = run_plan(args)
-    except (FleetConfigError, TraceError, PlanInfeasible, OSError) as exc:
+    except (FleetConfigError, TraceError, PlanInfeasible, ProfileError, OSError) as exc:
         print(f"hetserve plan: {exc}", file=sys.stderr)
         return 2
     for v in [chosen, *alternatives]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fleet.config import FleetConfig
@@ -28,13 +29,14 @@ def _worst(result: RunResult, fleet: FleetConfig) -> str:
 
 
 def verify(plan: Plan, problem: Problem, base: FleetConfig, w: Workload, *, target: float = 0.95,
-           max_rounds: int = 8, seed: int = 0) -> Verified:
+           max_rounds: int = 8, seed: int = 0, profiles: Mapping | None = None) -> Verified:
     """Simulate ``plan``'s fleet on ``w``; while attainment is under ``target``,
-    add a replica to the most loaded type (at most ``max_rounds`` times)."""
+    add a replica to the most loaded type (at most ``max_rounds`` times).
+    ``profiles`` (measured, by pool name = hardware key) replace modelled ones in the simulation."""
     added: list[str] = []
     while True:
         fleet = fleet_of(plan, problem, base)
-        result = simulate(fleet.pools, w, fleet.routing, seed=seed, label=plan.label)
+        result = simulate(fleet.pools, w, fleet.routing, profiles=profiles, seed=seed, label=plan.label)
         if result.slo_attainment >= target or len(added) >= max_rounds:
             return Verified(plan, result, result.slo_attainment >= target, added)
         h = _worst(result, fleet)

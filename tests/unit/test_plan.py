@@ -62,3 +62,20 @@ def test_cli_writes_loadable_fleet(tmp_path):
     assert sum(p.replicas for p in fleet.pools) >= 1
     assert fleet.pools[0].models == [MODEL]
     assert "Where classes go" in (tmp_path / "fleet.html").read_text()
+
+
+def test_simulation_grows_an_underprovisioned_plan():
+    from plan.planner import plan_for
+    from plan.verify import verify
+
+    base, _ = load_fleet()
+    rng = np.random.default_rng(0)
+    w = Workload.from_records(TraceRecord(t=float(t), model=MODEL, prompt_tokens=500, output_tokens=200,
+                                          slo_ttft_ms=2000, slo_tpot_ms=100)
+                              for t in np.sort(rng.uniform(0, 20, 400)))
+    problem = build_problem(w, base, ["rngd"])
+    thin = plan_for(problem, ["rngd"], "cost", "thin", utilisation=8.0)  # far over capacity
+    v = verify(thin, problem, base, w, target=0.95, max_rounds=6)
+    assert v.added and set(v.added) == {"rngd"}
+    assert v.plan.replicas["rngd"] == thin.replicas["rngd"] + len(v.added)
+    assert v.plan.cost_per_hour > thin.cost_per_hour
