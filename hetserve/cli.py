@@ -77,6 +77,8 @@ def _delegated(command: str, argv: list[str]) -> int:
         from deploy.cli import config_main as main
     elif command == "simulate":
         from sim.cli import simulate_main as main
+    elif command == "plan":
+        from plan.cli import plan_main as main
     else:
         from sim.cli import tune_main as main
     return main(argv)
@@ -86,6 +88,7 @@ DELEGATED = {
     "loadtest": "load-test an OpenAI-compatible endpoint and report latency, goodput and energy",
     "calibrate": "sweep live pools over batch x sequence length and write efficiency profiles",
     "simulate": "replay a trace through routing policies offline (virtual time)",
+    "plan": "choose the cheapest (or least-energy) hardware mix that serves a trace within its SLOs",
     "tune": "search routing policy parameters offline and write a routing YAML",
     "config": "write a Ray Serve config (serve deploy) or a KubeRay RayService for a fleet",
 }

@@ -1,0 +1,1 @@
+"""Fleet planning: the cheapest (or least-energy) replica mix that serves a trace within its SLOs."""
