@@ -147,6 +147,15 @@ def modelled_profile(
     return prof
 
 
+def batch_ladder(max_batch: int) -> list[int]:
+    """Powers of two below ``max_batch``, then ``max_batch``: the batches sizing code tries."""
+    out, b = [], 1
+    while b < max_batch:
+        out.append(b)
+        b *= 2
+    return out + [max_batch]
+
+
 def fleet_profiles(pools: Iterable[PoolSpec]) -> dict[str, EfficiencyProfile]:
     """Modelled profiles by pool name, for the first served model of every pool
     whose model the hardware catalog knows (what the gateway uses at start)."""

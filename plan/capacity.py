@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleet.profiles import EngineFigures, operating_point
+from fleet.profiles import EngineFigures, batch_ladder, operating_point
 from plan.demand import RequestClass
 
 
@@ -17,21 +17,13 @@ class Capacity:
     attributed_j_per_request: float
 
 
-def _batches(max_batch: int) -> list[int]:
-    out, b = [], 1
-    while b < max_batch:
-        out.append(b)
-        b *= 2
-    return out + [max_batch]
-
-
 def capacity(f: EngineFigures, c: RequestClass) -> Capacity | None:
     """None when the class cannot run there: too long for the compiled/KV/model
     limit, or no batch meets its TTFT and TPOT targets."""
     if c.max_total > f.max_model_len:
         return None
     best = None
-    for b in _batches(f.max_batch):
+    for b in batch_ladder(f.max_batch):
         op = operating_point(f.hardware, f.model, b, c.prompt, c.output, f.max_batch)
         if op is None or op.batch < 1:
             break

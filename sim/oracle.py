@@ -27,7 +27,7 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 from routing.buckets import DEFAULT_SEQ_BUCKETS, bucket_index
-from fleet.profiles import engine_figures, operating_point
+from fleet.profiles import batch_ladder, engine_figures, operating_point
 from sim.workload import Workload
 from workers.spec import PoolSpec
 
@@ -111,7 +111,7 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
         for p, (spec, f) in enumerate(pools):
             if w.models[m] not in spec.models or longest > f.max_model_len:
                 continue
-            for b in _batches(f.max_batch):
+            for b in batch_ladder(f.max_batch):
                 op = operating_point(f.hardware, f.model, b, prompt, output, f.max_batch)
                 if op is None or op.ttft_s * 1e3 > ttft or op.tpot_s * 1e3 > tpot:
                     continue
@@ -134,11 +134,3 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
 def _loosest(targets: np.ndarray) -> float:
     """The loosest target in a class (no target at all counts as infinite)."""
     return math.inf if np.isnan(targets).any() else float(targets.max())
-
-
-def _batches(max_batch: int) -> list[int]:
-    out, b = [], 1
-    while b < max_batch:
-        out.append(b)
-        b *= 2
-    return out + [max_batch]
