@@ -142,6 +142,17 @@ print(json.dumps([[a.class_name.rsplit(":", 1)[1], nodes.get(a.node_id)] for a i
 """
 
 
+def _placement(cluster, attempts: int = 6) -> str:
+    """The state API answers through the dashboard, which a busy machine may not have up yet: retry."""
+    for attempt in range(attempts):
+        done = subprocess.run([sys.executable, "-c", PLACEMENT.format(address=cluster["address"])], env=cluster["env"],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        if done.returncode == 0:
+            return done.stdout
+        time.sleep(5)
+    raise AssertionError(f"the state API did not answer after {attempts} tries: {done.stderr[-2000:]}")
+
+
 def test_pools_land_on_the_nodes_holding_their_resources_and_serve(cluster):
     fleet = cluster["dir"] / "fleet.yaml"
     fleet.write_text(yaml.safe_dump(FLEET))
@@ -154,7 +165,7 @@ def test_pools_land_on_the_nodes_holding_their_resources_and_serve(cluster):
     try:
         _wait_ok(url, 180)
         assert _complete(url, 5, pin="h100") + _complete(url, 5, pin="rngd") == ["h100"] * 5 + ["rngd"] * 5
-        placed = json.loads(_python(PLACEMENT.format(address=cluster["address"]), cluster["env"]))
+        placed = json.loads(_placement(cluster))
         assert sorted(placed) == [["h100", ["h100"]], ["rngd", ["FURIOSA"]]]
     finally:
         proc.terminate()
