@@ -137,13 +137,14 @@ import json, ray
 from ray.util.state import list_actors
 ray.init(address="{address}", logging_level="ERROR")
 nodes = {{n["NodeID"]: sorted(k for k in n["Resources"] if k in ("h100", "FURIOSA")) for n in ray.nodes() if n["Alive"]}}
-replicas = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if a.class_name.startswith("ServeReplica:hetserve:") and not a.class_name.endswith(":gateway")]
+replicas = [a for a in list_actors(address="{address}", filters=[("state", "=", "ALIVE")], limit=1000) if a.class_name.startswith("ServeReplica:hetserve:") and not a.class_name.endswith(":gateway")]
 print(json.dumps([[a.class_name.rsplit(":", 1)[1], nodes.get(a.node_id)] for a in replicas]))
 """
 
 
 def _placement(cluster, attempts: int = 6) -> str:
-    """The state API answers through the dashboard, which a busy machine may not have up yet: retry."""
+    """The state API answers through the dashboard, which a busy machine may not have up yet: retry.
+    Its address is given: another Ray instance (the suite's own) may run beside this cluster."""
     for attempt in range(attempts):
         done = subprocess.run([sys.executable, "-c", PLACEMENT.format(address=cluster["address"])], env=cluster["env"],
                               capture_output=True, text=True, timeout=120)  # fmt: skip
