@@ -94,7 +94,8 @@ class FleetConfig(BaseModel):
         return list(dict.fromkeys(m for p in self.pools for m in p.models))
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """Every error of a config model as ``key.path: message`` (the style of every config file of ours)."""
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -111,7 +112,7 @@ def parse_fleet(data: Any, source: str = "fleet") -> FleetConfig:
     try:
         return FleetConfig.model_validate(data)
     except ValidationError as exc:
-        raise FleetConfigError(f"{source}: {_describe(exc)}") from None
+        raise FleetConfigError(f"{source}: {describe_validation_error(exc)}") from None
 
 
 def load_fleet(path: str | Path | None = None) -> tuple[FleetConfig, Path | None]:

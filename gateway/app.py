@@ -23,7 +23,7 @@ from gateway.limits import read_body
 from gateway.metrics import GatewayMetrics
 from gateway.outliers import OutlierDetector
 from gateway.responses import CHAT, TEXT
-from gateway.auth import Caller, KeyStore, load_keys
+from gateway.auth import Caller, KeyStore, fleet_keys
 from gateway.service import CompletionService, Finished
 from gateway.tokens import counter_for_pool
 from gateway.fleet_state import FleetState
@@ -75,10 +75,7 @@ class Gateway:
         tracing.configure(self.fleet.tracing, "gateway")
         self.admin_key = admin_key
         self.metrics = GatewayMetrics()
-        keys_file = self.fleet.gateway.keys_file
-        if keys_file and base_dir and not Path(keys_file).is_absolute():
-            keys_file = str(Path(base_dir) / keys_file)
-        self.keys = KeyStore(load_keys(self.fleet.gateway.api_keys, keys_file))
+        self.keys = KeyStore(fleet_keys(self.fleet.gateway.api_keys, self.fleet.gateway.keys_file, base_dir))
         failover = self.fleet.gateway.failover
         self.state = FleetState(
             self.fleet.pools, outliers=OutlierDetector(failover.ejection_base_s, failover.ejection_max_s)
@@ -268,7 +265,7 @@ class Gateway:
     async def explain(self, request: Request) -> dict[str, Any]:
         """Rank the pools for a chat or completion body without running it."""
         self._authorize(request)
-        body = await request.body()
+        body = await self._body(request)
         kind = CHAT if b'"messages"' in body else TEXT
         _, _, shape, decision = self.service.plan(kind, body, request.headers)
         return {

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fleet.config import describe_validation_error
 from gateway import errors
 
 KEYS_ENV = "HETSERVE_API_KEYS"
@@ -86,12 +87,16 @@ def load_keys(plain: list[str], keys_file: str | Path | None, environ: Mapping[s
     return entries
 
 
+def fleet_keys(api_keys: list[str], keys_file: str | None, base_dir: str | Path | None) -> list[KeyEntry]:
+    """The keys of a fleet's ``gateway`` section (``keys_file`` relative to the fleet file) and the environment."""
+    if keys_file and base_dir and not Path(keys_file).is_absolute():
+        keys_file = str(Path(base_dir) / keys_file)
+    return load_keys(api_keys, keys_file)
+
+
 def _first_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        return f"{where}: {msg}"
+        return describe_validation_error(exc)
     return f"not valid YAML: {exc}"
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import errors
-from gateway.responses import CHAT
+from gateway.responses import CHAT, TEXT
 
 
 def _set(v: Any) -> bool:
@@ -68,7 +68,7 @@ RULES: dict[str, dict[str, _Rule]] = {
         "prediction": _set,
         "web_search_options": _set,
     },
-    "text": {
+    TEXT: {
         **_COMMON,
         "logprobs": _set,
         "best_of": _more_than_one,

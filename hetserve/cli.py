@@ -19,6 +19,13 @@ def _serve(args: argparse.Namespace) -> int:
     except FleetConfigError as exc:
         print(f"hetserve: invalid fleet: {exc}", file=sys.stderr)
         return 2
+    from gateway.auth import KeysError, fleet_keys
+
+    try:  # fail here, not in the gateway replica: a bad keys file is the operator's to fix
+        fleet_keys(fleet.gateway.api_keys, fleet.gateway.keys_file, base_dir)
+    except KeysError as exc:
+        print(f"hetserve: invalid API keys: {exc}", file=sys.stderr)
+        return 2
     if args.record_trace:
         fleet.gateway.record_trace = args.record_trace
     from gateway import server

