@@ -72,15 +72,17 @@ async def send_request(
     prompt: str | list[int],
     max_tokens: int,
     run_start: float,
+    headers: dict[str, str] | None = None,
 ) -> RequestResult:
-    """Send, fill ``result`` in place and return it. ``run_start`` is a ``perf_counter`` time."""
+    """Send, fill ``result`` in place and return it. ``run_start`` is a ``perf_counter`` time;
+    ``headers`` are added to the target's for this request only (e.g. its SLO targets)."""
     sent = time.perf_counter()
     result.sent_s = sent - run_start
     body = target.payload(result.model, prompt, max_tokens)
     try:
         async with asyncio.timeout(target.timeout_s):
             async with client.stream(
-                "POST", target.url, json=body, headers=target.request_headers()
+                "POST", target.url, json=body, headers={**target.request_headers(), **(headers or {})}
             ) as response:
                 result.status = response.status_code
                 result.pool = response.headers.get("x-hetserve-pool")

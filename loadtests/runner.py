@@ -21,7 +21,7 @@ import numpy as np
 
 from loadtests.client import Target, send_request
 from loadtests.config import RunSpec
-from fleet.api import FleetView
+from fleet.api import SLO_TPOT_HEADER, SLO_TTFT_HEADER, FleetView
 from loadtests.fleet import EnergyReport, FleetUnavailable, energy_between, snapshot_fleet
 from loadtests.metrics import Summary, summarize
 from loadtests.progress import Progress
@@ -270,7 +270,8 @@ class _Run:
     async def _send(
         self, result: RequestResult, prompt: str, record: TraceRecord, stop: StopRule, progress: Progress
     ) -> None:
-        await send_request(self.client, self.target, result, prompt, record.output_tokens, self.start)
+        await send_request(self.client, self.target, result, prompt, record.output_tokens, self.start,
+                           slo_headers(record))
         stop.record(result)
         progress.update(result)
 
@@ -282,6 +283,16 @@ class _Run:
             return await snapshot_fleet(self.client, self.spec.base_url, self.target.request_headers())
         except FleetUnavailable as e:
             return f"no energy figures: {e}"
+
+
+def slo_headers(record: TraceRecord) -> dict[str, str]:
+    """A trace record's own targets as the gateway's ``x-hetserve-slo-*`` headers."""
+    headers = {}
+    if record.slo_ttft_ms is not None:
+        headers[SLO_TTFT_HEADER] = f"{record.slo_ttft_ms:g}"
+    if record.slo_tpot_ms is not None:
+        headers[SLO_TPOT_HEADER] = f"{record.slo_tpot_ms:g}"
+    return headers
 
 
 def _stop_rule(spec: RunSpec) -> StopRule:

@@ -15,6 +15,17 @@ the class's TTFT/TPOT targets, relaxed independently: a pool may run any mix
 at its best efficiency and its best speed at once, ignoring queueing,
 prefill interference and how much concurrent load it really has. So the
 value is a bound, not a schedule; no router can beat it under the model.
+
+``concurrency=True`` tightens it for work-conserving engines (every running
+sequence decodes every step, as continuous batching does): a batch needs that
+many sequences in the system at once, and by Little's law a pool can hold at
+most ``Σ_c λ[c, w] · (ttft_c + n_c · tpot_p(b))`` of them in window ``w``
+(arrival rate × the longest a sequence of the class can stay: its TTFT
+target of queueing plus its decode at that batch's step time). So ``e`` is
+taken per window over the batches that cap allows; at light load that is far
+above the global best. Arrival rates are per window (a burst inside a window
+is averaged), so this is an estimate of what such a fleet can reach, not a
+strict bound.
 """
 
 from __future__ import annotations
@@ -41,21 +52,28 @@ class OracleBound:
     windows: int
     classes: int
     status: str
+    concurrency: bool = False  # capped by the concurrency arrivals allow (see the module doc)
 
 
 def solve_bound(demand: np.ndarray, energy: np.ndarray, capacity: np.ndarray,
                 window_s: float, lag: int = 1) -> tuple[float, float, np.ndarray]:
     """Solve the LP for ``demand[c, w]`` tokens arriving, ``energy[p, c]`` J/token
-    (inf: not allowed) and ``capacity[p, c]`` tokens/s. Returns (joules,
-    tokens served, ``x[p, c, w]`` over ``w + lag`` windows)."""
-    P, C = energy.shape
+    (inf: not allowed; or ``energy[p, c, w]`` per arrival window) and
+    ``capacity[p, c]`` tokens/s. Returns (joules, tokens served, ``x[p, c, w]``
+    over ``w + lag`` windows)."""
+    P, C = energy.shape[:2]
     W = demand.shape[1] + lag
     nx = P * C * W
     arrived = np.cumsum(np.pad(demand, ((0, 0), (0, lag))), axis=1)
-    allowed = np.isfinite(energy) & (capacity > 0)
-    big = 1e3 * max(float(energy[allowed].max()) if allowed.any() else 1.0, 1.0)
-    cost = np.concatenate([np.repeat(np.where(allowed, energy, 0.0).ravel(), W), np.full(C, big)])
-    bounds = [(0, None if allowed[p, c] else 0) for p in range(P) for c in range(C) for _ in range(W)]
+    if energy.ndim == 2:
+        energy = np.repeat(energy[:, :, None], W, axis=2)
+    else:  # windows past the arrivals keep the last window's figures
+        energy = np.concatenate([energy, np.repeat(energy[:, :, -1:], W - energy.shape[2], axis=2)], axis=2)
+    finite = np.isfinite(energy) & (capacity > 0)[:, :, None]
+    allowed = finite.any(axis=2)
+    big = 1e3 * max(float(energy[finite].max()) if finite.any() else 1.0, 1.0)
+    cost = np.concatenate([np.where(finite, energy, 0.0).ravel(), np.full(C, big)])
+    bounds = [(0, None if ok else 0) for ok in finite.ravel()]
     bounds += [(0, None)] * C
     rows, cols, vals, rhs = [], [], [], []
 
@@ -87,9 +105,10 @@ def solve_bound(demand: np.ndarray, energy: np.ndarray, capacity: np.ndarray,
 
 
 def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float | None = None,
-                 lag: int = 1) -> OracleBound:
+                 lag: int = 1, concurrency: bool = False) -> OracleBound:
     """The bound for ``workload`` on the pools of ``specs`` that serve its models
-    and have a hardware model. Default windows: a 50th of the span, at least 5 s."""
+    and have a hardware model. Default windows: a 50th of the span, at least 5 s.
+    ``concurrency`` caps each window's batches by what its arrivals can fill."""
     w = workload
     pools = [(s, f) for s in specs if set(s.models) & set(w.models) and (f := engine_figures(s))]
     span = w.span_s
@@ -99,15 +118,28 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     seq = np.array([bucket_index(DEFAULT_SEQ_BUCKETS, int(n)) for n in w.prompt + w.output])
     keys = sorted(set(zip(w.model.tolist(), seq.tolist())))
     P, C = len(pools), len(keys)
-    energy = np.full((P, C), np.inf)
+    energy = np.full((P, C, n_win), np.inf)
     capacity = np.zeros((P, C))
     demand = np.zeros((C, n_win))
+    arrivals = np.zeros((C, n_win))
+    figures = []
     for c, (m, s) in enumerate(keys):
         sel = (w.model == m) & (seq == s)
         np.add.at(demand[c], win[sel], w.output[sel])
+        np.add.at(arrivals[c], win[sel], 1)
         prompt, output = int(w.prompt[sel].mean()), int(w.output[sel].mean())
         longest = int((w.prompt[sel] + w.output[sel]).max())
         ttft, tpot = _loosest(w.slo_ttft_ms[sel]), _loosest(w.slo_tpot_ms[sel])
+        figures.append((prompt, output, longest, ttft, tpot))
+    # Little's law per window: sequences in the system ≤ queue + decode = wait_s + per_step_s × step time
+    rate = arrivals / window_s
+    ttft_s = np.array([f[3] for f in figures]) / 1e3
+    wait_s = np.where(rate > 0, rate * np.where(np.isfinite(ttft_s), ttft_s, 0.0)[:, None], 0.0).sum(axis=0)
+    if np.isinf(ttft_s).any():
+        wait_s = np.where(rate[np.isinf(ttft_s)].sum(axis=0) > 0, np.inf, wait_s)
+    per_step_s = (rate * np.array([f[1] for f in figures])[:, None]).sum(axis=0)
+    for c, (m, s) in enumerate(keys):
+        prompt, output, longest, ttft, tpot = figures[c]
         for p, (spec, f) in enumerate(pools):
             if w.models[m] not in spec.models or longest > f.max_model_len:
                 continue
@@ -115,9 +147,10 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
                 op = operating_point(f.hardware, f.model, b, prompt, output, f.max_batch)
                 if op is None or op.ttft_s * 1e3 > ttft or op.tpot_s * 1e3 > tpot:
                     continue
-                energy[p, c] = min(energy[p, c], op.attributed_j_per_token)
+                fits = (b <= np.maximum(1.0, wait_s + per_step_s * op.tpot_s)) if concurrency else True
+                energy[p, c] = np.where(fits, np.minimum(energy[p, c], op.attributed_j_per_token), energy[p, c])
                 capacity[p, c] = max(capacity[p, c], op.throughput_tok_s * spec.replicas)
-    runnable = np.isfinite(energy).any(axis=0)
+    runnable = np.isfinite(energy).any(axis=(0, 2))
     total_tokens = float(demand[runnable].sum())
     if not total_tokens:
         return OracleBound(None, None, 0.0, window_s, n_win, C, "no pool can run any request")
@@ -127,7 +160,7 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     return OracleBound(
         joules / served if served else None,
         (joules + idle) / served if served else None,
-        served / total_tokens, window_s, n_win + lag, int(runnable.sum()), "optimal",
+        served / total_tokens, window_s, n_win + lag, int(runnable.sum()), "optimal", concurrency,
     )
 
 

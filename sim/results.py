@@ -10,6 +10,7 @@ one-token output); goodput is good requests per second of span.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -67,6 +68,8 @@ class RunResult:
     pools: list[PoolResult] = field(default_factory=list)
     wall_s: float = 0.0
     oracle_ratio: float | None = None  # attributed J/token over the oracle's bound
+    # SLO attainment per class of requests sharing targets, keyed "TTFT/TPOT" in ms ("-": none)
+    slo_attainment_by_class: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +93,8 @@ def summarize(sim: Simulation, label: str | None = None) -> RunResult:
     good = ((np.isnan(slo_ttft) | (ttft * 1e3 <= slo_ttft))
             & (np.isnan(slo_tpot) | (tpot_all * 1e3 <= slo_tpot)))
     n_good = int(good.sum())
+    good_all = np.zeros(len(w), dtype=bool)
+    good_all[ok] = good
     pools = []
     total_attr = total_all = total_cost = 0.0
     routed = max(int((st.pool >= 0).sum()), 1)
@@ -125,4 +130,16 @@ def summarize(sim: Simulation, label: str | None = None) -> RunResult:
         goodput_rps=n_good / span if span > 0 else 0.0,
         pools=pools,
         wall_s=sim.wall_s,
+        slo_attainment_by_class=by_class(w.slo_ttft_ms, w.slo_tpot_ms, good_all),
     )
+
+
+def by_class(slo_ttft_ms: np.ndarray, slo_tpot_ms: np.ndarray, good: np.ndarray) -> dict[str, float]:
+    """Share of ``good`` requests per class of equal targets, keyed "TTFT/TPOT" ms, tightest first."""
+    ttft = np.nan_to_num(slo_ttft_ms, nan=np.inf)
+    tpot = np.nan_to_num(slo_tpot_ms, nan=np.inf)
+    out = {}
+    for a, b in sorted(set(zip(ttft.tolist(), tpot.tolist()))):
+        sel = (ttft == a) & (tpot == b)
+        out["/".join("-" if math.isinf(v) else f"{v:g}" for v in (a, b))] = float(good[sel].mean())
+    return out

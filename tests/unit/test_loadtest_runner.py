@@ -87,6 +87,29 @@ def test_trace_replay_keeps_arrival_times_and_per_request_targets(tmp_path):
     assert outcome.summary.good == 2  # the first misses its own 1 ms TTFT target
 
 
+def test_trace_replay_sends_each_request_its_own_targets_as_headers(tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_trace(path, [
+        TraceRecord(t=0.0, model="a", prompt_tokens=8, output_tokens=2, slo_ttft_ms=250.0, slo_tpot_ms=25.0),
+        TraceRecord(t=0.01, model="a", prompt_tokens=8, output_tokens=2),
+    ])  # fmt: skip
+    fake, seen = FakeOpenAI(FakeConfig(ttft_s=0.001, itl_s=0.001)), []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/completions"):
+            seen.append((request.headers.get("x-hetserve-slo-ttft-ms"), request.headers.get("x-hetserve-slo-tpot-ms")))
+        reply = fake.handle(request.method, request.url.path, await request.aread())
+        return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            spec = _spec(LoadSpec(arrival="trace"), data=DataSpec(dataset="trace", trace=str(path)))
+            return await run(spec, client=client, progress=False)
+
+    asyncio.run(go())
+    assert sorted(seen, key=str) == sorted([("250", "25"), (None, None)], key=str)
+
+
 def test_sweep_steps_the_rate_until_throughput_stops_growing():
     # One stream at a time of about 4.5 ms: the fake cannot serve more than ~220 requests/s.
     fake = FakeOpenAI(FakeConfig(ttft_s=0.002, itl_s=0.0005, capacity=1))

@@ -48,3 +48,19 @@ def test_bound_is_below_every_policy():
         r = simulate(specs, w, {"policy": policy})
         assert bound.j_per_token_attributed <= r.j_per_token_attributed
     assert bound.j_per_token_total > bound.j_per_token_attributed
+
+
+def test_per_window_energy_and_the_concurrency_cap():
+    # Window-dependent energy: the cheap pool costs 3 J/token in window 0, 1 after.
+    energy = np.array([[[3.0, 1.0]], [[2.0, 2.0]]])
+    joules, served, _ = solve_bound(np.array([[100.0, 100.0]]), energy, CAPACITY, 10.0, lag=0)
+    assert served == pytest.approx(200) and joules == pytest.approx(100 * 2.0 + 100 * 1.0)
+    # On a light trace the cap (batches arrivals can fill) binds: a tighter bound, still below policies.
+    specs = load_fleet()[0].pools
+    w = Workload.synthetic("meta-llama/Llama-3.1-8B-Instruct", 300, 2.0, lengths="chat", seed=3)
+    w = w.with_default_slo(500, 50)
+    loose, tight = oracle_bound(specs, w), oracle_bound(specs, w, concurrency=True)
+    assert tight.concurrency and not loose.concurrency
+    assert tight.j_per_token_attributed > 1.2 * loose.j_per_token_attributed
+    for policy in ("latency", "efficiency"):
+        assert tight.j_per_token_attributed <= simulate(specs, w, {"policy": policy}).j_per_token_attributed
