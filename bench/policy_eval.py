@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleet.config import load_fleet  # noqa: E402
 from routing.config import RoutingConfig  # noqa: E402
-from routing.policies import POLICIES  # noqa: E402
+from routing import POLICIES  # noqa: E402
 from sim.oracle import oracle_bound  # noqa: E402
 from sim.run import simulate  # noqa: E402
 from sim.scenarios import SCENARIOS, scenario_trace  # noqa: E402
@@ -119,6 +119,9 @@ def check(cell: dict, candidate: str) -> dict:
         "oracle_ratio": ratio,
         "oracle_ok": ratio is not None and ratio <= 1.3,
         "oracle_ratio_capped": capped,
+        # the energy target is out of reach of any router when even the bound is above it
+        "energy_target_reachable": bool(ll_j and cell["oracle"]["j_per_token_attributed"] is not None
+                                        and cell["oracle"]["j_per_token_attributed"] <= 0.75 * ll_j),
     }
 
 
@@ -154,7 +157,9 @@ def verdicts(cells: list[dict]) -> list[str]:
             f"{c['fleet']} {c['trace']} {c['load']}: {'met' if met else 'MISSED'} "
             f"({k['policy']}: SLO {100 * k['attainment']:.1f} % vs floor {100 * k['attainment_floor']:.1f} % "
             f"{'ok' if k['attainment_ok'] else 'miss'}; J/tok {_f(k['j_ratio_to_least_load'], '.2f')} × least-load "
-            f"{'ok' if k['energy_ok'] else 'miss'}; × oracle {_f(k['oracle_ratio'], '.2f')}, "
+            f"{'ok' if k['energy_ok'] else 'miss'}"
+            f"{'' if k['energy_target_reachable'] else ' (unreachable: the oracle bound is above 0.75 × least-load)'}"
+            f"; × oracle {_f(k['oracle_ratio'], '.2f')}, "
             f"× capped oracle {_f(k['oracle_ratio_capped'], '.2f')}"
             f"{'' if k['oracle_ok'] else ' (aim 1.3 missed)'})")
     return out

@@ -35,7 +35,7 @@ from fleet.trace import write_trace  # noqa: E402
 from loadtests import runner  # noqa: E402
 from loadtests.config import DataSpec, LoadSpec, RunSpec  # noqa: E402
 from sim.scenarios import SCENARIOS, scenario_trace  # noqa: E402
-from sim_fidelity import compare, live_figures, markdown_rows, sim_figures  # noqa: E402
+from sim_fidelity import compare, live_figures, markdown_rows, probe_dispatch, sim_figures  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 POLICIES = ["efficiency", "slo-efficiency", "latency", "least-load", "round-robin"]
@@ -72,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", nargs="+", default=POLICIES)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fleet", help="the fleet the gateway runs (default: the embedded default)")
+    ap.add_argument("--probe-pool", default="h100", help="pool the request-path probe is pinned to")
     ap.add_argument("--out", default="bench/results/policy_live.json")
     args = ap.parse_args(argv)
 
     specs = load_fleet(args.fleet)[0].pools
     rows, learned = [], None  # the gateway's learned profiles outlive policy switches: so do the sim's
+    probes = []
     for rate in args.rates:
         records = scenario_trace(args.trace, model=MODEL, n=args.requests, rate=rate, seed=args.seed)
         trace = Path(args.out).with_suffix(f".{rate:g}.trace.jsonl")
@@ -85,14 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         for policy in args.policies:
             set_policy(args.base_url, args.admin_key, {"policy": policy})
             wait_idle(args.base_url)
+            probe = probe_dispatch(args.base_url, specs, args.probe_pool)
+            probes.append(probe)
+            wait_idle(args.base_url)
             started = time.monotonic()
             outcome = live_run(args.base_url, trace, policy, len(records))
             live = live_figures(outcome)
-            sim, learned = sim_figures(specs, records, {"policy": policy}, profiles=learned)
-            row = {"rate": rate, "policy": policy, "live": live, "sim": sim,
-                   "fidelity": compare(live, sim), "wall_s": time.monotonic() - started}
+            bare, _ = sim_figures(specs, records, {"policy": policy}, profiles=learned)
+            sim, learned = sim_figures(specs, records, {"policy": policy}, profiles=learned,
+                                       dispatch_s=probe["dispatch_s"])
+            row = {"rate": rate, "policy": policy, "probe": probe, "live": live, "sim": sim,
+                   "fidelity": compare(live, sim), "fidelity_no_path": compare(live, bare),
+                   "wall_s": time.monotonic() - started}
             rows.append(row)
-            print(json.dumps({k: row[k] for k in ("rate", "policy", "fidelity")}), flush=True)
+            print(json.dumps({k: row[k] for k in ("rate", "policy", "probe", "fidelity")}), flush=True)
             Path(args.out).write_text(json.dumps({"trace": args.trace, "requests": args.requests,
                                                   "seed": args.seed, "rows": rows}, indent=1) + "\n")
     print("\n".join(markdown_rows(rows)))

@@ -34,7 +34,8 @@ from loadtests import runner  # noqa: E402
 from loadtests.config import DataSpec, LoadSpec, RunSpec  # noqa: E402
 from loadtests.metrics import is_good  # noqa: E402
 from routing.config import load_routing_config  # noqa: E402
-from sim import Simulation, Workload, build_pools  # noqa: E402
+from fleet.api import PIN_HEADER  # noqa: E402
+from sim import Simulation, Workload, build_pools, simulate  # noqa: E402
 from sim.results import by_class, summarize  # noqa: E402
 
 #: metric -> (kind, allowed difference): "points" of a share, or "relative".
@@ -74,17 +75,38 @@ def live_figures(outcome: runner.RunOutcome) -> dict:
         "tpot_p50_ms": _pct(tpot, 50), "tpot_p99_ms": _pct(tpot, 99),
         "share": {p: pools.count(p) / len(pools) for p in sorted(set(pools))},
         "errors": s.errors,
+        "ttft_ms_each": [None if r.ttft_s is None else round(r.ttft_s * 1e3, 2)
+                         for r in sorted(results, key=lambda r: r.index)],
     }
 
 
+def probe_dispatch(base_url: str, specs, pool: str, n: int = 20) -> dict:
+    """The request path's latency outside the engines, measured: ``n`` sequential
+    short requests pinned to ``pool`` on an idle fleet, their client-side TTFT
+    less what the simulator gives the same requests with no path at all."""
+    spec = RunSpec(label="probe", base_url=base_url, endpoint="completions", headers={PIN_HEADER: pool},
+                   load=LoadSpec(arrival="closed", concurrency=1, requests=n),
+                   data=DataSpec(prompt_tokens=32, output_tokens=2))
+    outcome = asyncio.run(runner.run(spec, progress=False))
+    live = [r.ttft_s for r in outcome.results if r.ok and r.ttft_s is not None]
+    records = [TraceRecord(t=10.0 * i, model=outcome.results[0].model, prompt_tokens=r.prompt_tokens or 32,
+                           output_tokens=2) for i, r in enumerate(outcome.results)]
+    alone = [s_ for s_ in specs if s_.name == pool]
+    sim = simulate(alone, Workload.from_records(records), {"policy": "least-load"})
+    engine_s = (sim.ttft_ms.p50 or 0.0) / 1e3
+    median = float(np.median(live)) if live else float("nan")
+    return {"pool": pool, "requests": len(live), "ttft_p50_ms": median * 1e3, "engine_ttft_ms": engine_s * 1e3,
+            "dispatch_s": max(0.0, median - engine_s)}
+
+
 def sim_figures(specs, records: list[TraceRecord], routing, *, profiles=None,
-                learn: bool = True) -> tuple[dict, dict]:
+                learn: bool = True, dispatch_s: float = 0.0) -> tuple[dict, dict]:
     """The simulator on the same records, in the keys of :data:`TOLERANCES`, and
     the profiles it ended with. Pass those as ``profiles`` to the next run to
     mirror a gateway whose learned profiles outlive a policy switch."""
     w = Workload.from_records(records)
     config = load_routing_config(routing) if isinstance(routing, dict) else routing
-    sim = Simulation(w, build_pools(specs, w.models, profiles), config, learn=learn).run()
+    sim = Simulation(w, build_pools(specs, w.models, profiles), config, learn=learn, dispatch_s=dispatch_s).run()
     r = summarize(sim, "sim")
     figures = {
         "requests": r.requests, "completed": r.completed,
@@ -96,6 +118,7 @@ def sim_figures(specs, records: list[TraceRecord], routing, *, profiles=None,
         "tpot_p50_ms": r.tpot_ms.p50, "tpot_p99_ms": r.tpot_ms.p99,
         "share": {p.name: p.share for p in r.pools},
         "rejected": r.rejected,
+        "ttft_ms_each": [None if np.isnan(v) else round(v * 1e3, 2) for v in sim.state.ttft.tolist()],
     }
     return figures, {p.name: p.profile for p in sim.pools if p.profile is not None}
 

@@ -113,11 +113,34 @@ class Arrival(Event):
             state.batch[i] = best.batch
         pool.add_in_flight(1, now)
         pool.requests += 1
-        replica = pool.replica()
-        replica.batcher.add(Seq(i, shape.prompt_tokens, shape.max_new_tokens))
-        if not replica.busy:
-            caused += next_step(replica, now)
+        seq = Seq(i, shape.prompt_tokens, shape.max_new_tokens)
+        if state.dispatch_s > 0:
+            caused.append(Dispatch(now + state.dispatch_s, pool, seq))
+        else:
+            caused += dispatch(pool, seq, now)
         return caused
+
+
+def dispatch(pool, seq: Seq, now: float) -> list[Event]:
+    """The sequence reaches a replica of ``pool`` (the fewest sequences) and joins its batcher."""
+    replica = pool.replica()
+    replica.batcher.add(seq)
+    return [] if replica.busy else next_step(replica, now)
+
+
+class Dispatch(Event):
+    """A routed request reaches its pool's engine ``dispatch_s`` after it was routed:
+    the request path (proxy, gateway, Ray handle) that the engines do not see."""
+
+    __slots__ = ("pool", "seq")
+
+    def __init__(self, time: float, pool, seq: Seq):
+        super().__init__(time)
+        self.pool = pool
+        self.seq = seq
+
+    def handle(self, state: SimState) -> list[Event]:
+        return dispatch(self.pool, self.seq, self.time)
 
 
 def _observe(state: SimState, replica: SimReplica, i: int) -> None:

@@ -15,8 +15,9 @@ from workers.spec import PoolSpec
 
 def simulate(specs: Iterable[PoolSpec], workload: Workload, routing: RoutingConfig | Mapping,
              *, profiles: Mapping[str, EfficiencyProfile] | None = None, seed: int = 0,
-             learn: bool = False, label: str | None = None) -> RunResult:
+             learn: bool = False, label: str | None = None, dispatch_s: float = 0.0) -> RunResult:
     """Simulate ``workload`` on fresh pools built from ``specs`` and summarise it."""
     config = routing if isinstance(routing, RoutingConfig) else load_routing_config(routing)
     pools = build_pools(specs, workload.models, profiles)
-    return summarize(Simulation(workload, pools, config, seed=seed, learn=learn).run(), label)
+    sim = Simulation(workload, pools, config, seed=seed, learn=learn, dispatch_s=dispatch_s)
+    return summarize(sim.run(), label)

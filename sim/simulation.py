@@ -23,16 +23,22 @@ class Simulation:
     """One run of ``workload`` through ``pools`` under ``config``.
 
     ``learn`` folds every finished request into its pool's profile
-    (``profile.observe``), as the gateway does online.
+    (``profile.observe``), as the gateway does online. ``dispatch_s`` is the
+    request path's latency between routing and the engine (HTTP proxy,
+    gateway, Ray handle, and the stream's way back), counted in TTFT; the
+    engines are modelled, that path is not, so it is measured
+    (``bench/sim_fidelity.py`` probes it) and passed in.
     """
 
     def __init__(self, workload: Workload, pools: Sequence[SimPool], config: RoutingConfig,
-                 *, seed: int = 0, learn: bool = False):
+                 *, seed: int = 0, learn: bool = False, dispatch_s: float = 0.0):
+        if dispatch_s < 0:
+            raise ValueError("dispatch_s must be >= 0")
         self.config = config
         self._now = 0.0
         self.queue = EventQueue()
         self.router = build_router(config, clock=self.now, rng=random.Random(seed))
-        self.state = SimState(workload, pools, self.router, learn=learn)
+        self.state = SimState(workload, pools, self.router, learn=learn, dispatch_s=dispatch_s)
         self.wall_s = 0.0
 
     @property

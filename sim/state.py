@@ -21,10 +21,13 @@ PENDING, OK, SATURATED, INFEASIBLE, NOT_SERVED = 0, 1, 2, 3, 4
 
 
 class SimState:
-    """One run's mutable world; ``learn`` folds finished requests into profiles."""
+    """One run's mutable world; ``learn`` folds finished requests into profiles;
+    ``dispatch_s`` delays each routed request on its way to the engine."""
 
-    def __init__(self, workload: Workload, pools: Sequence[SimPool], router: Router, *, learn: bool):
+    def __init__(self, workload: Workload, pools: Sequence[SimPool], router: Router, *, learn: bool,
+                 dispatch_s: float = 0.0):
         self.workload = workload
+        self.dispatch_s = dispatch_s
         self.pools = list(pools)
         self.router = router
         self.learn = learn
