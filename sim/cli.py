@@ -74,6 +74,9 @@ def simulate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--routing", action="append", default=[], metavar="YAML",
                         help="a routing config file to simulate too (e.g. from 'hetserve tune')")
     parser.add_argument("--learn", action="store_true", help="learn profiles online, as the gateway does")
+    parser.add_argument("--dispatch-ms", type=float, default=0.0,
+                        help="request-path latency between routing and the engine (proxy, gateway, Ray), "
+                        "counted in TTFT; measure it with bench/sim_fidelity.py (default 0)")
     parser.add_argument("--no-oracle", action="store_true")
     parser.add_argument("--out", help="folder for results.json and report.html")
     args = _parse(parser, argv)
@@ -84,8 +87,8 @@ def simulate_main(argv: list[str] | None = None) -> int:
         runs = [(p, {"policy": p, **({"slo": _slo(args)} if _slo(args) else {})})
                 for p in (args.policy or ([] if args.routing else DEFAULT_POLICIES))]
         runs += [(Path(f).stem, load_routing_config(f)) for f in args.routing]
-        results = [simulate(specs, workload, cfg, profiles=profiles, seed=args.seed,
-                            learn=args.learn, label=label) for label, cfg in runs]
+        results = [simulate(specs, workload, cfg, profiles=profiles, seed=args.seed, learn=args.learn,
+                            label=label, dispatch_s=args.dispatch_ms / 1e3) for label, cfg in runs]
         oracle = None if args.no_oracle else oracle_bound(specs, workload)
     except _SETUP_ERRORS as e:
         print(f"hetserve simulate: {e}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from routing.config import load_routing_config
 from sim import Arrival, EventQueue, Simulation, StepDone, Workload, build_pools
 from fleet.config import load_fleet
@@ -46,3 +48,20 @@ def test_virtual_time_is_not_wall_time():
     sim = _sim(200, 2.0).run()
     assert sim.now() > 90  # about 100 s of arrivals
     assert sim.wall_s < sim.now()  # orders of magnitude apart; speed itself is bench/bench_simulator.py's
+
+
+def test_dispatch_delay_adds_to_ttft_and_counts_in_flight_from_routing():
+    import numpy as np
+    from sim.workload import Workload as W
+
+    # Two requests 1 ms apart on an idle fleet, least-load: with a 50 ms request path the
+    # second is routed while the first is still on its way, so it must see that load.
+    w = W(np.array([0.0, 0.001]), np.zeros(2, dtype=np.int32), (MODEL,), np.array([64, 64]),
+          np.array([4, 4]), np.full(2, np.nan), np.full(2, np.nan))
+    config = load_routing_config({"policy": "least-load"})
+    runs = [Simulation(w, build_pools(load_fleet()[0].pools, [MODEL]), config, dispatch_s=d).run()
+            for d in (0.0, 0.05)]
+    assert runs[1].state.ttft[0] - runs[0].state.ttft[0] == pytest.approx(0.05)
+    assert runs[1].state.pool[0] != runs[1].state.pool[1]  # the first was in flight already
+    with pytest.raises(ValueError):
+        Simulation(w, build_pools(load_fleet()[0].pools, [MODEL]), config, dispatch_s=-1.0)
