@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from routing.config import load_routing_config
-from routing.policies import POLICIES, takes_scorers
+from routing.presets import POLICIES, takes_scorers
 from routing.profile import EfficiencyProfile
 from sim.results import RunResult
 from sim.run import simulate
