@@ -3,18 +3,27 @@
 A replica decoding a batch of ``b`` spends ``E(b) = j_per_token(b) · b``
 joules above its idle draw per step (the profile cell's attributed J/token,
 which amortises the batch's prefills), and ``τ(b) = tpot_ms(b)`` per step.
-A request of ``s`` sequences joining a batch of ``b`` rides ``L``
-(``max_new_tokens``) steps at ``b + s`` instead of ``b``:
+A request of ``s`` sequences and ``L`` output tokens joining ``b`` running
+sequences whose mean output is ``L̄`` keeps them company for about
+``L - x`` steps and then runs alone for ``x = max(0, L - L̄ · b / (b + 1))``
+steps (the longest of ``b`` uniformly advanced sequences has about
+``L̄ · b / (b + 1)`` left), steps the replica would otherwise have spent idle:
 
-    marginal joules  = L · (E(b + s) - E(b))        (E(0) = 0: an idle pool
-    marginal seconds = L · (τ(b + s) - τ(b))         pays its idle draw anyway)
+    marginal joules  = (L - x) · (E(b + s) - E(b)) + x · E(s)
+    marginal seconds = (L - x) · (τ(b + s) - τ(b)) + x · τ(s)
 
-So a busy pool's extra cost is what a bigger batch does to every running
-sequence's step, and an idle pool's is the request's whole attributed energy.
-On a dynamic-batch engine ``E`` and ``τ`` are interpolated between batch
-buckets; a static-shape NPU pays for its compiled bucket, so joining a
-partly filled bucket costs nothing more. Results are per output token of
-the request (``/ (L · s)``), cost per million tokens.
+An idle replica (``b = 0``, ``x = L``) charges the request its whole
+attributed energy; its idle draw is paid anyway and never counts. A busy one
+charges what a bigger batch does to every running sequence's step, plus
+the tail it keeps the replica busy for. ``E`` and ``τ`` are interpolated
+between batch buckets, on static-shape NPUs too: a batch moves across
+compiled buckets over a request's life, so the bucket ladder's average
+slope is the honest marginal, not the zero of a partly filled bucket.
+The request's own prefill adds ``prefill time × dynamic watts`` (a
+compute-bound prefill draws about the replica's whole range above idle) and
+its prefill time to the busy seconds. Results are per output token of the
+request (``/ (L · s)``); cost is the replica's price × the marginal seconds,
+per million tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from bisect import bisect_left
 from routing.profile import EfficiencyProfile
 
 
-def _per_step(prof: EfficiencyProfile, static: bool, batch: float, seq: int, metric: str) -> float | None:
+def _per_step(prof: EfficiencyProfile, batch: float, seq: int, metric: str) -> float | None:
     """Joules (``j``) or ms (``t``) of one step at ``batch``, or None without data."""
     if batch <= 0:
         return 0.0
@@ -33,7 +42,7 @@ def _per_step(prof: EfficiencyProfile, static: bool, batch: float, seq: int, met
     hi = _value(prof, buckets[i], seq, metric)
     if hi is None:
         return None
-    if static or buckets[i] <= batch:  # a compiled bucket, or the batch at/past the last bucket
+    if buckets[i] <= batch:  # on a bucket, or past the last one
         return hi
     lo_b = buckets[i - 1] if i else 0
     lo = _value(prof, lo_b, seq, metric) if i else 0.0
@@ -51,25 +60,32 @@ def _value(prof: EfficiencyProfile, batch: int, seq: int, metric: str) -> float 
     return cell.tpot_ms
 
 
-def marginal_energy(prof: EfficiencyProfile, static_buckets: tuple[int, ...], running: float,
-                    sequences: int, seq: int) -> float | None:
-    """Joules above idle per output token of a request of ``sequences`` joining ``running`` (see module doc)."""
-    static = bool(static_buckets)
-    after = _per_step(prof, static, running + sequences, seq, "j")
-    before = _per_step(prof, static, running, seq, "j")
+def _marginal(prof: EfficiencyProfile, metric: str, running: int, sequences: int, output: int,
+              mean_output: float, seq: int, prefill: float) -> float | None:
+    """Marginal joules or ms of the request, per output token of it (see module doc)."""
+    alone = _per_step(prof, sequences, seq, metric)
+    if alone is None:
+        return None
+    if running <= 0:
+        return (output * alone + prefill) / (output * sequences)
+    after = _per_step(prof, running + sequences, seq, metric)
+    before = _per_step(prof, running, seq, metric)
     if after is None or before is None:
         return None
-    return max(after - before, 0.0) / sequences
+    tail = max(0.0, output - mean_output * running / (running + 1))
+    return ((output - tail) * max(after - before, 0.0) + tail * alone + prefill) / (output * sequences)
 
 
-def marginal_cost(prof: EfficiencyProfile, static_buckets: tuple[int, ...], price_per_hour: float,
-                  running: float, sequences: int, seq: int) -> float | None:
+def marginal_energy(prof: EfficiencyProfile, running: int, sequences: int, output: int,
+                    mean_output: float, seq: int, prefill_j: float = 0.0) -> float | None:
+    """Joules above idle per output token of a request joining ``running`` sequences."""
+    return _marginal(prof, "j", running, sequences, output, mean_output, seq, prefill_j)
+
+
+def marginal_cost(prof: EfficiencyProfile, price_per_hour: float, running: int, sequences: int,
+                  output: int, mean_output: float, seq: int, prefill_ms: float = 0.0) -> float | None:
     """The replica's price × the extra busy time, per million output tokens of the request."""
     if price_per_hour <= 0:
         return None
-    static = bool(static_buckets)
-    after = _per_step(prof, static, running + sequences, seq, "t")
-    before = _per_step(prof, static, running, seq, "t")
-    if after is None or before is None:
-        return None
-    return price_per_hour / 3600 * max(after - before, 0.0) / 1e3 / sequences * 1e6
+    ms = _marginal(prof, "t", running, sequences, output, mean_output, seq, prefill_ms)
+    return None if ms is None else price_per_hour / 3600 * ms / 1e3 * 1e6

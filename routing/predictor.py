@@ -54,7 +54,7 @@ class Prediction:
     tpot_ms: float
     ttft_raw_ms: float
     tpot_raw_ms: float
-    queued: float  # sequences ahead of the request waiting for a batch slot (per replica)
+    queued: int  # sequences ahead of the request waiting for a batch slot (per replica)
     marginal_j_per_token: float | None  # joules above idle the pool spends per output token of it
     marginal_cost_per_mtok: float | None  # the pool's price × extra busy time, per million output tokens
 
@@ -96,14 +96,12 @@ class LatencyPredictor:
         reps = max(pool.replicas, 1)
         slots = pool.slots
         seq = shape.total_tokens
-        n = pool.load / reps
-        running = max(n - pool.prefilling / reps, 0.0)
-        step_now = _tpot(prof, math.ceil(running), seq) if running >= 1 else 0.0
-        queued = max(n + shape.sequences - slots, 0.0)
-        wait_ms = 0.0
-        if queued:
-            mean_out = pool.decode_tokens / pool.load if pool.decode_tokens and pool.load else shape.max_new_tokens
-            wait_ms = queued * mean_out / slots * (_tpot(prof, slots, seq) or cell.tpot_ms)
+        n = pool.load // reps  # the least-loaded replica, which the request joins
+        running = max(n - pool.prefilling // reps, 0)
+        step_now = _tpot(prof, running, seq) if running else 0.0
+        mean_out = pool.decode_tokens / pool.load if pool.decode_tokens and pool.load else shape.max_new_tokens
+        queued = max(n + shape.sequences - slots, 0)
+        wait_ms = queued * mean_out / slots * (_tpot(prof, slots, seq) or cell.tpot_ms) if queued else 0.0
         prompt = shape.prompt_tokens * shape.sequences
         pending = pool.prefill_tokens / reps + prompt
         prefill_ms = _prefill_ms(prof, pending)
@@ -114,11 +112,14 @@ class LatencyPredictor:
         share = pool.prompt_rate / reps * prefill_ms / pending / 1e3 if pool.prompt_rate else 0.0
         tpot = cell.tpot_ms / (1.0 - min(share, MAX_PREFILL_SHARE))
         f_ttft, f_tpot = self.factors(pool.name)
-        joined = min(n, slots - shape.sequences) if slots > shape.sequences else 0.0
+        joined = min(n, slots - shape.sequences) if slots > shape.sequences else 0
+        out = max(shape.max_new_tokens, 1)
+        own_prefill_ms = prefill_ms * prompt / pending
         return Prediction(
             ttft * f_ttft, tpot * f_tpot, ttft, tpot, queued,
-            marginal_energy(prof, pool.batch_buckets, joined, shape.sequences, seq),
-            marginal_cost(prof, pool.batch_buckets, pool.price_per_hour, joined, shape.sequences, seq),
+            marginal_energy(prof, joined, shape.sequences, out, mean_out, seq,
+                            own_prefill_ms / 1e3 * pool.dynamic_watts),
+            marginal_cost(prof, pool.price_per_hour, joined, shape.sequences, out, mean_out, seq, own_prefill_ms),
         )
 
 

@@ -26,7 +26,9 @@ class PoolState:
     ``prompt_rate`` prompt tokens per second recently sent (``RateMeter``).
     ``max_batch`` is one replica's batch slots (0: ``capacity / replicas``);
     ``prefill_chunk`` the engine's per-step prefill token budget (0: whole
-    prompts are prefilled in the step that admits them, the emulated engine).
+    prompts are prefilled in the step that admits them, the emulated engine);
+    ``dynamic_watts`` one replica's peak minus idle draw (what a compute-bound
+    prefill adds; 0: prefill energy unknown).
     """
 
     name: str
@@ -50,6 +52,7 @@ class PoolState:
     prompt_rate: float = 0.0
     max_batch: int = 0
     prefill_chunk: int = 0
+    dynamic_watts: float = 0.0
 
     @property
     def load(self) -> int:

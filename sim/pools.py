@@ -110,7 +110,9 @@ class SimPool:
         self.models = tuple(spec.models)
         self.capacity = spec.max_ongoing_requests * spec.replicas
         self.max_seq_len = min(b.max_model_len for b in batchers)
-        self.batch_buckets = tuple(get_hardware(spec.hardware).batch_buckets or ())
+        hw = get_hardware(spec.hardware)
+        self.batch_buckets = tuple(hw.batch_buckets or ())
+        self.dynamic_watts = hw.peak_watts_replica - hw.idle_watts_replica  # per replica
         self.in_flight = 0
         self.prefilling = 0  # sequences routed here without a first token yet
         self.prefill_tokens = 0  # their prompt tokens
@@ -139,7 +141,7 @@ class SimPool:
             self.capacity, len(self.replicas), 1.0 - usage / len(self.replicas), self.max_seq_len,
             self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
             self.prefilling, self.prefill_tokens, self.decode_tokens, self.prompt_meter.rate(now),
-            self.max_batch,
+            self.max_batch, 0, self.dynamic_watts,
         )
 
     def replica(self) -> SimReplica:
