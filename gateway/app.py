@@ -31,7 +31,7 @@ from gateway.profiles import ProfileStore
 from gateway.trace_recorder import TraceRecorder
 from workers import tracing
 from workers.protocol import PoolRequest, ReplicaStats
-from routing import RoutingConfig, RoutingConfigError, build_router, load_routing_config
+from routing import LatencyPredictor, RoutingConfig, RoutingConfigError, build_router, load_routing_config
 
 log = logging.getLogger("hetserve.gateway")
 
@@ -83,6 +83,7 @@ class Gateway:
         self.profiles = ProfileStore(self.fleet, Path(base_dir) if base_dir else None)
         self.state.profiles = self.profiles.profiles
         self.pools = ServePools(pools)
+        self.predictor = LatencyPredictor()  # kept across routing changes: what it learned stays
         counters = {}
         for p in self.fleet.pools:
             for m in p.models:
@@ -102,7 +103,9 @@ class Gateway:
 
     def _set_routing(self, routing: RoutingConfig | dict[str, Any]) -> None:
         config = routing if isinstance(routing, RoutingConfig) else load_routing_config(routing)
-        self.router = build_router(config, clock=time.monotonic)
+        p = config.predictor
+        self.predictor.alpha, self.predictor.min_factor, self.predictor.max_factor = p.alpha, p.min_factor, p.max_factor
+        self.router = build_router(config, clock=time.monotonic, predictor=self.predictor)
         self.routing_config = config
         self.metrics.policy = config.policy
 
@@ -248,6 +251,10 @@ class Gateway:
 
     def _finished(self, f: Finished) -> None:
         self.profiles.observe(f)
+        if f.prediction is not None:
+            per_seq = f.output_tokens // max(f.shape.sequences, 1)
+            tpot_ms = (f.e2e_s - f.ttft_s) / (per_seq - 1) * 1e3 if per_seq > 1 else None
+            self.predictor.observe(f.pool, f.prediction, f.ttft_s * 1e3, tpot_ms)
         if f.caller is not None:
             self.metrics.key_usage(f.caller, f.prompt_tokens, f.output_tokens, f.energy_j)
 
@@ -279,10 +286,25 @@ class Gateway:
                     "scores": r.scores,
                     "batch": r.batch,
                     "cell": dataclasses.asdict(r.cell) if r.cell else None,
+                    "prediction": _prediction(r.prediction),
                 }
                 for r in decision.ranked
             ],
+            "dropped": [
+                {"pool": d.name, "why": d.why, "prediction": _prediction(d.prediction)} for d in decision.dropped
+            ],
         }
+
+
+def _prediction(p) -> dict[str, Any] | None:
+    """A forecast for ``explain``: predicted TTFT/TPOT (corrected), marginal J and cost per token."""
+    if p is None:
+        return None
+    return {
+        "ttft_ms": p.ttft_ms, "tpot_ms": p.tpot_ms, "queued": p.queued,
+        "marginal_j_per_token": p.marginal_j_per_token, "marginal_cost_per_mtok": p.marginal_cost_per_mtok,
+        "ttft_uncorrected_ms": p.ttft_raw_ms, "tpot_uncorrected_ms": p.tpot_raw_ms,
+    }
 
 
 from gateway.build import build  # noqa: E402,F401  Serve's import path: `serve run gateway.app:build fleet=FILE`

@@ -19,7 +19,7 @@ from typing import Any
 
 from fleet.api import PoolView
 from gateway.outliers import OutlierDetector
-from routing import PoolState
+from routing import PoolState, RateMeter
 from workers.hardware import HardwareModel, get_hardware
 from workers.protocol import ReplicaStats
 from workers.spec import PoolSpec
@@ -37,6 +37,22 @@ class PoolRecord:
     last_ok: float | None = None
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
+    prefilling: int = 0  # sequences sent without a first token yet
+    prefill_tokens: int = 0  # their prompt tokens
+    decode_tokens: int = 0  # output tokens (max_tokens) owed to sequences in flight
+    prompts: RateMeter = field(default_factory=RateMeter)  # prompt tokens sent per second
+
+    @property
+    def slots(self) -> int:
+        """One replica's batch slots: the engine's batch limit, else its ongoing-request limit."""
+        args = self.spec.engine_args
+        return int(args.get("max_batch") or args.get("max_num_seqs") or self.spec.max_ongoing_requests)
+
+    @property
+    def prefill_chunk(self) -> int:
+        """Prefill tokens per engine step with chunked prefill; 0: whole prompts (the emulated engine)."""
+        args = self.spec.engine_args
+        return int(args.get("max_num_batched_tokens") or 0) if args.get("enable_chunked_prefill") else 0
 
     @property
     def price_per_hour(self) -> float:
@@ -72,11 +88,29 @@ class FleetState:
         }
         self.profiles: dict[str, Any] = {}
 
-    def acquire(self, pool: str, sequences: int) -> None:
-        self.pools[pool].in_flight += sequences
+    def acquire(self, pool: str, sequences: int, prompt_tokens: int = 0, max_new_tokens: int = 0) -> None:
+        """``sequences`` sent to ``pool``, each of ``prompt_tokens`` owed ``max_new_tokens``."""
+        rec = self.pools[pool]
+        rec.in_flight += sequences
+        rec.prefilling += sequences
+        rec.prefill_tokens += sequences * prompt_tokens
+        rec.decode_tokens += sequences * max_new_tokens
+        rec.prompts.add(sequences * prompt_tokens, self._clock())
 
-    def release(self, pool: str, sequences: int) -> None:
-        self.pools[pool].in_flight -= sequences
+    def first_tokens(self, pool: str, sequences: int, prompt_tokens: int = 0) -> None:
+        """Their first tokens arrived: the prefills are done."""
+        rec = self.pools[pool]
+        rec.prefilling -= sequences
+        rec.prefill_tokens -= sequences * prompt_tokens
+
+    def release(self, pool: str, sequences: int, prompt_tokens: int = 0, max_new_tokens: int = 0,
+                prefilled: bool = True) -> None:
+        """They finished (or failed; before their first tokens when not ``prefilled``)."""
+        rec = self.pools[pool]
+        rec.in_flight -= sequences
+        rec.decode_tokens -= sequences * max_new_tokens
+        if not prefilled:
+            self.first_tokens(pool, sequences, prompt_tokens)
 
     def record_stats(self, pool: str, stats: ReplicaStats) -> None:
         rec = self.pools[pool]
@@ -105,6 +139,7 @@ class FleetState:
 
     def snapshot(self, model: str | None = None) -> list[PoolState]:
         healthy = self.healthy(model)
+        now = self._clock()
         out = []
         for name, rec in self.pools.items():
             s = rec.spec
@@ -126,6 +161,13 @@ class FleetState:
                     price_per_hour=rec.price_per_hour,
                     emulated=s.emulated,
                     profile=self.profiles.get(name),
+                    prefilling=rec.prefilling,
+                    prefill_tokens=rec.prefill_tokens,
+                    decode_tokens=rec.decode_tokens,
+                    prompt_rate=rec.prompts.rate(now),
+                    max_batch=rec.slots,
+                    prefill_chunk=rec.prefill_chunk,
+                    dynamic_watts=rec.hardware.peak_watts_replica - rec.hardware.idle_watts_replica,
                 )
             )
         return out

@@ -38,7 +38,7 @@ from gateway.unsupported import refuse_unsupported
 from workers import tracing
 from workers.engine import SamplingParams
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
-from routing import NoFeasiblePool, NoHealthyPool, RequestShape
+from routing import NoFeasiblePool, NoHealthyPool, Prediction, RequestShape
 from gateway.auth import Caller
 from fleet.api import PIN_HEADER, POOL_HEADER, ROUTE_REASON_HEADER, SLO_TPOT_HEADER, SLO_TTFT_HEADER
 
@@ -72,6 +72,7 @@ class Finished:
     energy_j: float
     replica_stats: list[ReplicaStats]
     caller: str | None = None  # the API key's name, when keys are on
+    prediction: Prediction | None = None  # the chosen pool's forecast, when the router made one
 
 
 @dataclass
@@ -290,9 +291,7 @@ class CompletionService:
         pool = choice.name
         self.metrics.routed(req.model, pool)
         whole = not req.stream
-        seqs = await self._open(
-            pool, request_id, prompts, req.n, params, shape.sequences, tracing.carrier_for(root), whole
-        )
+        seqs = await self._open(pool, request_id, prompts, req.n, params, shape, tracing.carrier_for(root), whole)
         self.state.outliers.success(pool)
         ttft = self.clock() - start
         # Ray Serve's proxy sets x-request-id (the client's, or its own): request_id is that one.
@@ -305,6 +304,7 @@ class CompletionService:
         created = int(time.time())
         ctx = _Context(self, kind, rid, created, req.model, pool, choice.batch, shape, start, ttft, len(prompts), req.n)
         ctx.span, ctx.request_id, ctx.caller = root, request_id, caller and caller.name
+        ctx.prediction = choice.prediction
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             ctx.streaming = True
@@ -329,11 +329,11 @@ class CompletionService:
         return pinned
 
     async def _open(
-        self, pool: str, request_id: str, prompts, n: int, params: dict, sequences: int, trace: dict | None,
+        self, pool: str, request_id: str, prompts, n: int, params: dict, shape: RequestShape, trace: dict | None,
         whole: bool,
     ) -> list[_Sequence]:
         """Start one pool stream per sequence and wait for each one's first item."""
-        self.state.acquire(pool, sequences)
+        self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens)
         seqs = []
         try:
             for p_index, prompt in enumerate(prompts):
@@ -350,8 +350,9 @@ class CompletionService:
         except BaseException:
             for s in seqs:
                 s.stream.cancel()
-            self.state.release(pool, sequences)
+            self.state.release(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, prefilled=False)
             raise
+        self.state.first_tokens(pool, shape.sequences, shape.prompt_tokens)
         for s, first in zip(seqs, firsts):
             s.first = first
         return seqs
@@ -375,6 +376,7 @@ class _Context:
         self.request_id = ""
         self.caller: str | None = None
         self.streaming = False  # its response is a stream: close() ends the service's count of the request
+        self.prediction: Prediction | None = None
 
     def _note(self, index: int, item: RelayItem) -> None:
         self.prompt_tokens[index] = item.prompt_tokens
@@ -468,7 +470,7 @@ class _Context:
         if not self.ok:
             for s in seqs:
                 s.stream.cancel()
-        self.s.state.release(self.pool, self.shape.sequences)
+        self.s.state.release(self.pool, self.shape.sequences, self.shape.prompt_tokens, self.shape.max_new_tokens)
         e2e = self.s.clock() - self.start
         out = sum(self.output_tokens.values())
         status = "ok" if self.ok else "error"
@@ -489,7 +491,7 @@ class _Context:
                 self.s.outputs.observe(self.model, out // max(self.shape.sequences, 1))
             self.s.on_finished(
                 Finished(self.pool, self.shape, self.batch, self.ttft, e2e, self.usage()["prompt_tokens"], out,
-                         self.energy_j, self.replica_stats, self.caller)
+                         self.energy_j, self.replica_stats, self.caller, self.prediction)
             )
 
 

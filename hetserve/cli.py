@@ -86,6 +86,8 @@ def _delegated(command: str, argv: list[str]) -> int:
         from sim.cli import simulate_main as main
     elif command == "plan":
         from plan.cli import plan_main as main
+    elif command == "routing":
+        from hetserve.routing_cli import routing_main as main
     else:
         from sim.cli import tune_main as main
     return main(argv)
@@ -97,6 +99,7 @@ DELEGATED = {
     "simulate": "replay a trace through routing policies offline (virtual time)",
     "plan": "choose the cheapest (or least-energy) hardware mix that serves a trace within its SLOs",
     "tune": "search routing policy parameters offline and write a routing YAML",
+    "routing": "check a routing YAML, apply it to a running gateway, or show the live one",
     "config": "write a Ray Serve config (serve deploy) or a KubeRay RayService for a fleet",
 }
 

@@ -1,7 +1,7 @@
 """Pool selection by measured efficiency: pure Python, no Ray, clock injected."""
 
 from routing.buckets import DEFAULT_BATCH_BUCKETS, DEFAULT_SEQ_BUCKETS
-from routing.config import RoutingConfig, build_router, load_routing_config
+from routing.config import RoutingConfig, build_policy, build_router, load_routing_config
 from routing.errors import (
     AllPoolsSaturated,
     ModelNotServed,
@@ -14,6 +14,7 @@ from routing.errors import (
 from routing.framework import (
     Candidate,
     Decision,
+    Dropped,
     Filter,
     Picker,
     RankedPool,
@@ -21,28 +22,37 @@ from routing.framework import (
     SchedulingProfile,
     Scorer,
 )
-from routing.policies import POLICIES, SCORERS, build_policy
+from routing.plugins import PLUGINS, SCORERS
+from routing.predictor import LatencyPredictor, Prediction
+from routing.presets import DEFAULT_POLICY, POLICIES, PRESETS
 from routing.profile import Cell, EfficiencyProfile, ProfileBook
 from routing.shape import RequestShape
-from routing.state import PoolState
+from routing.state import PoolState, RateMeter
 
 __all__ = [
     "AllPoolsSaturated",
     "Candidate",
     "Cell",
     "DEFAULT_BATCH_BUCKETS",
+    "DEFAULT_POLICY",
     "DEFAULT_SEQ_BUCKETS",
     "Decision",
+    "Dropped",
     "EfficiencyProfile",
     "Filter",
+    "LatencyPredictor",
     "ModelNotServed",
     "NoFeasiblePool",
     "NoHealthyPool",
+    "PLUGINS",
     "POLICIES",
+    "PRESETS",
     "Picker",
     "PoolState",
+    "Prediction",
     "ProfileBook",
     "ProfileError",
+    "RateMeter",
     "RankedPool",
     "RequestShape",
     "Router",

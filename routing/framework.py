@@ -23,18 +23,21 @@ from routing.errors import (
     NoHealthyPool,
     RoutingError,
 )
+from routing.predictor import LatencyPredictor, Prediction
 from routing.profile import Cell
 from routing.shape import RequestShape
 from routing.state import PoolState
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity
 class Candidate:
-    """A pool as one request would meet it: the batch it would join, that cell."""
+    """A pool as one request would meet it: the batch it would join, that cell,
+    and (when the router has a predictor) the pool's forecast for the request."""
 
     pool: PoolState
     batch: int
     cell: Cell | None
+    prediction: Prediction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +50,28 @@ class RankedPool:
     cell: Cell | None
     batch: int
     pool: PoolState = field(repr=False, compare=False)
+    prediction: Prediction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A pool that serves the model but was not ranked, and why."""
+
+    name: str
+    why: str
+    prediction: Prediction | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Ranked pools, best first, and a one-line human-readable reason."""
+    """Ranked pools, best first, a one-line human-readable reason, and the
+    pools dropped on the way (with their forecasts, for ``explain``)."""
 
     ranked: list[RankedPool]
     reason: str
     policy: str  # the scheduling profile that ranked them
     at: float  # the injected clock's reading
+    dropped: tuple[Dropped, ...] = ()
 
     @property
     def best(self) -> RankedPool:
@@ -72,6 +87,10 @@ class Filter(Protocol):
 
     def describe(self, shape: RequestShape) -> str:
         """What the filter requires, for a reason line."""
+        ...
+
+    def why(self, shape: RequestShape, cand: Candidate) -> str:
+        """Why it dropped ``cand``, e.g. ``slo: ttft 850 > 450 ms``."""
         ...
 
 
@@ -111,7 +130,7 @@ class SchedulingProfile:
         for i, c in enumerate(cands):
             scores = {name: col[i] for name, _, col in columns}
             total = sum(w * col[i] for _, w, col in columns) / total_weight
-            ranked.append(RankedPool(c.pool.name, total, scores, c.cell, c.batch, c.pool))
+            ranked.append(RankedPool(c.pool.name, total, scores, c.cell, c.batch, c.pool, c.prediction))
         return self.picker.pick(ranked)
 
     @property
@@ -199,7 +218,8 @@ class HasCapacity(_Guard):
 
 class Router:
     """Runs guards then scheduling profiles; pure apart from the injected clock
-    (and whatever state a picker was given, e.g. an RNG)."""
+    (and whatever state a picker was given, e.g. an RNG). With a ``predictor``
+    every candidate that passed the guards gets its forecast before ranking."""
 
     def __init__(
         self,
@@ -209,6 +229,7 @@ class Router:
         retry_after_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         shown: int = 4,
+        predictor: LatencyPredictor | None = None,
     ):
         if not profiles or profiles[-1].filters:
             raise ValueError("the last scheduling profile must have no filters (it is the fallback)")
@@ -218,19 +239,23 @@ class Router:
         )
         self.clock = clock
         self.shown = shown
+        self.predictor = predictor
 
     def choose(self, shape: RequestShape, pools: Sequence[PoolState]) -> Decision:
         """Rank the pools for ``shape``; raise a ``RoutingError`` when none can take it."""
         cands = [candidate(p, shape) for p in pools]
-        skipped: list[str] = []
+        dropped: list[Dropped] = []
         for guard in self.guards:
             kept = [c for c in cands if guard.keep(shape, c)]
             if not kept:
                 raise guard.exhausted(shape, cands)
             if guard.shown and len(kept) < len(cands):
-                ids = {id(c) for c in kept}
-                skipped += [f"{c.pool.name} ({guard.name})" for c in cands if id(c) not in ids]
+                dropped += [Dropped(c.pool.name, guard.name) for c in cands if c not in kept]
             cands = kept
+        if self.predictor is not None:
+            predict = self.predictor.predict
+            for c in cands:
+                c.prediction = predict(c.pool, shape, c.batch, c.cell)
         missed = None
         for profile in self.profiles:
             kept = [c for c in cands if all(f.keep(shape, c) for f in profile.filters)]
@@ -238,13 +263,15 @@ class Router:
                 break
             missed = missed or profile
         if len(kept) < len(cands):  # dropped by the profile's own filters
-            ids = {id(c) for c in kept}
-            skipped += [f"{c.pool.name} ({next(f.name for f in profile.filters if not f.keep(shape, c))})"
-                        for c in cands if id(c) not in ids]
+            for c in cands:
+                if c not in kept:
+                    f = next(f for f in profile.filters if not f.keep(shape, c))
+                    dropped.append(Dropped(c.pool.name, f.why(shape, c), c.prediction))
         ranked = profile.rank(shape, kept)
-        return Decision(ranked, self._reason(shape, profile, ranked, missed, skipped), profile.name, self.clock())
+        reason = self._reason(shape, profile, ranked, missed, dropped)
+        return Decision(ranked, reason, profile.name, self.clock(), tuple(dropped))
 
-    def _reason(self, shape, profile, ranked, missed, skipped) -> str:
+    def _reason(self, shape, profile, ranked, missed, dropped) -> str:
         lead = profile.lead
         if lead is None:
             line = f"{profile.picker.name}: " + " > ".join(r.name for r in ranked[: self.shown])
@@ -262,6 +289,6 @@ class Router:
         if missed is not None:
             needs = ", ".join(f.describe(shape) for f in missed.filters)
             line = f"no pool meets {needs} for {missed.name}, fell back to {profile.name}: {line}"
-        if skipped:
-            line += "; skipped " + ", ".join(skipped)
+        if dropped:
+            line += "; skipped " + ", ".join(f"{d.name} ({d.why})" for d in dropped)
         return line

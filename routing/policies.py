@@ -1,17 +1,19 @@
-"""Named routing policies and the scorers, filters and pickers they are built from.
+"""The scorers, filters and pickers policies are built from (``routing.plugins``
+registers them by name, ``routing.presets`` composes the named policies).
 
-Metric scorers (``efficiency``, ``cost``, ``latency``) give the pool with the
-lowest metric 1 and every other pool ``best / value``; a pool with no profile
-cell for the shape (or no value for the metric) gets ``NEUTRAL``.
+Metric scorers (``efficiency``, ``cost``, ``latency``, ``marginal-*``,
+``slo-violation``) give the pool with the lowest metric 1 and every other
+pool ``best / value``; a pool with no profile cell for the shape (or no value
+for the metric) gets ``NEUTRAL``.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from itertools import count
 
-from routing.framework import Candidate, RankedPool, SchedulingProfile
+from routing.framework import Candidate, RankedPool
 from routing.shape import RequestShape
 
 NEUTRAL = 0.5
@@ -131,6 +133,154 @@ class SloFilter:
         parts = [f"ttft ≤ {ttft:g} ms" if ttft is not None else "", f"tpot ≤ {tpot:g} ms" if tpot is not None else ""]
         return "SLO " + ", ".join(p for p in parts if p)
 
+    def why(self, shape, cand):
+        return self.name
+
+
+def _targets(shape: RequestShape, ttft_ms: float | None, tpot_ms: float | None) -> tuple[float | None, float | None]:
+    """The request's own targets, else the configured defaults."""
+    return (shape.slo_ttft_ms if shape.slo_ttft_ms is not None else ttft_ms,
+            shape.slo_tpot_ms if shape.slo_tpot_ms is not None else tpot_ms)
+
+
+class MarginalEnergyScorer(_LowerIsBetter):
+    """Joules above idle the pool spends because of the request, per output
+    token (``routing.marginal``): a busy pool's extra step cost, an idle pool's whole cost."""
+
+    name = "marginal-energy"
+
+    def metric(self, shape, cand):
+        pred = cand.prediction
+        return None if pred is None else pred.marginal_j_per_token
+
+    def format(self, value, ranked):
+        p = ranked.prediction
+        return f"{value:.3f} J/tok marginal (ttft {p.ttft_ms:.0f} ms, tpot {p.tpot_ms:.1f} ms predicted)"
+
+
+class MarginalCostScorer(_LowerIsBetter):
+    """The pool's price × the extra busy time the request causes, per million output tokens."""
+
+    name = "marginal-cost"
+
+    def metric(self, shape, cand):
+        pred = cand.prediction
+        return None if pred is None else pred.marginal_cost_per_mtok
+
+    def format(self, value, ranked):
+        currency = ranked.pool.profile.currency if ranked.pool.profile else ""
+        p = ranked.prediction
+        return f"{value:.3g} {currency}/Mtok marginal (ttft {p.ttft_ms:.0f} ms, tpot {p.tpot_ms:.1f} ms predicted)"
+
+
+class ViolationScorer(_LowerIsBetter):
+    """The best predicted outcome: the largest ratio of predicted to target
+    TTFT/TPOT (1 = exactly on target); with no targets, predicted end-to-end latency."""
+
+    name = "slo-violation"
+
+    def __init__(self, ttft_ms: float | None = None, tpot_ms: float | None = None):
+        self.ttft_ms = ttft_ms
+        self.tpot_ms = tpot_ms
+
+    def metric(self, shape, cand):
+        pred = cand.prediction
+        if pred is None:
+            return None
+        ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
+        if ttft is None and tpot is None:
+            return pred.e2e_ms(shape.max_new_tokens)
+        return max(pred.ttft_ms / ttft if ttft else 0.0, pred.tpot_ms / tpot if tpot else 0.0)
+
+    def format(self, value, ranked):
+        p = ranked.prediction
+        return f"{value:.2f}× target (ttft {p.ttft_ms:.0f} ms, tpot {p.tpot_ms:.1f} ms predicted)"
+
+
+class PredictedSloFilter:
+    """Keeps pools whose *predicted* TTFT and TPOT (``routing.predictor``: queue
+    and online correction included) meet the targets with ``margin`` to spare:
+    ``predicted <= (1 - margin) × target``. Targets: the request's, else the
+    configured ones; a pool with no forecast is dropped when a target is set."""
+
+    name = "predicted-slo"
+
+    def __init__(self, margin: float = 0.1, ttft_ms: float | None = None, tpot_ms: float | None = None):
+        self.scale = 1.0 - margin
+        self.ttft_ms = ttft_ms
+        self.tpot_ms = tpot_ms
+
+    def keep(self, shape, cand):
+        ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
+        if ttft is None and tpot is None:
+            return True
+        pred = cand.prediction
+        if pred is None:
+            return False
+        return ((ttft is None or pred.ttft_ms <= self.scale * ttft)
+                and (tpot is None or pred.tpot_ms <= self.scale * tpot))
+
+    def describe(self, shape):
+        ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
+        parts = [f"ttft ≤ {ttft:g} ms" if ttft is not None else "", f"tpot ≤ {tpot:g} ms" if tpot is not None else ""]
+        return f"predicted SLO (margin {1 - self.scale:g}) " + ", ".join(p for p in parts if p)
+
+    def why(self, shape, cand):
+        pred = cand.prediction
+        if pred is None:
+            return "slo: no forecast"
+        ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
+        if ttft is not None and pred.ttft_ms > self.scale * ttft:
+            return f"slo: ttft {pred.ttft_ms:.0f} > {self.scale * ttft:.0f} ms"
+        return f"slo: tpot {pred.tpot_ms:.1f} > {self.scale * tpot:.1f} ms"
+
+
+class HeadroomFilter:
+    """Keeps room for tight-SLO traffic on the pools that can serve it.
+
+    A request is *tight* when its TTFT target is at most ``ttft_ms`` or its
+    TPOT target at most ``tpot_ms`` (the protected class; by default the
+    routing's ``slo`` targets). A relaxed request (looser targets, or none)
+    may join a pool that can serve tight traffic (its batch-1 cell meets the
+    tight targets) only while the pool, with it, is still predicted to meet
+    the tight targets with ``margin``: bulk traffic fills the fast pool up to
+    the point where tight traffic would miss, no further.
+    """
+
+    name = "headroom"
+
+    def __init__(self, margin: float = 0.1, ttft_ms: float | None = None, tpot_ms: float | None = None):
+        self.scale = 1.0 - margin
+        self.ttft_ms = ttft_ms
+        self.tpot_ms = tpot_ms
+
+    def _tight(self, shape: RequestShape) -> bool:
+        return ((self.ttft_ms is not None and shape.slo_ttft_ms is not None and shape.slo_ttft_ms <= self.ttft_ms)
+                or (self.tpot_ms is not None and shape.slo_tpot_ms is not None and shape.slo_tpot_ms <= self.tpot_ms))
+
+    def _serves_tight(self, shape: RequestShape, cand: Candidate) -> bool:
+        prof = cand.pool.profile
+        cell = prof.lookup(1, shape.total_tokens) if prof is not None else None
+        if cell is None or cell.tpot_ms is None or cell.ttft_ms is None:
+            return False
+        return ((self.ttft_ms is None or cell.ttft_ms <= self.ttft_ms)
+                and (self.tpot_ms is None or cell.tpot_ms <= self.tpot_ms))
+
+    def keep(self, shape, cand):
+        pred = cand.prediction
+        if pred is None or (self.ttft_ms is None and self.tpot_ms is None) or self._tight(shape):
+            return True
+        if (self.ttft_ms is None or pred.ttft_ms <= self.scale * self.ttft_ms) and (
+                self.tpot_ms is None or pred.tpot_ms <= self.scale * self.tpot_ms):
+            return True
+        return not self._serves_tight(shape, cand)
+
+    def describe(self, shape):
+        return "headroom for tight-SLO traffic"
+
+    def why(self, shape, cand):
+        return "headroom: kept for tight-SLO traffic"
+
 
 class MaxScorePicker:
     """Highest total score first; ties keep the fleet's order."""
@@ -166,56 +316,3 @@ class RandomPicker:
 
     def pick(self, ranked):
         return self.rng.sample(ranked, len(ranked))
-
-
-SCORERS = {s.name: s for s in (EfficiencyScorer, CostScorer, LatencyScorer, LoadScorer)}
-
-# policy name -> default scorer weights of its primary profile (None = picker only)
-_WEIGHTS: dict[str, dict[str, float] | None] = {
-    "efficiency": {"efficiency": 1.0},
-    "cost": {"cost": 1.0},
-    "slo-efficiency": {"efficiency": 1.0},
-    "latency": {"latency": 1.0},
-    "least-load": {"load": 1.0},
-    "round-robin": None,
-    "random": None,
-}
-POLICIES: tuple[str, ...] = tuple(_WEIGHTS)
-
-
-def takes_scorers(policy: str) -> bool:
-    return _WEIGHTS[policy] is not None
-
-
-def build_policy(
-    name: str,
-    *,
-    weights: Mapping[str, float] | None = None,
-    slo_ttft_ms: float | None = None,
-    slo_tpot_ms: float | None = None,
-    rng: random.Random | None = None,
-) -> tuple[SchedulingProfile, ...]:
-    """The scheduling profiles of policy ``name``, tried in order.
-
-    ``weights`` are merged over the policy's defaults (weight 0 drops a
-    scorer). ``slo-efficiency`` ranks by J/token among pools meeting the SLO
-    and falls back to a latency ranking when none does.
-    """
-    if name not in _WEIGHTS:
-        raise ValueError(f"unknown policy '{name}'; valid: {', '.join(POLICIES)}")
-    if name == "round-robin":
-        return (SchedulingProfile(name, (), (), RoundRobinPicker()),)
-    if name == "random":
-        return (SchedulingProfile(name, (), (), RandomPicker(rng or random.Random())),)
-    if unknown := set(weights or {}) - set(SCORERS):
-        raise ValueError(f"unknown scorer '{min(unknown)}'; valid: {', '.join(SCORERS)}")
-    merged = {**_WEIGHTS[name], **(weights or {})}
-    scorers = tuple((SCORERS[s](), w) for s, w in merged.items() if w > 0)
-    if not scorers:
-        raise ValueError(f"policy '{name}' has no scorer with a positive weight")
-    if name != "slo-efficiency":
-        return (SchedulingProfile(name, (), scorers, MaxScorePicker()),)
-    return (
-        SchedulingProfile(name, (SloFilter(slo_ttft_ms, slo_tpot_ms),), scorers, MaxScorePicker()),
-        SchedulingProfile("latency", (), ((LatencyScorer(), 1.0),), MaxScorePicker()),
-    )

@@ -1,7 +1,8 @@
-"""Snapshots of pools as the router sees them."""
+"""Snapshots of pools as the router sees them, and the rate meter that fills one field."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,18 @@ class PoolState:
     The gateway counts ``in_flight`` (sequences it has sent and not yet seen
     finish) exactly; ``running``/``waiting``/``kv_free`` come from polling the
     pool's replicas and may be a poll interval old.
+
+    The queue fields feed the latency predictor (``routing.predictor``) and
+    are counted by whoever sends the work (the gateway, the simulator):
+    ``prefilling`` sequences sent but without a first token yet and their
+    ``prefill_tokens`` (prompt tokens), ``decode_tokens`` the output tokens
+    still owed to sequences in flight (their ``max_new_tokens`` until done),
+    ``prompt_rate`` prompt tokens per second recently sent (``RateMeter``).
+    ``max_batch`` is one replica's batch slots (0: ``capacity / replicas``);
+    ``prefill_chunk`` the engine's per-step prefill token budget (0: whole
+    prompts are prefilled in the step that admits them, the emulated engine);
+    ``dynamic_watts`` one replica's peak minus idle draw (what a compute-bound
+    prefill adds; 0: prefill energy unknown).
     """
 
     name: str
@@ -33,6 +46,13 @@ class PoolState:
     price_per_hour: float = 0.0
     emulated: bool = False
     profile: "EfficiencyProfile | None" = field(default=None, compare=False)
+    prefilling: int = 0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+    prompt_rate: float = 0.0
+    max_batch: int = 0
+    prefill_chunk: int = 0
+    dynamic_watts: float = 0.0
 
     @property
     def load(self) -> int:
@@ -45,3 +65,29 @@ class PoolState:
 
     def serves(self, model: str) -> bool:
         return model in self.models
+
+    @property
+    def slots(self) -> int:
+        """Batch slots of one replica."""
+        return self.max_batch or max(1, self.capacity // max(self.replicas, 1))
+
+
+class RateMeter:
+    """An exponentially decaying rate (amount per second) with time constant
+    ``tau_s``; the caller passes the clock's reading (pure, no clock of its own)."""
+
+    __slots__ = ("tau_s", "_rate", "_at")
+
+    def __init__(self, tau_s: float = 10.0):
+        self.tau_s = tau_s
+        self._rate = 0.0
+        self._at = 0.0
+
+    def add(self, amount: float, now: float) -> None:
+        self._rate = self.rate(now) + amount / self.tau_s
+        self._at = now
+
+    def rate(self, now: float) -> float:
+        if not self._rate:
+            return 0.0
+        return self._rate * math.exp(-(now - self._at) / self.tau_s) if now > self._at else self._rate

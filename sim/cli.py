@@ -18,7 +18,7 @@ from fleet.config import FleetConfigError, load_fleet
 from fleet.trace import TraceError
 from routing.config import load_routing_config
 from routing.errors import ProfileError, RoutingConfigError
-from routing.policies import POLICIES
+from routing.presets import POLICIES
 from routing.profile import ProfileBook
 from sim.oracle import oracle_bound
 from sim.report import html_report, table

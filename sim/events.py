@@ -60,10 +60,13 @@ class StepDone(Event):
         pool.attributed_j += res.attributed_energy_j
         pool.busy_s += res.duration_s
         pool.output_tokens += res.batch_size
-        t = state.workload.t
+        w = state.workload
+        t, prompt, output = w.t, w.prompt, w.output
         learn = state.learn
         for i in res.first_token_ids:
             state.ttft[i] = now - t[i]
+            pool.prefilling -= 1
+            pool.prefill_tokens -= int(prompt[i])
             if learn:
                 state.energy_start[i] = replica.slot_energy_j
         replica.slot_energy_j += res.energy_j / res.batch_size if res.batch_size else 0.0
@@ -71,6 +74,8 @@ class StepDone(Event):
             state.e2e[i] = now - t[i]
             state.status[i] = OK
             pool.add_in_flight(-1, now)
+            pool.decode_tokens -= int(output[i])
+            state.observe_latency(i, pool.name)
             if learn:
                 _observe(state, replica, i)
         return next_step(replica, now)
@@ -96,7 +101,7 @@ class Arrival(Event):
             None if math.isnan(ttft) else float(ttft), None if math.isnan(tpot) else float(tpot),
         )
         try:
-            decision = state.router.choose(shape, [p.state() for p in state.pools])
+            decision = state.router.choose(shape, [p.state(now) for p in state.pools])
         except AllPoolsSaturated:
             state.status[i] = SATURATED
             return caused
@@ -111,7 +116,9 @@ class Arrival(Event):
         state.pool[i] = state.pool_index[best.name]
         if state.learn:
             state.batch[i] = best.batch
-        pool.add_in_flight(1, now)
+        if best.prediction is not None:
+            state.predicted(i, best.prediction)
+        pool.sent(shape.prompt_tokens, shape.max_new_tokens, now)
         pool.requests += 1
         seq = Seq(i, shape.prompt_tokens, shape.max_new_tokens)
         if state.dispatch_s > 0:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from routing.profile import EfficiencyProfile
 from fleet.profiles import engine_figures, modelled_profile
-from routing.state import PoolState
+from routing.state import PoolState, RateMeter
 from workers.emulation.batcher import ContinuousBatcher, Sequence, StepResult
 from workers.hardware import get_hardware
 from workers.spec import PoolSpec
@@ -110,8 +110,15 @@ class SimPool:
         self.models = tuple(spec.models)
         self.capacity = spec.max_ongoing_requests * spec.replicas
         self.max_seq_len = min(b.max_model_len for b in batchers)
-        self.batch_buckets = tuple(get_hardware(spec.hardware).batch_buckets or ())
+        hw = get_hardware(spec.hardware)
+        self.batch_buckets = tuple(hw.batch_buckets or ())
+        self.dynamic_watts = hw.peak_watts_replica - hw.idle_watts_replica  # per replica
         self.in_flight = 0
+        self.prefilling = 0  # sequences routed here without a first token yet
+        self.prefill_tokens = 0  # their prompt tokens
+        self.decode_tokens = 0  # output tokens owed to sequences in flight
+        self.prompt_meter = RateMeter()
+        self.max_batch = batchers[0].max_batch
         self.requests = 0
         self.output_tokens = 0
         self.energy_j = 0.0  # step energy (idle during steps included)
@@ -120,8 +127,8 @@ class SimPool:
         self._load_area = 0.0
         self._load_since = 0.0
 
-    def state(self) -> PoolState:
-        """The snapshot the gateway would build: exact in-flight, polled figures fresh."""
+    def state(self, now: float) -> PoolState:
+        """The snapshot the gateway would build: exact in-flight and queue, polled figures fresh."""
         running = waiting = 0
         usage = 0.0
         for r in self.replicas:
@@ -133,6 +140,8 @@ class SimPool:
             self.name, self.spec.hardware, self.models, True, self.in_flight, running, waiting,
             self.capacity, len(self.replicas), 1.0 - usage / len(self.replicas), self.max_seq_len,
             self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
+            self.prefilling, self.prefill_tokens, self.decode_tokens, self.prompt_meter.rate(now),
+            self.max_batch, 0, self.dynamic_watts,
         )
 
     def replica(self) -> SimReplica:
@@ -141,6 +150,14 @@ class SimPool:
         if len(reps) == 1:
             return reps[0]
         return min(reps, key=lambda r: r.batcher.running + r.batcher.waiting)
+
+    def sent(self, prompt: int, output: int, now: float) -> None:
+        """A sequence routed here: it waits for its prefill and owes ``output`` tokens."""
+        self.add_in_flight(1, now)
+        self.prefilling += 1
+        self.prefill_tokens += prompt
+        self.decode_tokens += output
+        self.prompt_meter.add(prompt, now)
 
     def add_in_flight(self, delta: int, now: float) -> None:
         self._load_area += self.in_flight * (now - self._load_since)

@@ -34,6 +34,34 @@ class Percentiles:
 
 
 @dataclass(frozen=True)
+class PredictorError:
+    """Relative error ``|predicted - observed| / observed`` of the chosen pool's
+    forecast over completed requests (TPOT: those with 2+ output tokens)."""
+
+    requests: int
+    ttft: Percentiles  # of the relative error, not ms
+    tpot: Percentiles
+
+    @classmethod
+    def of(cls, predicted: np.ndarray, observed: np.ndarray, pred_tpot: np.ndarray,
+           obs_tpot: np.ndarray) -> "PredictorError | None":
+        has = ~np.isnan(predicted)
+        if not has.any():
+            return None
+        t = np.abs(predicted[has] - observed[has]) / np.maximum(observed[has], 1e-9)
+        has2 = ~np.isnan(pred_tpot) & ~np.isnan(obs_tpot)
+        u = np.abs(pred_tpot[has2] - obs_tpot[has2]) / np.maximum(obs_tpot[has2], 1e-9)
+        return cls(int(has.sum()), _rel(t), _rel(u))
+
+
+def _rel(errors: np.ndarray) -> Percentiles:
+    if not len(errors):
+        return Percentiles()
+    p50, p90, p99 = np.percentile(errors, [50, 90, 99])
+    return Percentiles(float(p50), float(p90), float(p99))
+
+
+@dataclass(frozen=True)
 class PoolResult:
     name: str
     hardware: str
@@ -68,6 +96,7 @@ class RunResult:
     pools: list[PoolResult] = field(default_factory=list)
     wall_s: float = 0.0
     oracle_ratio: float | None = None  # attributed J/token over the oracle's bound
+    predictor_error: PredictorError | None = None  # None: the policy made no forecasts
     # SLO attainment per class of requests sharing targets, keyed "TTFT/TPOT" in ms ("-": none)
     slo_attainment_by_class: dict[str, float] = field(default_factory=dict)
 
@@ -89,6 +118,8 @@ def summarize(sim: Simulation, label: str | None = None) -> RunResult:
     tpot = (e2e[multi] - ttft[multi]) / (out[multi] - 1)
     tpot_all = np.zeros(len(out))  # a one-token output has no TPOT: it passes
     tpot_all[multi] = tpot
+    obs_tpot = np.full(len(out), np.nan)
+    obs_tpot[multi] = tpot
     slo_ttft, slo_tpot = w.slo_ttft_ms[ok], w.slo_tpot_ms[ok]
     good = ((np.isnan(slo_ttft) | (ttft * 1e3 <= slo_ttft))
             & (np.isnan(slo_tpot) | (tpot_all * 1e3 <= slo_tpot)))
@@ -130,6 +161,7 @@ def summarize(sim: Simulation, label: str | None = None) -> RunResult:
         goodput_rps=n_good / span if span > 0 else 0.0,
         pools=pools,
         wall_s=sim.wall_s,
+        predictor_error=PredictorError.of(st.pred_ttft[ok], ttft, st.pred_tpot[ok], obs_tpot),
         slo_attainment_by_class=by_class(w.slo_ttft_ms, w.slo_tpot_ms, good_all),
     )
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from routing.framework import Router
+from routing.predictor import Prediction
 from sim.pools import SimPool
 from sim.workload import Workload
 
@@ -38,6 +39,25 @@ class SimState:
         self.pool = np.full(n, -1, dtype=np.int16)
         self.ttft = np.full(n, np.nan)
         self.e2e = np.full(n, np.nan)
+        self.pred_ttft = np.full(n, np.nan)  # the chosen pool's forecast, s
+        self.pred_tpot = np.full(n, np.nan)
+        self._forecasts: dict[int, Prediction] = {}  # in flight, until observed
         if learn:
             self.batch = np.zeros(n, dtype=np.int32)
             self.energy_start = np.zeros(n)
+
+    def predicted(self, i: int, prediction: Prediction) -> None:
+        """Request ``i`` was sent with this forecast."""
+        self.pred_ttft[i] = prediction.ttft_ms / 1e3
+        self.pred_tpot[i] = prediction.tpot_ms / 1e3
+        self._forecasts[i] = prediction
+
+    def observe_latency(self, i: int, pool: str) -> None:
+        """Request ``i`` finished: feed its observed TTFT/TPOT to the predictor, as the gateway does."""
+        prediction = self._forecasts.pop(i, None)
+        if prediction is None:
+            return
+        out = int(self.workload.output[i])
+        ttft = float(self.ttft[i])
+        tpot = (float(self.e2e[i]) - ttft) / (out - 1) * 1e3 if out > 1 else None
+        self.router.predictor.observe(pool, prediction, ttft * 1e3, tpot)

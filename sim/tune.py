@@ -1,12 +1,16 @@
 """Search routing parameters by simulation; the winner is a routing YAML dict.
 
-Candidates: every policy with its defaults first, then a seeded random sample
-of the grid (policy × load-scorer weight × spill-over saturation × SLO
-targets scaled for ``slo-efficiency``), stopped at ``trials`` or
-``budget_s``. Objectives: ``energy`` (least attributed J/token) and ``cost``
-(least $/Mtoken) among candidates whose SLO attainment reaches
-``min_attainment``; ``goodput`` (most good requests/s). With no candidate
-meeting the attainment floor, the one with the best attainment wins.
+Candidates: every preset with its defaults first, then a seeded random
+sample of the grid over the default policy's parameters, written out as
+``plugins`` + ``schedulingProfiles`` (``routing.presets``): the marginal
+scorer (``slo-energy``, or ``slo-cost`` for the cost objective), the
+predicted-SLO ``margin``, the ``headroom`` margin (or no headroom), a
+weight for the average-efficiency and load scorers, and the spill-over
+saturation; stopped at ``trials`` or ``budget_s``. Objectives: ``energy``
+(least attributed J/token) and ``cost`` (least $/Mtoken) among candidates
+whose SLO attainment reaches ``min_attainment``; ``goodput`` (most good
+requests/s). With no candidate meeting the attainment floor, the one with
+the best attainment wins.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from routing.config import load_routing_config
-from routing.policies import POLICIES, takes_scorers
+from routing.presets import POLICIES, expand
 from routing.profile import EfficiencyProfile
 from sim.results import RunResult
 from sim.run import simulate
@@ -27,9 +31,11 @@ from workers.spec import PoolSpec
 
 OBJECTIVES = ("energy", "cost", "goodput")
 _POLICIES = tuple(p for p in POLICIES if p != "random")
-_LOAD_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
-_SATURATIONS = (0.5, 0.75, 1.0)
-_SLO_SCALES = (0.5, 0.75, 1.0)
+_MARGINS = (0.0, 0.1, 0.2, 0.3)
+_HEADROOM = (None, 0.0, 0.1, 0.3)  # None: no headroom filter
+_AVERAGE_WEIGHTS = (0.0, 0.5, 1.0)  # of the average-J/token (or cost) scorer beside the marginal one
+_LOAD_WEIGHTS = (0.0, 0.1, 0.3)
+_SATURATIONS = (0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -39,24 +45,37 @@ class Trial:
     meets_slo: bool
 
 
-def candidates(slo_ttft_ms: float | None, slo_tpot_ms: float | None, seed: int) -> list[dict]:
-    """Routing dicts to try, defaults first, then the grid in a seeded order."""
+def spelled_out(policy: str, *, margin: float, headroom: float | None, average: float = 0.0,
+                load: float = 0.0) -> dict:
+    """``policy`` (``slo-energy`` or ``slo-cost``) as plugins and profiles with these parameters."""
+    weights = {"efficiency" if policy == "slo-energy" else "cost": average, "load": load}
+    doc = expand(policy, {k: w for k, w in weights.items() if w})
+    for pl in doc["plugins"]:
+        if pl["type"] == "predicted-slo":
+            pl["parameters"] = {"margin": margin}
+        elif pl["type"] == "headroom" and headroom is not None:
+            pl["parameters"] = {"margin": headroom}
+    if headroom is None:
+        doc["plugins"] = [pl for pl in doc["plugins"] if pl["type"] != "headroom"]
+        for pr in doc["schedulingProfiles"]:
+            pr["plugins"] = [r for r in pr["plugins"] if r["pluginRef"] != "headroom"]
+    return {"policy": policy, **doc}
+
+
+def candidates(slo_ttft_ms: float | None, slo_tpot_ms: float | None, seed: int,
+               objective: str = "energy") -> list[dict]:
+    """Routing dicts to try, presets first, then the grid in a seeded order."""
     slo = {k: v for k, v in (("ttft_ms", slo_ttft_ms), ("tpot_ms", slo_tpot_ms)) if v is not None}
-    base = [{"policy": p, **({"slo": slo} if slo else {})} for p in _POLICIES]
-    grid = []
-    for policy, load, sat, scale in itertools.product(_POLICIES, _LOAD_WEIGHTS, _SATURATIONS, _SLO_SCALES):
-        if (not takes_scorers(policy) or policy == "least-load") and load:
-            continue
-        if (policy != "slo-efficiency" or not slo) and scale != 1.0:
-            continue
-        c: dict = {"policy": policy, "spillover": {"saturation": sat}}
-        if slo:
-            c["slo"] = {k: v * scale for k, v in slo.items()}
-        if load:
-            c["scorers"] = {"load": load}
-        grid.append(c)
+    extra = {"slo": slo} if slo else {}
+    base = [{"policy": p, **extra} for p in _POLICIES]
+    policy = "slo-cost" if objective == "cost" else "slo-energy"
+    grid = [
+        {**spelled_out(policy, margin=m, headroom=h, average=a, load=ld),
+         "spillover": {"saturation": sat}, **extra}
+        for m, h, a, ld, sat in itertools.product(_MARGINS, _HEADROOM, _AVERAGE_WEIGHTS, _LOAD_WEIGHTS, _SATURATIONS)
+    ]
     random.Random(seed).shuffle(grid)
-    return base + [c for c in grid if c not in base]
+    return base + grid
 
 
 def objective_key(objective: str, trial: Trial) -> tuple:
@@ -80,7 +99,7 @@ def tune(specs: list[PoolSpec], workload: Workload, objective: str, *,
     workload = workload.with_default_slo(slo_ttft_ms, slo_tpot_ms)
     deadline = time.monotonic() + budget_s
     done: list[Trial] = []
-    for routing in candidates(slo_ttft_ms, slo_tpot_ms, seed)[:trials]:
+    for routing in candidates(slo_ttft_ms, slo_tpot_ms, seed, objective)[:trials]:
         if done and time.monotonic() > deadline:
             break
         config = load_routing_config(routing)

@@ -33,7 +33,7 @@ def test_loads_yaml_file(tmp_path):
 
 def test_defaults_from_empty_dict():
     cfg = load_routing_config({})
-    assert cfg.policy == "efficiency" and cfg.spillover.saturation == 1.0
+    assert cfg.policy == "slo-energy" and cfg.spillover.saturation == 1.0
 
 
 @pytest.mark.parametrize(

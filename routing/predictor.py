@@ -1,0 +1,140 @@
+"""Per-pool forecast for one request sent *now*: TTFT, TPOT and marginal energy/cost.
+
+The forecast reads the pool's queue (``PoolState``: sequences in flight, those
+still waiting for their first token and their prompt tokens, output tokens
+owed, the recent prompt-token rate) and the pool's profile cells. Per replica
+(the request joins one of ``replicas`` engines sharing the load), with
+``n`` sequences in flight, ``B`` batch slots and ``W`` prompt tokens waiting:
+
+- **Slot wait.** When ``n + sequences > B`` the request waits for
+  ``q = n + sequences - B`` slots to free. A full batch frees a slot every
+  ``L / B`` steps (``L`` the mean output per sequence in flight), so the wait
+  is ``q · L / B`` steps of the full batch.
+- **Prefill.** The waiting prompts and this one are prefilled before the
+  first token: ``prefill(W + prompt)``, from the batch-1 cell's TTFT of the
+  matching sequence bucket, scaled linearly by tokens. An engine that
+  prefills whole prompts in the admitting step (the emulated engine) adds one
+  decode step of the running batch; a chunked-prefill engine
+  (``prefill_chunk`` tokens per step) one decode step per chunk.
+- **TTFT** = half a step of the running batch (the step in progress) + the
+  slot wait + the prefill.
+- **TPOT** = the TPOT cell of the batch the request joins, stretched by the
+  prefills of later arrivals, which stall every decode: ``/ (1 - ρ)`` with
+  ``ρ`` the share of time the replica spends prefilling at the recent prompt
+  rate (capped at 0.8).
+
+Both are multiplied by the pool's online correction: an exponentially
+weighted mean (weight ``alpha``) of ``log(observed / uncorrected)`` over
+finished requests, bounded to ``[min_factor, max_factor]``. ``observe`` is fed
+by the gateway when a request finishes and by the simulator.
+
+Marginal energy (``routing.marginal``) rides along, as the same forecast of
+what the request does to the pool.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from routing.marginal import marginal_cost, marginal_energy
+from routing.profile import Cell, EfficiencyProfile
+from routing.shape import RequestShape
+from routing.state import PoolState
+
+#: Prefill share of a replica's time beyond which TPOT is no longer stretched.
+MAX_PREFILL_SHARE = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A pool's forecast for one request; ``*_raw`` before the online correction."""
+
+    ttft_ms: float
+    tpot_ms: float
+    ttft_raw_ms: float
+    tpot_raw_ms: float
+    queued: int  # sequences ahead of the request waiting for a batch slot (per replica)
+    marginal_j_per_token: float | None  # joules above idle the pool spends per output token of it
+    marginal_cost_per_mtok: float | None  # the pool's price × extra busy time, per million output tokens
+
+    def e2e_ms(self, max_new_tokens: int) -> float:
+        return self.ttft_ms + self.tpot_ms * max(max_new_tokens - 1, 0)
+
+
+class LatencyPredictor:
+    """Forecasts per pool, corrected online per pool. One per router (or kept
+    by the gateway across routing changes); its only state is the corrections."""
+
+    def __init__(self, alpha: float = 0.1, min_factor: float = 0.25, max_factor: float = 4.0):
+        self.alpha = alpha
+        self.min_factor = min_factor
+        self.max_factor = max_factor
+        self._factors: dict[str, list[float]] = {}  # pool -> [log ttft factor, log tpot factor]
+
+    def factors(self, pool: str) -> tuple[float, float]:
+        """The pool's (TTFT, TPOT) correction factors."""
+        logs = self._factors.get(pool)
+        return (1.0, 1.0) if logs is None else (math.exp(logs[0]), math.exp(logs[1]))
+
+    def observe(self, pool: str, predicted: Prediction, ttft_ms: float, tpot_ms: float | None) -> None:
+        """Fold one finished request's observed TTFT (and TPOT, when it had 2+ tokens) into the pool's factors."""
+        logs = self._factors.setdefault(pool, [0.0, 0.0])
+        lo, hi = math.log(self.min_factor), math.log(self.max_factor)
+        for i, raw, seen in ((0, predicted.ttft_raw_ms, ttft_ms), (1, predicted.tpot_raw_ms, tpot_ms)):
+            if seen is None or seen <= 0 or raw <= 0:
+                continue
+            target = min(hi, max(lo, math.log(seen / raw)))
+            logs[i] += self.alpha * (target - logs[i])
+
+    def predict(self, pool: PoolState, shape: RequestShape, batch: int, cell: Cell | None) -> Prediction | None:
+        """The forecast for ``shape`` joining ``pool`` at ``batch`` (its cell ``cell``);
+        None when the pool's profile gives no TPOT for the shape."""
+        prof = pool.profile
+        if cell is None or cell.tpot_ms is None or prof is None:
+            return None
+        reps = max(pool.replicas, 1)
+        slots = pool.slots
+        seq = shape.total_tokens
+        n = pool.load // reps  # the least-loaded replica, which the request joins
+        running = max(n - pool.prefilling // reps, 0)
+        step_now = _tpot(prof, running, seq) if running else 0.0
+        mean_out = pool.decode_tokens / pool.load if pool.decode_tokens and pool.load else shape.max_new_tokens
+        queued = max(n + shape.sequences - slots, 0)
+        wait_ms = queued * mean_out / slots * (_tpot(prof, slots, seq) or cell.tpot_ms) if queued else 0.0
+        prompt = shape.prompt_tokens * shape.sequences
+        pending = pool.prefill_tokens / reps + prompt
+        prefill_ms = _prefill_ms(prof, pending)
+        if prefill_ms is None:  # no batch-1 TTFT: the joined cell's TTFT, scaled by the queue
+            prefill_ms = (cell.ttft_ms or 0.0) * pending / max(prompt, 1)
+        chunks = math.ceil(pending / pool.prefill_chunk) if pool.prefill_chunk else 1
+        ttft = 0.5 * step_now + wait_ms + prefill_ms + chunks * step_now
+        share = pool.prompt_rate / reps * prefill_ms / pending / 1e3 if pool.prompt_rate else 0.0
+        tpot = cell.tpot_ms / (1.0 - min(share, MAX_PREFILL_SHARE))
+        f_ttft, f_tpot = self.factors(pool.name)
+        joined = min(n, slots - shape.sequences) if slots > shape.sequences else 0
+        out = max(shape.max_new_tokens, 1)
+        own_prefill_ms = prefill_ms * prompt / pending
+        return Prediction(
+            ttft * f_ttft, tpot * f_tpot, ttft, tpot, queued,
+            marginal_energy(prof, joined, shape.sequences, out, mean_out, seq,
+                            own_prefill_ms / 1e3 * pool.dynamic_watts),
+            marginal_cost(prof, pool.price_per_hour, joined, shape.sequences, out, mean_out, seq, own_prefill_ms),
+        )
+
+
+def _tpot(prof: EfficiencyProfile, batch: int, seq: int) -> float:
+    cell = prof.lookup(batch, seq)
+    return cell.tpot_ms if cell is not None and cell.tpot_ms is not None else 0.0
+
+
+def _prefill_ms(prof: EfficiencyProfile, tokens: float) -> float | None:
+    """Time to prefill ``tokens`` prompt tokens: the batch-1 TTFT of the bucket whose
+    prompt share (half the sequence, as modelled profiles assume) holds them, scaled linearly."""
+    cell = prof.lookup(1, int(2 * tokens))
+    if cell is None or not cell.feasible or cell.ttft_ms is None:  # past the grid: the longest cell known
+        cell = next((c for s in reversed(prof.seq_buckets)
+                     if (c := prof.lookup(1, s)) is not None and c.ttft_ms is not None), None)
+        if cell is None:
+            return None
+    return cell.ttft_ms * 2 * tokens / cell.seq_len

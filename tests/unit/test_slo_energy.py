@@ -1,0 +1,180 @@
+"""Queue-aware forecasts, marginal energy and the slo-energy policy, on fake
+pools with hand-made profiles and a fake clock."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from routing import (
+    Cell,
+    EfficiencyProfile,
+    LatencyPredictor,
+    PoolState,
+    RateMeter,
+    RequestShape,
+    build_router,
+    load_routing_config,
+)
+from routing.marginal import marginal_energy
+
+MODEL = "m"
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SEQS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+def _profile(name, *, step_ms, prefill_ms_per_tok, base_j, slope_j):
+    """A replica whose decode step at batch b takes ``step_ms × (1 + b/64)`` and spends
+    ``base_j + slope_j × b`` joules above idle, and prefills at a fixed rate."""
+    cells = [
+        Cell(b, s, ttft_ms=prefill_ms_per_tok * s / 2, tpot_ms=step_ms * (1 + b / 64),
+             j_per_token=(base_j + slope_j * b) / b, samples=10, provenance="calibrated")
+        for b in BATCHES for s in SEQS
+    ]
+    return EfficiencyProfile(name, "h100", MODEL, cells=cells)
+
+
+CHEAP = _profile("cheap", step_ms=20.0, prefill_ms_per_tok=0.2, base_j=1.0, slope_j=0.02)
+PRICEY = _profile("pricey", step_ms=10.0, prefill_ms_per_tok=0.05, base_j=3.0, slope_j=0.05)
+
+
+def _pool(profile, **kw):
+    kw.setdefault("capacity", 64)
+    return PoolState(profile.pool, "h100", (MODEL,), profile=profile, **kw)
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def _router(policy="slo-energy", **cfg):
+    return build_router(load_routing_config({"policy": policy, **cfg}), clock=FakeClock())
+
+
+TIGHT = RequestShape(MODEL, prompt_tokens=500, max_new_tokens=100, slo_ttft_ms=500, slo_tpot_ms=50)
+
+
+def test_idle_cheap_pool_wins_when_both_meet_the_slo():
+    d = _router().choose(TIGHT, [_pool(PRICEY), _pool(CHEAP)])
+    assert d.best.name == "cheap" and d.policy == "slo-energy"
+    assert d.best.prediction.ttft_ms == pytest.approx(0.2 * 500)  # an idle pool: just the prefill
+
+
+def test_a_long_queue_on_the_cheap_pool_sends_tight_traffic_to_the_idle_pricey_pool():
+    # 20 prompts of 2000 tokens wait on the cheap pool: ~8 s of prefill ahead of this request.
+    queued = _pool(CHEAP, in_flight=20, prefilling=20, prefill_tokens=40_000, decode_tokens=20 * 100)
+    d = _router().choose(TIGHT, [queued, _pool(PRICEY)])
+    assert d.best.name == "pricey"
+    assert [x.name for x in d.dropped] == ["cheap"] and d.dropped[0].why.startswith("slo: ttft")
+    assert d.dropped[0].prediction.ttft_ms > 8000
+    # the queue-blind policy reads the same cells and keeps piling onto the cheap pool
+    assert _router("slo-efficiency").choose(TIGHT, [queued, _pool(PRICEY)]).best.name == "cheap"
+
+
+def test_a_full_batch_makes_the_request_wait_for_a_slot():
+    full = _pool(CHEAP, in_flight=80, running=64, waiting=16, decode_tokens=80 * 200, max_batch=64)
+    idle = LatencyPredictor().predict(_pool(CHEAP), TIGHT, 1, CHEAP.lookup(1, 600))
+    busy = LatencyPredictor().predict(full, TIGHT, 64, CHEAP.lookup(64, 600))
+    assert busy.queued == 80 + 1 - 64
+    # 17 slots to free at 64 per 200 steps of 40 ms: ~2.1 s, plus the prefill and a step
+    assert busy.ttft_ms > idle.ttft_ms + 2000
+    assert busy.tpot_ms > idle.tpot_ms
+
+
+def test_chunked_prefill_pays_a_decode_step_per_chunk():
+    running = dict(in_flight=8, running=8, prefilling=1, prefill_tokens=4000)
+    whole = LatencyPredictor().predict(_pool(CHEAP, **running), TIGHT, 9, CHEAP.lookup(16, 600))
+    chunked = LatencyPredictor().predict(_pool(CHEAP, prefill_chunk=512, **running), TIGHT, 9,
+                                         CHEAP.lookup(16, 600))
+    assert chunked.ttft_ms > whole.ttft_ms
+
+
+def test_prefills_of_recent_arrivals_stretch_the_tpot():
+    quiet = LatencyPredictor().predict(_pool(CHEAP), TIGHT, 1, CHEAP.lookup(1, 600))
+    busy = LatencyPredictor().predict(_pool(CHEAP, prompt_rate=2500.0), TIGHT, 1, CHEAP.lookup(1, 600))
+    # 2500 prompt tokens/s × 0.2 ms each: the replica prefills half the time
+    assert busy.tpot_ms == pytest.approx(quiet.tpot_ms * 2)
+
+
+def test_residual_correction_converges_to_the_observed_ratio_and_stays_bounded():
+    pred = LatencyPredictor(alpha=0.2, max_factor=4.0)
+    p = pred.predict(_pool(CHEAP), TIGHT, 1, CHEAP.lookup(1, 600))
+    for _ in range(60):
+        pred.observe("cheap", p, ttft_ms=2 * p.ttft_raw_ms, tpot_ms=0.5 * p.tpot_raw_ms)
+    ttft_f, tpot_f = pred.factors("cheap")
+    assert ttft_f == pytest.approx(2.0, rel=0.01) and tpot_f == pytest.approx(0.5, rel=0.01)
+    again = pred.predict(_pool(CHEAP), TIGHT, 1, CHEAP.lookup(1, 600))
+    assert again.ttft_ms == pytest.approx(2 * again.ttft_raw_ms, rel=0.01)
+    assert pred.factors("pricey") == (1.0, 1.0)  # per pool
+    for _ in range(60):
+        pred.observe("cheap", p, ttft_ms=100 * p.ttft_raw_ms, tpot_ms=None)
+    assert pred.factors("cheap")[0] == pytest.approx(4.0, rel=1e-4)
+
+
+def test_marginal_energy_of_joining_an_idle_pool_is_the_whole_request_a_busy_one_the_slope():
+    seq = 600
+    idle = marginal_energy(CHEAP, 0, 1, 100, 100.0, seq)
+    busy = marginal_energy(CHEAP, 32, 1, 100, 100.0, seq)
+    assert idle == pytest.approx(1.0 + 0.02)  # E(1): base + slope, per token
+    tail = 100 - 100 * 32 / 33  # steps it outlives the longest of 32 running sequences
+    assert busy == pytest.approx((0.02 * (100 - tail) + 1.02 * tail) / 100)  # the slope, and the tail alone
+    assert busy < idle / 10
+    # a long request in a batch about to drain keeps the replica busy alone: most of its base
+    long = marginal_energy(CHEAP, 2, 1, 1000, 100.0, seq)
+    assert long > 0.9 * idle
+    # the request's own prefill, at the replica's dynamic power, is charged to its tokens
+    assert marginal_energy(CHEAP, 32, 1, 100, 100.0, seq, prefill_j=50.0) == pytest.approx(busy + 0.5)
+
+
+def test_busy_pool_beats_idle_pool_on_marginal_energy():
+    busy = _pool(PRICEY, in_flight=32, running=32, decode_tokens=32 * 100)
+    d = _router().choose(RequestShape(MODEL, 500, 100), [_pool(CHEAP), busy])
+    assert d.best.name == "pricey"
+    assert d.best.prediction.marginal_j_per_token < d.ranked[1].prediction.marginal_j_per_token
+    assert "J/tok marginal" in d.reason
+
+
+def test_when_no_pool_meets_the_slo_the_best_predicted_outcome_wins():
+    shape = RequestShape(MODEL, 500, 100, slo_ttft_ms=10, slo_tpot_ms=5)
+    d = _router().choose(shape, [_pool(CHEAP), _pool(PRICEY)])
+    assert d.policy == "best-outcome" and d.best.name == "pricey"
+    assert "no pool meets predicted SLO" in d.reason
+
+
+def test_headroom_keeps_relaxed_traffic_from_crowding_the_fast_pool():
+    # routing.slo makes ttft ≤ 500 / tpot ≤ 50 the tight class; the fast pool at 96 running is near its limit
+    cfg = {"slo": {"ttft_ms": 500, "tpot_ms": 50}}
+    fast = _profile("fast", step_ms=20.0, prefill_ms_per_tok=0.05, base_j=1.0, slope_j=0.01)
+    slow = _profile("slow", step_ms=60.0, prefill_ms_per_tok=0.2, base_j=1.0, slope_j=0.02)
+    pools = [_pool(fast, capacity=256, in_flight=96, running=96, decode_tokens=96 * 100), _pool(slow)]
+    relaxed = RequestShape(MODEL, 500, 100, slo_ttft_ms=5000, slo_tpot_ms=200)
+    d = _router(**cfg).choose(relaxed, pools)
+    assert d.best.name == "slow" and d.dropped[0].why.startswith("headroom")
+    assert _router(**cfg).choose(TIGHT, pools).best.name == "fast"
+    # without headroom (a custom profile without it) the relaxed request takes the fast pool
+    plain = {"policy": "x", "plugins": [{"type": "predicted-slo"}, {"type": "marginal-energy"}],
+             "schedulingProfiles": [{"name": "a", "plugins": [{"pluginRef": "predicted-slo"},
+                                                              {"pluginRef": "marginal-energy"}]},
+                                    {"name": "b", "plugins": [{"pluginRef": "marginal-energy"}]}]}
+    assert _router(**plain, **cfg).choose(relaxed, pools).best.name == "fast"
+
+
+def test_slo_cost_ranks_by_marginal_busy_time_times_price():
+    d = _router("slo-cost").choose(RequestShape(MODEL, 500, 100),
+                                   [_pool(CHEAP, price_per_hour=4.0), _pool(PRICEY, price_per_hour=1.0)])
+    assert d.best.name == "pricey"  # half the step time at a quarter of the price
+    assert d.best.prediction.marginal_cost_per_mtok < d.ranked[1].prediction.marginal_cost_per_mtok
+
+
+def test_rate_meter_decays_with_the_injected_clock():
+    m = RateMeter(tau_s=10.0)
+    m.add(1000, now=0.0)
+    assert m.rate(0.0) == pytest.approx(100.0)
+    assert m.rate(10.0) == pytest.approx(100.0 / math.e)
+    m.add(1000, now=10.0)
+    assert m.rate(10.0) == pytest.approx(100.0 / math.e + 100.0)
