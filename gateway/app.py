@@ -94,6 +94,7 @@ class Gateway:
             self.pools, self.state, lambda: self.router, counters, self.metrics,
             on_finished=self._finished, recorder=self.recorder,
             failover=failover, max_json_depth=self.fleet.gateway.max_json_depth,
+            timeouts=self.fleet.gateway.timeouts,
         )
         errors.install_handlers(api, lambda body: self.metrics.error(body.payload["error"]["type"], body.status))
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())

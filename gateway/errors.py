@@ -88,6 +88,12 @@ class ShuttingDown(Unavailable):
     code = "shutting_down"
 
 
+class PoolTimeout(APIError):
+    """A pool sent no first token, or no next token, within the gateway's timeouts (a hung pool)."""
+
+    status, type, code = 504, "timeout", "pool_timeout"
+
+
 @dataclass(frozen=True)
 class ErrorBody:
     status: int
