@@ -21,6 +21,9 @@ from workers.spec import PoolSpec
 from workers.tracing import TracingSpec
 
 DEFAULT_FLEET = "default.yaml"
+#: Requests Serve lets into the gateway deployment beyond ``gateway.max_ongoing_requests``: the
+#: gateway answers those 429 itself (gateway/admission.py), so Serve's proxy never queues for it.
+GATEWAY_HEADROOM = 64
 
 
 class FleetConfigError(ValueError):

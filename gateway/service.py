@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 
 from fleet.config import FailoverSpec, TimeoutSpec
 from gateway import errors
+from gateway.admission import Admission
 from gateway.limits import check_depth
 from gateway.metrics import GatewayMetrics
 from gateway.outliers import RetryBudget
@@ -95,6 +96,7 @@ class CompletionService:
         failover: FailoverSpec | None = None,
         max_json_depth: int = 32,
         timeouts: TimeoutSpec | None = None,
+        max_active: int = 1024,
     ):
         self.pools = pools
         self.state = fleet_state
@@ -111,6 +113,7 @@ class CompletionService:
         )
         self.max_json_depth = max_json_depth
         self.timeouts = timeouts or TimeoutSpec()
+        self.admission = Admission(max_active, clock=clock)
         self.active = 0  # requests between arrival and their last byte (what a drain waits for)
         self.draining = False
 
@@ -193,6 +196,7 @@ class CompletionService:
             raise errors.ShuttingDown(
                 "the gateway is shutting down and takes no new requests", headers={"Retry-After": str(RETRY_AFTER_S)}
             )
+        self.admission.admit(self.active)
         self.active += 1
         committed = False  # a stream returned: its context ends the request
         try:
@@ -202,6 +206,7 @@ class CompletionService:
         finally:
             if not committed:
                 self.active -= 1
+                self.admission.ended()
 
     async def _handle(self, kind: str, body: bytes, headers, request_id: str, caller: Caller | None):
         start = self.clock()
@@ -486,6 +491,7 @@ class _Context:
         self.closed = True
         if self.streaming:
             self.s.active -= 1
+            self.s.admission.ended()
         if not self.ok:
             for s in seqs:
                 s.stream.cancel()
