@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.config import FleetConfig
+from fleet.config import GATEWAY_HEADROOM, FleetConfig
 from workers.spec import PoolSpec
 
 APP_NAME = "hetserve"
@@ -37,7 +37,7 @@ def gateway_deployment_entry(fleet: FleetConfig, gateway_resource: str | None = 
     return {
         "name": GATEWAY_DEPLOYMENT,
         "num_replicas": 1,
-        "max_ongoing_requests": fleet.gateway.max_ongoing_requests,
+        "max_ongoing_requests": fleet.gateway.max_ongoing_requests + GATEWAY_HEADROOM,
         "ray_actor_options": options,
     }
 

@@ -21,6 +21,9 @@ from workers.spec import PoolSpec
 from workers.tracing import TracingSpec
 
 DEFAULT_FLEET = "default.yaml"
+#: Requests Serve lets into the gateway deployment beyond ``gateway.max_ongoing_requests``: the
+#: gateway answers those 429 itself (gateway/admission.py), so Serve's proxy never queues for it.
+GATEWAY_HEADROOM = 64
 
 
 class FleetConfigError(ValueError):
@@ -42,6 +45,17 @@ class FailoverSpec(BaseModel):
     ejection_max_s: float = Field(default=60.0, gt=0)
 
 
+class TimeoutSpec(BaseModel):
+    """How long the gateway waits on a pool before calling it hung (504 ``pool_timeout``, see docs/operations.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_token_s: float = Field(
+        default=120.0, gt=0, description="from sending a request to a pool to its first token; then the next pool"
+    )
+    idle_s: float = Field(default=60.0, gt=0, description="longest gap between two tokens of a stream")
+
+
 class GatewaySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +74,7 @@ class GatewaySpec(BaseModel):
     drain_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM: longest wait for requests in flight")
     shutdown_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM: longest wait for Serve and Ray to stop")
     failover: FailoverSpec = Field(default_factory=FailoverSpec)
+    timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
 
 
 class FleetConfig(BaseModel):

@@ -95,6 +95,7 @@ class Gateway:
             self.pools, self.state, lambda: self.router, counters, self.metrics,
             on_finished=self._finished, recorder=self.recorder,
             failover=failover, max_json_depth=self.fleet.gateway.max_json_depth,
+            timeouts=self.fleet.gateway.timeouts, max_active=self.fleet.gateway.max_ongoing_requests,
         )
         errors.install_handlers(api, lambda body: self.metrics.error(body.payload["error"]["type"], body.status))
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
@@ -186,6 +187,9 @@ class Gateway:
                 self.state.record_stats(name, stats)
             except Exception as exc:  # an unreachable pool is unhealthy, not fatal
                 self.state.record_failure(name, f"{type(exc).__name__}: {exc}")
+                if not self.state.pools[name].starting():  # a pool that served and stopped answering: eject it now
+                    reason = f"stats poll failed: {type(exc).__name__}: {str(exc)[:150]}"
+                    self.metrics.pool_failed(name, self.state.outliers.failure(name, reason))
 
         await asyncio.gather(*(one(n) for n in self.state.pools))
         self.metrics.update_pools(self.state.describe())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -88,6 +89,12 @@ class ShuttingDown(Unavailable):
     code = "shutting_down"
 
 
+class PoolTimeout(APIError):
+    """A pool sent no first token, or no next token, within the gateway's timeouts (a hung pool)."""
+
+    status, type, code = 504, "timeout", "pool_timeout"
+
+
 @dataclass(frozen=True)
 class ErrorBody:
     status: int
@@ -150,8 +157,7 @@ def to_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, routing_errors.NoHealthyPool):
         return Unavailable(str(exc))
     if isinstance(exc, routing_errors.AllPoolsSaturated):
-        retry = max(1, round(exc.retry_after_s))
-        return Overloaded(str(exc), headers={"Retry-After": str(retry)})
+        return Overloaded(str(exc), headers={"Retry-After": str(min(60, max(1, math.ceil(exc.retry_after_s))))})
     if isinstance(exc, (worker_errors.EngineFailure, worker_errors.EngineStartError)):
         return Unavailable(f"the pool failed: {exc}")
     if type(exc).__module__.startswith("ray.") and type(exc).__name__ in _RAY_POOL_FAILURES:

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, StreamingResponse
 
-from fleet.config import FailoverSpec
+from fleet.config import FailoverSpec, TimeoutSpec
 from gateway import errors
+from gateway.admission import Admission
 from gateway.limits import check_depth
 from gateway.metrics import GatewayMetrics
 from gateway.outliers import RetryBudget
@@ -95,6 +96,8 @@ class CompletionService:
         recorder=None,
         failover: FailoverSpec | None = None,
         max_json_depth: int = 32,
+        timeouts: TimeoutSpec | None = None,
+        max_active: int = 1024,
     ):
         self.pools = pools
         self.state = fleet_state
@@ -110,6 +113,8 @@ class CompletionService:
             self.failover.retry_budget_ratio, self.failover.retry_budget_min, self.failover.retry_budget_window_s, clock
         )
         self.max_json_depth = max_json_depth
+        self.timeouts = timeouts or TimeoutSpec()
+        self.admission = Admission(max_active, clock=clock)
         self.active = 0  # requests between arrival and their last byte (what a drain waits for)
         self.draining = False
 
@@ -192,6 +197,7 @@ class CompletionService:
             raise errors.ShuttingDown(
                 "the gateway is shutting down and takes no new requests", headers={"Retry-After": str(RETRY_AFTER_S)}
             )
+        self.admission.admit(self.active)
         self.active += 1
         committed = False  # a stream returned: its context ends the request
         try:
@@ -201,6 +207,7 @@ class CompletionService:
         finally:
             if not committed:
                 self.active -= 1
+                self.admission.ended()
 
     async def _handle(self, kind: str, body: bytes, headers, request_id: str, caller: Caller | None):
         start = self.clock()
@@ -346,7 +353,14 @@ class CompletionService:
                         f"{request_id}-{index}", SamplingParams(**seq_params), trace=trace, whole=whole, **prompt,
                     )
                     seqs.append(_Sequence(index, self.pools.stream(pool, request)))
-            firsts = await asyncio.gather(*(s.stream.__anext__() for s in seqs))
+            try:
+                firsts = await asyncio.wait_for(
+                    asyncio.gather(*(s.stream.__anext__() for s in seqs)), self.timeouts.first_token_s
+                )
+            except TimeoutError:
+                raise errors.PoolTimeout(
+                    f"pool {pool} sent no first token within {self.timeouts.first_token_s:g} s"
+                ) from None
         except BaseException:
             for s in seqs:
                 s.stream.cancel()
@@ -399,9 +413,27 @@ class _Context:
             if item.finish_reason is not None:
                 return "".join(parts), item.finish_reason
             try:
-                item = await seq.stream.__anext__()
+                item = await self._next(seq)
             except StopAsyncIteration:
                 raise errors.Unavailable("the pool ended a stream without finishing it") from None
+
+    async def _next(self, seq: _Sequence):
+        """The stream's next item, or :class:`errors.PoolTimeout` after ``timeouts.idle_s`` without one."""
+        idle_s = self.s.timeouts.idle_s
+        try:
+            return await asyncio.wait_for(seq.stream.__anext__(), idle_s)
+        except TimeoutError:
+            raise errors.PoolTimeout(f"pool {self.pool} sent no token for {idle_s:g} s") from None
+
+    async def _rest(self, seq: _Sequence) -> AsyncIterator:
+        """The items after the first, up to the finishing one (a stream that just ends is a failure)."""
+        item = seq.first
+        while item.finish_reason is None:
+            try:
+                item = await self._next(seq)
+            except StopAsyncIteration:
+                raise errors.Unavailable("the pool ended a stream without finishing it") from None
+            yield item
 
     def body(self, results: list[tuple[str, str]]) -> dict:
         return completion_body(self.kind, self.rid, self.created, self.model, results, self.usage())
@@ -411,22 +443,16 @@ class _Context:
         if len(seqs) == 1:
             seq = seqs[0]
             yield seq.index, seq.first
-            if seq.first[3] is None:
-                async for item in seq.stream:
-                    yield seq.index, item
-                    if item.finish_reason is not None:
-                        break
+            async for item in self._rest(seq):
+                yield seq.index, item
             return
         queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(seq: _Sequence) -> None:
             try:
                 queue.put_nowait((seq.index, seq.first))
-                if seq.first[3] is None:
-                    async for item in seq.stream:
-                        queue.put_nowait((seq.index, item))
-                        if item.finish_reason is not None:
-                            break
+                async for item in self._rest(seq):
+                    queue.put_nowait((seq.index, item))
             except Exception as exc:
                 queue.put_nowait((seq.index, exc))
 
@@ -467,6 +493,7 @@ class _Context:
         self.closed = True
         if self.streaming:
             self.s.active -= 1
+            self.s.admission.ended()
         if not self.ok:
             for s in seqs:
                 s.stream.cancel()

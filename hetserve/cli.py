@@ -26,6 +26,11 @@ def _serve(args: argparse.Namespace) -> int:
     except KeysError as exc:
         print(f"hetserve: invalid API keys: {exc}", file=sys.stderr)
         return 2
+    from hetserve import supervise
+
+    if not supervise.is_child():  # see hetserve/supervise.py: a group SIGTERM must still drain
+        g = fleet.gateway
+        return supervise.run(args.argv, g.drain_timeout_s + g.shutdown_timeout_s)
     if args.record_trace:
         fleet.gateway.record_trace = args.record_trace
     from gateway import server
@@ -129,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in DELEGATED:
         return _delegated(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 

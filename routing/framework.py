@@ -213,7 +213,19 @@ class HasCapacity(_Guard):
         return cand.pool.load < self.saturation * cand.pool.capacity
 
     def exhausted(self, shape, cands):
-        return AllPoolsSaturated(self.retry_after_s, shape.model)
+        """Retry after the shortest predicted wait among the pools, ``retry_after_s`` where none can be predicted."""
+        waits = [w for c in cands if (w := self.predicted_wait_s(shape, c)) is not None]
+        return AllPoolsSaturated(min(waits) if waits else self.retry_after_s, shape.model)
+
+    def predicted_wait_s(self, shape: RequestShape, cand: Candidate) -> float | None:
+        """Until enough of the pool's requests finish to admit ``shape``: its capacity's slots each free
+        up once per request time (the profile cell's TTFT plus TPOT × output tokens); None without a cell."""
+        cell = cand.cell
+        if cell is None or cell.ttft_ms is None or cell.tpot_ms is None:
+            return None
+        request_s = (cell.ttft_ms + cell.tpot_ms * max(shape.max_new_tokens, 1)) / 1e3
+        excess = cand.pool.load + shape.sequences - self.saturation * cand.pool.capacity
+        return max(excess, 1) * request_s / max(cand.pool.capacity, 1)
 
 
 class Router:

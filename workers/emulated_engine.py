@@ -21,6 +21,7 @@ from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStat
 from workers.errors import ContextLengthExceeded, InvalidRequest
 from workers.hardware.catalog import resolve_hardware, resolve_model
 from workers.hardware.model import HardwareModel, ModelSpec
+from workers.spec import FaultSpec
 
 #: How far behind schedule the driver may fall before it stops catching up
 #: (a stalled event loop should not be followed by a burst of instant steps).
@@ -51,12 +52,14 @@ class EmulatedEngine(EngineAdapter):
         max_model_len: int | None = None,
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        fault: FaultSpec | dict | None = None,
     ):
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         self.hardware = resolve_hardware(hardware)
         self.model = resolve_model(model)
         self.time_scale = time_scale
+        self.fault = FaultSpec.model_validate(fault or {})
         self._clock = clock
         self._batcher = ContinuousBatcher(self.hardware, self.model, max_batch, max_model_len)
         self._queues: dict[str, asyncio.Queue[bool]] = {}
@@ -127,6 +130,8 @@ class EmulatedEngine(EngineAdapter):
         output_tokens = 0
         try:
             while reason is None:
+                if output_tokens == self.fault.hang_after_tokens:
+                    await asyncio.Event().wait()  # a hung engine: nothing more, until cancelled
                 last = await queue.get()
                 output_tokens += 1
                 delta = text.next_token()

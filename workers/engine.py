@@ -88,5 +88,8 @@ class EngineAdapter(abc.ABC):
     def stats(self) -> EngineStats:
         """Current load and cumulative counters."""
 
+    async def check_health(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`workers.errors.EngineFailure` when the engine can serve no more (Serve then restarts the replica)."""
+
     async def shutdown(self) -> None:  # noqa: B027 - optional hook
         """Release the engine."""

@@ -112,8 +112,9 @@ class PoolReplica:
             max_model_len=self.engine.max_model_len,
         )
 
-    def stats(self) -> ReplicaStats:
-        """Everything the gateway polls: counters plus power and provenance."""
+    async def stats(self) -> ReplicaStats:
+        """Everything the gateway polls: counters plus power and provenance (fails when the engine died)."""
+        await self.engine.check_health()
         stats = self._counters()
         stats.watts = self.meter.watts()
         stats.power_source = self.meter.source
@@ -127,7 +128,8 @@ class PoolReplica:
         return {"running": s.running, "waiting": s.waiting}
 
     async def check_health(self) -> None:
-        self.engine.stats()
+        """Serve's health check: a replica whose engine died is restarted."""
+        await self.engine.check_health()
 
     async def __del__(self):
         self.meter.close()

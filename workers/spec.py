@@ -24,6 +24,19 @@ class PowerSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class FaultSpec(BaseModel):
+    """Test-only faults of an emulated pool (``engine_args.fault``), for fault-injection tests and benchmarks.
+
+    Never set these on a pool that serves users.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    hang_after_tokens: int | None = Field(
+        default=None, ge=0, description="stop sending (and never finish) after this many tokens; 0: before the first"
+    )
+
+
 class EmulatedEngineArgs(BaseModel):
     """``engine_args`` of an emulated pool: what ``EmulatedEngine`` takes from the fleet file.
 
@@ -37,6 +50,7 @@ class EmulatedEngineArgs(BaseModel):
     max_batch: int | None = Field(default=None, ge=1)
     max_model_len: int | None = Field(default=None, ge=1)
     time_scale: float = Field(default=1.0, gt=0)
+    fault: FaultSpec | None = None
 
     @field_validator("max_batch")
     @classmethod

@@ -149,13 +149,21 @@ class VLLMEngine(EngineAdapter):
                     finish_reason=reason,
                 )
         except (asyncio.CancelledError, GeneratorExit):
-            if not finished:
+            if not finished and not self._engine.errored:
                 await self._engine.abort(request.request_id)
+            raise
+        except Exception as exc:
+            if self._engine.errored:  # EngineDeadError: its EngineCore process is gone
+                raise EngineFailure(f"the vLLM engine died: {type(exc).__name__}") from None
             raise
         finally:
             self._stats.output_tokens_total += produced
             if finished:
                 self._stats.requests_finished += 1
+
+    async def check_health(self) -> None:
+        if self._engine is not None and self._engine.errored:
+            raise EngineFailure("the vLLM engine died (its EngineCore process is gone)")
 
     def stats(self) -> EngineStats:
         s = self._stats

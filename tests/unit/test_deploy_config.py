@@ -11,7 +11,7 @@ from ray.serve.schema import ServeDeploySchema
 from deploy import kuberay
 from deploy.cli import config_main
 from deploy.serve_config import GATEWAY_DEPLOYMENT, IMPORT_PATH
-from fleet.config import load_fleet, parse_fleet
+from fleet.config import GATEWAY_HEADROOM, load_fleet, parse_fleet
 
 POOL = {"hardware": "h100", "engine": "emulated", "model": "llama-3.1-8b", "models": ["m"]}
 MIXED = {
@@ -39,7 +39,7 @@ def test_serve_config_passes_serves_schema(tmp_path):
     assert app.import_path == IMPORT_PATH and app.route_prefix == "/"
     deployments = {d.name: d for d in app.deployments}
     assert list(deployments) == [GATEWAY_DEPLOYMENT, "gpu", "rngd", "atom"]
-    assert deployments[GATEWAY_DEPLOYMENT].max_ongoing_requests == 500
+    assert deployments[GATEWAY_DEPLOYMENT].max_ongoing_requests == 500 + GATEWAY_HEADROOM  # the gateway 429s past 500
     gpu, rngd, atom = deployments["gpu"], deployments["rngd"], deployments["atom"]
     assert (gpu.num_replicas, gpu.max_ongoing_requests) == (2, 128)
     assert (gpu.ray_actor_options.num_gpus, gpu.ray_actor_options.num_cpus) == (1, 2)

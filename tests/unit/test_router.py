@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import pytest
 
@@ -99,11 +100,21 @@ def test_saturation_fraction_counts_a_pool_full_early():
 
 def test_all_pools_saturated_raises_with_retry_after():
     router = Router(build_policy("efficiency"), retry_after_s=2.5)
+    unprofiled = [replace(p, profile=None) for p in _fleet(npu_load=32, gpu_load=256)]
     with pytest.raises(AllPoolsSaturated) as e:
-        router.choose(RequestShape(MODEL, 300, 200), _fleet(npu_load=32, gpu_load=256))
-    assert e.value.retry_after_s == 2.5
+        router.choose(RequestShape(MODEL, 300, 200), unprofiled)
+    assert e.value.retry_after_s == 2.5  # no profile to predict a wait from: the configured one
     again = pickle.loads(pickle.dumps(e.value))
     assert again.retry_after_s == 2.5 and str(again) == str(e.value)
+
+
+def test_retry_after_is_the_shortest_predicted_wait():
+    # A request takes TTFT 100 ms + 200 × TPOT 20 ms = 4.1 s; a pool frees capacity / 4.1 s slots per second.
+    router = Router(build_policy("efficiency"), retry_after_s=2.5)
+    with pytest.raises(AllPoolsSaturated) as e:
+        router.choose(RequestShape(MODEL, 300, 200), _fleet(npu_load=32 + 63, gpu_load=256 + 255))
+    # rngd-a: 64 over its 32 → 64 × 4.1 / 32 = 8.2 s; h100: 256 over its 256 → 256 × 4.1 / 256 = 4.1 s
+    assert e.value.retry_after_s == pytest.approx(4.1)
 
 
 def test_model_not_served_lists_available_models():
