@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from routing.config import RoutingConfig, build_router
+from routing.scaler import PoolFigures, Scaler
+from sim.autoscale import DEFAULT_INTERVAL_S, ScaleTick, SimAutoscaler
 from sim.events import Arrival, EventQueue
 from sim.pools import SimPool
 from sim.state import SimState
@@ -23,16 +25,21 @@ class Simulation:
     """One run of ``workload`` through ``pools`` under ``config``.
 
     ``learn`` folds every finished request into its pool's profile
-    (``profile.observe``), as the gateway does online.
+    (``profile.observe``), as the gateway does online. ``autoscale``: the
+    figures of the pools ``routing.scaler`` drives (``sim.autoscale``), on
+    this simulation's clock.
     """
 
     def __init__(self, workload: Workload, pools: Sequence[SimPool], config: RoutingConfig,
-                 *, seed: int = 0, learn: bool = False):
+                 *, seed: int = 0, learn: bool = False, autoscale: Mapping[str, PoolFigures] | None = None,
+                 scale_interval_s: float = DEFAULT_INTERVAL_S):
         self.config = config
         self._now = 0.0
         self.queue = EventQueue()
         self.router = build_router(config, clock=self.now, rng=random.Random(seed))
         self.state = SimState(workload, pools, self.router, learn=learn)
+        if autoscale:
+            self.state.autoscaler = SimAutoscaler(Scaler(clock=self.now), autoscale, scale_interval_s)
         self.wall_s = 0.0
 
     @property
@@ -53,6 +60,8 @@ class Simulation:
         state, queue = self.state, self.queue
         if len(state.workload):
             queue.push(Arrival(float(state.workload.t[0]), 0))
+            if state.autoscaler:
+                queue.push(ScaleTick(float(state.workload.t[0])))
         while queue:
             event = queue.pop()
             self._now = event.time
