@@ -12,11 +12,18 @@ code sets, so those numbers in this file win over the fleet's.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from fleet.autoscaling import app_policy_driven, fleet_figures, serve_app_policy, serve_autoscaling_config
+from fleet.autoscaling import (
+    PoolFigures,
+    app_policy_driven,
+    fleet_figures,
+    scaling_profiles,
+    serve_app_policy,
+    serve_autoscaling_config,
+)
 from fleet.config import FleetConfig
-from fleet.profiles import fleet_profiles
 from workers.spec import PoolSpec
 
 APP_NAME = "hetserve"
@@ -36,10 +43,16 @@ def pool_deployment_entry(pool: PoolSpec, autoscaling_config: dict[str, Any] | N
     return entry
 
 
-def autoscaling_configs(fleet: FleetConfig, *, app_policy: bool) -> dict[str, dict[str, Any]]:
-    """Serve ``autoscaling_config`` of every autoscaled pool, on modelled profiles;
+def _figures(fleet: FleetConfig, base_dir: Path | None) -> dict[str, PoolFigures]:
+    directory = fleet.profiles and (base_dir or Path.cwd()) / fleet.profiles
+    return fleet_figures(fleet.pools, scaling_profiles(fleet.pools, directory), fleet.routing.slo)
+
+
+def autoscaling_configs(fleet: FleetConfig, *, app_policy: bool, base_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Serve ``autoscaling_config`` of every autoscaled pool, on the fleet's measured profiles
+    (its ``profiles`` directory, relative to ``base_dir``) else modelled ones;
     ``app_policy``: the application-level policy scales them (Serve's delays 0)."""
-    figures = fleet_figures(fleet.pools, fleet_profiles(fleet.pools), fleet.routing.slo)
+    figures = _figures(fleet, base_dir)
     return {p.name: serve_autoscaling_config(p, figures[p.name], app_policy=app_policy)
             for p in fleet.pools if p.autoscaling}
 
@@ -64,10 +77,12 @@ def serve_config(
     host: str = "0.0.0.0",
     port: int | None = None,
     gateway_resource: str | None = None,
+    base_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The Serve config; ``fleet_path`` refers to a file on the cluster instead of carrying the fleet inline."""
+    """The Serve config; ``fleet_path`` refers to a file on the cluster instead of carrying the fleet inline;
+    ``base_dir`` resolves the fleet's ``profiles`` directory (the autoscaling figures)."""
     fleet_arg: str | dict[str, Any] = fleet_path or fleet.model_dump(mode="json", exclude_unset=True)
-    scaled = autoscaling_configs(fleet, app_policy=app_policy_driven(fleet.pools))
+    scaled = autoscaling_configs(fleet, app_policy=app_policy_driven(fleet.pools), base_dir=base_dir)
     app: dict[str, Any] = {
         "name": APP_NAME,
         "route_prefix": "/",
@@ -77,8 +92,7 @@ def serve_config(
         + [pool_deployment_entry(p, scaled.get(p.name)) for p in fleet.pools],
     }
     if app_policy_driven(fleet.pools):
-        figures = fleet_figures(fleet.pools, fleet_profiles(fleet.pools), fleet.routing.slo)
-        app["autoscaling_policy"] = serve_app_policy(figures)
+        app["autoscaling_policy"] = serve_app_policy(_figures(fleet, base_dir))
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": fleet.gateway.port if port is None else port},

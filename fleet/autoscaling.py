@@ -17,9 +17,11 @@ target load and a representative sequence length:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
+from fleet.profiles import fleet_profiles
 from routing.config import SloConfig
-from routing.profile import EfficiencyProfile
+from routing.profile import EfficiencyProfile, ProfileBook
 from routing.scaler import PoolFigures, ScalerLimits
 from workers.hardware import get_hardware
 from workers.spec import PoolSpec
@@ -68,6 +70,15 @@ def pool_figures(spec: PoolSpec, profile: EfficiencyProfile | None, slo: SloConf
         tokens_per_s=float(cell.throughput_tok_s) if usable else 0.0,
         idle_watts=idle, meets_slo=best is not None,
     )
+
+
+def scaling_profiles(pools: list[PoolSpec], directory: str | Path | None) -> dict[str, EfficiencyProfile]:
+    """Modelled profiles, replaced by measured ones (``hetserve calibrate``) found in ``directory``."""
+    profiles = fleet_profiles(pools)
+    if directory is not None and Path(directory).is_dir():
+        book = ProfileBook.load_dir(directory)
+        profiles.update({name: book[name] for name in book if name in {p.name for p in pools}})
+    return profiles
 
 
 def fleet_figures(pools: list[PoolSpec], profiles: Mapping[str, EfficiencyProfile], slo: SloConfig,

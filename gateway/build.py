@@ -35,7 +35,7 @@ def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path |
     # serve.run takes no application-level autoscaling policy: here Serve's own rule scales each
     # autoscaled pool, with the fleet's delays. Under `serve deploy` of a Serve config from
     # deploy.serve_config, the config's deployment entries and efficiency policy win over these.
-    scaled = autoscaling_configs(fleet, app_policy=False)
+    scaled = autoscaling_configs(fleet, app_policy=False, base_dir=base_dir)
     pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace, scaled.get(p.name)) for p in fleet.pools}
     gateway = Gateway.options(max_ongoing_requests=fleet.gateway.max_ongoing_requests)
     return gateway.bind(fleet.model_dump(), pools, admin_key, str(base_dir) if base_dir else None)
