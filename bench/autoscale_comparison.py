@@ -77,6 +77,14 @@ def autoscaled(problem: Problem, base: FleetConfig, efficiency: bool, startup_s:
     return base.model_copy(update={"pools": pools})
 
 
+def _scaled(spec: PoolSpec, lo: int, hi: int, efficiency: bool, startup_s: float, up_s: float,
+            down_s: float) -> PoolSpec:
+    data = spec.model_dump(exclude={"replicas", "autoscaling"})
+    data["autoscaling"] = AutoscalingSpec(min_replicas=lo, max_replicas=hi, upscale_delay_s=up_s,
+                                          downscale_delay_s=down_s, startup_s=startup_s, efficiency=efficiency)
+    return PoolSpec.model_validate(data)
+
+
 def row(label: str, fleet: FleetConfig, w: Workload, result=None) -> dict:
     started = time.perf_counter()
     r = result or simulate(fleet.pools, w, fleet.routing, label=label)
@@ -94,9 +102,9 @@ def row(label: str, fleet: FleetConfig, w: Workload, result=None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--day-s", type=float, default=3600.0, help="length of the compressed day")
-    ap.add_argument("--trough", type=float, default=4.0, help="req/s at night")
-    ap.add_argument("--peak", type=float, default=80.0, help="req/s at midday")
+    ap.add_argument("--day-s", type=float, default=1800.0, help="length of the compressed day")
+    ap.add_argument("--trough", type=float, default=3.0, help="req/s at night")
+    ap.add_argument("--peak", type=float, default=60.0, help="req/s at midday")
     ap.add_argument("--startup-s", type=float, default=60.0, help="replica start-up time")
     ap.add_argument("--upscale-delay-s", type=float, default=15.0)
     ap.add_argument("--downscale-delay-s", type=float, default=120.0)

@@ -107,7 +107,7 @@ def serve_autoscaling_config(spec: PoolSpec, figures: PoolFigures, *, app_policy
     return {
         "min_replicas": a.min_replicas,
         "max_replicas": a.max_replicas,
-        "initial_replicas": a.start_replicas,
+        "initial_replicas": spec.start_replicas,
         "target_ongoing_requests": figures.limits.target_ongoing,
         "upscale_delay_s": 0.0 if app_policy else a.upscale_delay_s,
         "downscale_delay_s": 0.0 if app_policy else a.downscale_delay_s,

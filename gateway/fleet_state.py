@@ -62,7 +62,7 @@ class PoolRecord:
         a = self.spec.autoscaling
         if a is None:
             return self.spec.replicas
-        return min(max(len(self.replicas), a.start_replicas, 1), a.max_replicas)
+        return min(max(len(self.replicas), self.spec.start_replicas, 1), a.max_replicas)
 
     def max_seq_len(self) -> int:
         limits = [r.max_model_len for r in self.replicas.values() if r.max_model_len]

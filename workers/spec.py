@@ -51,6 +51,7 @@ class AutoscalingSpec(BaseModel):
     """``autoscaling`` of a pool: replica bounds and delays, mapped to Ray Serve's
     ``autoscaling_config`` (``deploy.serve_config``) and run by ``routing.scaler``.
 
+    The pool's ``replicas`` is then the count at start, clamped into the bounds.
     ``target_ongoing_requests`` left out: the largest batch whose modelled or
     measured latency meets the routing SLOs (``fleet.autoscaling``).
     ``efficiency``: scaled fleet-wide by the efficiency-aware scaler (grow the
@@ -62,7 +63,6 @@ class AutoscalingSpec(BaseModel):
 
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=1, ge=1)
-    initial_replicas: int | None = Field(default=None, ge=0, description="default: min_replicas")
     target_ongoing_requests: float | None = Field(default=None, gt=0, description="sequences per replica")
     upscale_delay_s: float = Field(default=30.0, ge=0)
     downscale_delay_s: float = Field(default=600.0, ge=0)
@@ -75,18 +75,6 @@ class AutoscalingSpec(BaseModel):
         if v < info.data.get("min_replicas", 0):
             raise ValueError(f"{v} is below min_replicas ({info.data['min_replicas']})")
         return v
-
-    @field_validator("initial_replicas")
-    @classmethod
-    def _initial_within(cls, v: int | None, info: ValidationInfo) -> int | None:
-        lo, hi = info.data.get("min_replicas"), info.data.get("max_replicas")
-        if v is not None and lo is not None and hi is not None and not lo <= v <= hi:
-            raise ValueError(f"{v} is outside [min_replicas, max_replicas] = [{lo}, {hi}]")
-        return v
-
-    @property
-    def start_replicas(self) -> int:
-        return self.min_replicas if self.initial_replicas is None else self.initial_replicas
 
 
 #: Keys a real engine's ``engine_args`` must not hold: the pool sets them.
@@ -156,10 +144,8 @@ class PoolSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one_replica_count(self) -> "PoolSpec":
+    def _target_admissible(self) -> "PoolSpec":
         a = self.autoscaling
-        if a is not None and "replicas" in self.model_fields_set:
-            raise ValueError("replicas: give autoscaling.initial_replicas instead when autoscaling is set")
         if a is not None and a.target_ongoing_requests and a.target_ongoing_requests > self.max_ongoing_requests:
             raise ValueError(f"autoscaling.target_ongoing_requests: {a.target_ongoing_requests:g} exceeds "
                              f"max_ongoing_requests ({self.max_ongoing_requests}): the pool would refuse load "
@@ -168,8 +154,9 @@ class PoolSpec(BaseModel):
 
     @property
     def start_replicas(self) -> int:
-        """Replicas at start: ``replicas``, or the autoscaling's initial count."""
-        return self.autoscaling.start_replicas if self.autoscaling else self.replicas
+        """Replicas at start: ``replicas``, clamped into the autoscaling bounds where set."""
+        a = self.autoscaling
+        return min(max(self.replicas, a.min_replicas), a.max_replicas) if a else self.replicas
 
     @model_validator(mode="after")
     def _emulated_model_known(self) -> "PoolSpec":

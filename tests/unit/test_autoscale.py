@@ -143,7 +143,6 @@ POOL = {"name": "h100", "hardware": "h100", "engine": "emulated", "model": "llam
 
 @pytest.mark.parametrize("autoscaling, where", [
     ({"min_replicas": 3, "max_replicas": 2}, "pools.0.autoscaling.max_replicas: 2 is below min_replicas"),
-    ({"max_replicas": 2, "initial_replicas": 5}, "pools.0.autoscaling.initial_replicas: 5 is outside"),
     ({"max_replicas": 2, "upscale_delay": 5}, "pools.0.autoscaling.upscale_delay: unknown key"),
     ({"max_replicas": 2, "startup_s": -1}, "pools.0.autoscaling.startup_s:"),
     ({"max_replicas": 2, "target_ongoing_requests": 999}, "autoscaling.target_ongoing_requests: 999 exceeds"),
@@ -153,9 +152,11 @@ def test_bad_autoscaling_names_the_key(autoscaling, where):
         parse_fleet({"pools": [{**POOL, "autoscaling": autoscaling}]})
 
 
-def test_replicas_and_autoscaling_together_are_refused():
-    with pytest.raises(FleetConfigError, match="replicas: give autoscaling.initial_replicas"):
-        parse_fleet({"pools": [{**POOL, "replicas": 2, "autoscaling": {"max_replicas": 3}}]})
+def test_replicas_is_the_start_count_within_the_bounds_and_survives_a_round_trip():
+    fleet = parse_fleet({"pools": [{**POOL, "replicas": 5, "autoscaling": {"min_replicas": 2, "max_replicas": 3}},
+                                   {**POOL, "name": "b", "autoscaling": {"min_replicas": 0, "max_replicas": 3}}]})
+    assert [p.start_replicas for p in fleet.pools] == [3, 1]
+    assert parse_fleet(fleet.model_dump()) == fleet  # what replicas and the gateway get, validated again
 
 
 # Ray Serve's side.
