@@ -41,14 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 def config_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
-        fleet, _ = load_fleet(args.fleet)
+        fleet, base_dir = load_fleet(args.fleet)
     except FleetConfigError as exc:
         print(f"hetserve config: invalid fleet: {exc}", file=sys.stderr)
         return 2
     if args.kuberay:
         doc = kuberay.rayservice(fleet, name=args.name, image=args.image)
     else:
-        doc = serve_config(fleet, fleet_path=args.fleet_path, host=args.host, port=args.port)
+        doc = serve_config(fleet, fleet_path=args.fleet_path, host=args.host, port=args.port, base_dir=base_dir)
     text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False)
     if args.out:
         Path(args.out).write_text(text)

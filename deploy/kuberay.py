@@ -2,7 +2,8 @@
 
 The head group runs Serve's controller, its proxy and the gateway (pinned by
 a custom resource only the head holds); each pool gets a worker group of
-``replicas`` pods, one pool replica per pod, whose container asks Kubernetes
+``replicas`` pods (an autoscaled pool: from its ``min_replicas`` to its
+``max_replicas``, KubeRay's in-tree autoscaler on), one pool replica per pod, whose container asks Kubernetes
 for the pool's device (``nvidia.com/gpu``, ``furiosa.ai/rngd``,
 ``rebellions.ai/ATOM``) and whose ``rayStartParams`` declare the pool's Ray
 resources, so Serve places each replica on its own group. Node selectors use
@@ -97,9 +98,9 @@ def worker_group(pool: PoolSpec, image: str) -> dict[str, Any]:
         spec["nodeSelector"] = node_selector
     return {
         "groupName": pool.name,
-        "replicas": pool.replicas,
-        "minReplicas": pool.replicas,
-        "maxReplicas": pool.replicas,
+        "replicas": pool.start_replicas,
+        "minReplicas": pool.autoscaling.min_replicas if pool.autoscaling else pool.replicas,
+        "maxReplicas": pool.autoscaling.max_replicas if pool.autoscaling else pool.replicas,
         "rayStartParams": params,
         "template": {"spec": spec},
     }
@@ -115,6 +116,8 @@ def rayservice(fleet: FleetConfig, *, name: str = "hetserve", image: str = DEFAU
             "serveConfigV2": yaml.safe_dump(config, sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
+                # Pods follow the replicas Serve asks for where pools autoscale.
+                **({"enableInTreeAutoscaling": True} if any(p.autoscaling for p in fleet.pools) else {}),
                 "headGroupSpec": head_group(image),
                 "workerGroupSpecs": [worker_group(p, image) for p in fleet.pools],
             },

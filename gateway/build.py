@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from ray.serve import Application
 
+from deploy.serve_config import autoscaling_configs
 from fleet.config import GATEWAY_HEADROOM, FleetConfig, FleetConfigError, load_fleet, parse_fleet
 from workers.pool import pool_deployment
 
@@ -31,7 +32,11 @@ def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path |
     from gateway.app import Gateway  # here, not at the top: gateway.app re-exports build (Serve's import path)
 
     trace = fleet.tracing.model_dump()
-    pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace) for p in fleet.pools}
+    # serve.run takes no application-level autoscaling policy: here Serve's own rule scales each
+    # autoscaled pool, with the fleet's delays. Under `serve deploy` of a Serve config from
+    # deploy.serve_config, the config's deployment entries and efficiency policy win over these.
+    scaled = autoscaling_configs(fleet, app_policy=False, base_dir=base_dir)
+    pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace, scaled.get(p.name)) for p in fleet.pools}
     gateway = Gateway.options(max_ongoing_requests=fleet.gateway.max_ongoing_requests + GATEWAY_HEADROOM)
     return gateway.bind(fleet.model_dump(), pools, admin_key, str(base_dir) if base_dir else None)
 

@@ -72,6 +72,14 @@ class PoolRecord:
             return True
         return now - self.last_ok < STALE_AFTER_S
 
+    def live_replicas(self) -> int:
+        """Replicas capacity counts on: the fixed count, or for an autoscaled pool the
+        replicas seen answering, within its bounds (a replica scaled away stays counted)."""
+        a = self.spec.autoscaling
+        if a is None:
+            return self.spec.replicas
+        return min(max(len(self.replicas), self.spec.start_replicas, 1), a.max_replicas)
+
     def max_seq_len(self) -> int:
         limits = [r.max_model_len for r in self.replicas.values() if r.max_model_len]
         if self.hardware.max_seq_len:
@@ -153,8 +161,8 @@ class FleetState:
                     in_flight=rec.in_flight,
                     running=int(rec.total("running")),
                     waiting=int(rec.total("waiting")),
-                    capacity=s.max_ongoing_requests * s.replicas,
-                    replicas=s.replicas,
+                    capacity=s.max_ongoing_requests * rec.live_replicas(),
+                    replicas=rec.live_replicas(),
                     kv_free=1.0 - (sum(usage) / len(usage) if usage else 0.0),
                     max_seq_len=rec.max_seq_len(),
                     batch_buckets=tuple(rec.hardware.batch_buckets or ()),
@@ -187,7 +195,7 @@ class FleetState:
                     model=rec.spec.model,
                     emulated=rec.spec.emulated,
                     models=list(rec.spec.models),
-                    replicas=rec.spec.replicas,
+                    replicas=rec.live_replicas(),
                     healthy=healthy[name],
                     ready=rec.ready(now),
                     starting=rec.starting(),
@@ -195,7 +203,7 @@ class FleetState:
                     in_flight=rec.in_flight,
                     running=int(rec.total("running")),
                     waiting=int(rec.total("waiting")),
-                    capacity=rec.spec.max_ongoing_requests * rec.spec.replicas,
+                    capacity=rec.spec.max_ongoing_requests * rec.live_replicas(),
                     max_seq_len=rec.max_seq_len(),
                     price_per_hour=rec.price_per_hour,
                     output_tokens=int(rec.total("output_tokens_total")),

@@ -39,6 +39,8 @@ def next_step(replica: SimReplica, now: float) -> list["Event"]:
     """Start the replica's next engine step, if it has work: its completion event."""
     res = replica.batcher.step()
     replica.busy = res is not None
+    if res is None and replica.draining:
+        replica.pool.retire(replica, now)
     return [] if res is None else [StepDone(now + res.duration_s, replica, res)]
 
 

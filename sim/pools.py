@@ -6,12 +6,19 @@ A pool whose model the hardware catalog knows runs one ``ContinuousBatcher``
 time and power come from the profile's cells. A request joins the replica
 with the fewest sequences (ties: the first), standing in for Ray Serve's
 power-of-two choice.
+
+Replicas of an autoscaled pool come and go (``sim.autoscale``): a new one
+draws idle power from the moment it is asked for and serves after its
+start-up time; a shed one takes no new requests and leaves once its running
+sequences finish. ``replica_seconds`` counts every replica while it is up
+(starting, serving, draining), which is what idle draw and price are paid on.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from routing.profile import EfficiencyProfile
 from fleet.profiles import engine_figures, modelled_profile
@@ -87,29 +94,36 @@ class ProfileBatcher:
 class SimReplica:
     """One engine of a pool; ``busy`` while a step is scheduled."""
 
-    __slots__ = ("pool", "batcher", "busy", "slot_energy_j")
+    __slots__ = ("pool", "batcher", "busy", "slot_energy_j", "draining")
 
     def __init__(self, pool: "SimPool", batcher: ContinuousBatcher | ProfileBatcher):
         self.pool = pool
         self.batcher = batcher
         self.busy = False
         self.slot_energy_j = 0.0  # running sum of step energy / batch: per-request energy
+        self.draining = False  # shed: finishes its sequences, takes no new ones
 
 
 class SimPool:
     """A pool in the simulation, with its accounting."""
 
     def __init__(self, spec: PoolSpec, batchers: list, idle_watts: float, price_per_hour: float,
-                 profile: EfficiencyProfile | None):
+                 profile: EfficiencyProfile | None, make_batcher: Callable[[], Any] | None = None):
         self.spec = spec
         self.name = spec.name
-        self.replicas = [SimReplica(self, b) for b in batchers]
+        self.replicas = [SimReplica(self, b) for b in batchers]  # serving
+        self.make_batcher = make_batcher
+        self.starting = 0
+        self.draining: list[SimReplica] = []
+        self._initial = len(self.replicas)
+        self._up_area = 0.0  # replica-seconds since t = 0
+        self._up_since = 0.0
         self.idle_watts = idle_watts  # per replica
         self.price_per_hour = price_per_hour  # per replica
         self.profile = profile
         self.models = tuple(spec.models)
-        self.capacity = spec.max_ongoing_requests * spec.replicas
-        self.max_seq_len = min(b.max_model_len for b in batchers)
+        some = batchers or [make_batcher()]
+        self.max_seq_len = min(b.max_model_len for b in some)
         hw = get_hardware(spec.hardware)
         self.batch_buckets = tuple(hw.batch_buckets or ())
         self.dynamic_watts = hw.peak_watts_replica - hw.idle_watts_replica  # per replica
@@ -118,7 +132,7 @@ class SimPool:
         self.prefill_tokens = 0  # their prompt tokens
         self.decode_tokens = 0  # output tokens owed to sequences in flight
         self.prompt_meter = RateMeter()
-        self.max_batch = batchers[0].max_batch
+        self.max_batch = some[0].max_batch
         self.requests = 0
         self.output_tokens = 0
         self.energy_j = 0.0  # step energy (idle during steps included)
@@ -126,6 +140,48 @@ class SimPool:
         self.busy_s = 0.0
         self._load_area = 0.0
         self._load_since = 0.0
+
+    @property
+    def capacity(self) -> int:
+        return self.spec.max_ongoing_requests * len(self.replicas)
+
+    @property
+    def up(self) -> int:
+        """Replicas drawing power: starting, serving or draining."""
+        return len(self.replicas) + self.starting + len(self.draining)
+
+    def _count(self, now: float) -> None:
+        self._up_area += self.up * (now - self._up_since)
+        self._up_since = now
+
+    def begin_start(self, now: float) -> None:
+        """A replica is asked for: it draws idle power until ``replica_ready``."""
+        self._count(now)
+        self.starting += 1
+
+    def replica_ready(self, now: float) -> None:
+        self._count(now)
+        self.starting -= 1
+        self.replicas.append(SimReplica(self, self.make_batcher()))
+
+    def shed(self, now: float) -> None:
+        """Take the least busy serving replica out; it leaves when its sequences finish."""
+        self._count(now)
+        r = min(self.replicas, key=lambda r: r.batcher.running + r.batcher.waiting)
+        self.replicas.remove(r)
+        if r.batcher.has_work():
+            r.draining = True
+            self.draining.append(r)
+
+    def retire(self, replica: SimReplica, now: float) -> None:
+        """A draining replica ran out of work: it stops drawing power."""
+        self._count(now)
+        self.draining.remove(replica)
+        replica.draining = False
+
+    def replica_seconds(self, start: float, end: float) -> float:
+        """Replica-seconds up over [start, end] (replicas change only after ``start``)."""
+        return self._up_area + self.up * (end - self._up_since) - self._initial * start
 
     def state(self, now: float) -> PoolState:
         """The snapshot the gateway would build: exact in-flight and queue, polled figures fresh."""
@@ -136,9 +192,10 @@ class SimPool:
             running += b.running
             waiting += b.waiting
             usage += b.kv_usage
+        n = len(self.replicas)
         return PoolState(
-            self.name, self.spec.hardware, self.models, True, self.in_flight, running, waiting,
-            self.capacity, len(self.replicas), 1.0 - usage / len(self.replicas), self.max_seq_len,
+            self.name, self.spec.hardware, self.models, n > 0, self.in_flight, running, waiting,
+            self.capacity, n, 1.0 - usage / n if n else 0.0, self.max_seq_len,
             self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
             self.prefilling, self.prefill_tokens, self.decode_tokens, self.prompt_meter.rate(now),
             self.max_batch, 0, self.dynamic_watts,
@@ -189,18 +246,19 @@ def build_pools(specs: Iterable[PoolSpec], models: Iterable[str],
             measured = EfficiencyProfile.from_dict(measured.to_dict(), source=spec.name)
         hw = get_hardware(spec.hardware)
         if figures is not None:
-            batchers = [ContinuousBatcher(figures.hardware, figures.model, figures.max_batch,
-                                          figures.max_model_len) for _ in range(spec.replicas)]
+            def make(f=figures):
+                return ContinuousBatcher(f.hardware, f.model, f.max_batch, f.max_model_len)
             profile = measured or modelled_profile(spec.name, spec.models[0], figures)
             price = figures.price_per_hour
         elif measured is not None:
             max_batch = int(spec.engine_args.get("max_num_seqs") or spec.max_ongoing_requests)
-            batchers = [ProfileBatcher(measured, hw.idle_watts_replica, max_batch)
-                        for _ in range(spec.replicas)]
+            def make(m=measured, idle=hw.idle_watts_replica, b=max_batch):
+                return ProfileBatcher(m, idle, b)
             profile = measured
             price = spec.price_per_hour if spec.price_per_hour is not None else hw.price_per_hour_usd
         else:
             raise ValueError(f"pool {spec.name}: model {spec.model!r} is not in the hardware "
                              "catalog and no profile was given; cannot simulate it")
-        pools.append(SimPool(spec, batchers, hw.idle_watts_replica, price, profile))
+        batchers = [make() for _ in range(spec.start_replicas)]
+        pools.append(SimPool(spec, batchers, hw.idle_watts_replica, price, profile, make))
     return pools

@@ -1,8 +1,10 @@
 """What one simulated run comes to: energy, cost, latency, SLOs, per-pool shares.
 
 Energy has the two totals of the design notes: *attributed* (above idle, what
-routing controls) and *total* (every simulated pool's idle draw over the whole
-span plus the attributed energy). The span runs from the first arrival to the
+routing controls) and *total* (the attributed energy plus every simulated
+replica's idle draw while it is up: the whole span for a fixed pool, the
+replica-seconds each replica was starting, serving or draining where pools
+autoscale). The span runs from the first arrival to the
 last event. Goodput follows ``loadtests.metrics``: a request is good when it
 completed and met each of its TTFT and TPOT targets (TPOT passes for a
 one-token output); goodput is good requests per second of span.
@@ -72,7 +74,8 @@ class PoolResult:
     busy_share: float  # of replica time spent stepping
     energy_attributed_j: float
     energy_total_j: float  # idle over the span + attributed
-    cost_usd: float  # price per hour × replicas × span
+    cost_usd: float  # price per hour × replica-hours up
+    mean_replicas: float = 0.0  # replicas up (starting, serving, draining), time-averaged
 
 
 @dataclass(frozen=True)
@@ -130,16 +133,16 @@ def summarize(sim: Simulation, label: str | None = None) -> RunResult:
     total_attr = total_all = total_cost = 0.0
     routed = max(int((st.pool >= 0).sum()), 1)
     for p in sim.pools:
-        reps = len(p.replicas)
-        energy_total = p.attributed_j + p.idle_watts * reps * span
-        cost = p.price_per_hour * reps * span / 3600
+        up_s = p.replica_seconds(start, end)
+        energy_total = p.attributed_j + p.idle_watts * up_s
+        cost = p.price_per_hour * up_s / 3600
         total_attr += p.attributed_j
         total_all += energy_total
         total_cost += cost
         pools.append(PoolResult(
             p.name, p.spec.hardware, p.requests, p.requests / routed, p.output_tokens,
-            p.mean_load(start, end), p.busy_s / (span * reps) if span > 0 else 0.0,
-            p.attributed_j, energy_total, cost,
+            p.mean_load(start, end), p.busy_s / up_s if up_s > 0 else 0.0,
+            p.attributed_j, energy_total, cost, up_s / span if span > 0 else float(len(p.replicas)),
         ))
     return RunResult(
         label=label or sim.config.policy,

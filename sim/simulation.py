@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from routing.config import RoutingConfig, build_router
+from routing.scaler import PoolFigures, Scaler
+from sim.autoscale import DEFAULT_INTERVAL_S, ScaleTick, SimAutoscaler
 from sim.events import Arrival, EventQueue
 from sim.pools import SimPool
 from sim.state import SimState
@@ -27,11 +29,15 @@ class Simulation:
     request path's latency between routing and the engine (HTTP proxy,
     gateway, Ray handle, and the stream's way back), counted in TTFT; the
     engines are modelled, that path is not, so it is measured
-    (``bench/sim_fidelity.py`` probes it) and passed in.
+    (``bench/sim_fidelity.py`` probes it) and passed in. ``autoscale``: the
+    figures of the pools ``routing.scaler`` drives (``sim.autoscale``), on
+    this simulation's clock.
     """
 
     def __init__(self, workload: Workload, pools: Sequence[SimPool], config: RoutingConfig,
-                 *, seed: int = 0, learn: bool = False, dispatch_s: float = 0.0):
+                 *, seed: int = 0, learn: bool = False, dispatch_s: float = 0.0,
+                 autoscale: Mapping[str, PoolFigures] | None = None,
+                 scale_interval_s: float = DEFAULT_INTERVAL_S):
         if dispatch_s < 0:
             raise ValueError("dispatch_s must be >= 0")
         self.config = config
@@ -39,6 +45,8 @@ class Simulation:
         self.queue = EventQueue()
         self.router = build_router(config, clock=self.now, rng=random.Random(seed))
         self.state = SimState(workload, pools, self.router, learn=learn, dispatch_s=dispatch_s)
+        if autoscale:
+            self.state.autoscaler = SimAutoscaler(Scaler(clock=self.now), autoscale, scale_interval_s)
         self.wall_s = 0.0
 
     @property
@@ -59,6 +67,8 @@ class Simulation:
         state, queue = self.state, self.queue
         if len(state.workload):
             queue.push(Arrival(float(state.workload.t[0]), 0))
+            if state.autoscaler:
+                queue.push(ScaleTick(float(state.workload.t[0])))
         while queue:
             event = queue.pop()
             self._now = event.time

@@ -32,6 +32,7 @@ class SimState:
         self.pools = list(pools)
         self.router = router
         self.learn = learn
+        self.autoscaler = None  # a sim.autoscale.SimAutoscaler where pools autoscale
         self.by_name = {p.name: p for p in self.pools}
         self.pool_index = {p.name: i for i, p in enumerate(self.pools)}
         n = len(workload)

@@ -143,12 +143,14 @@ def _replica_id() -> str:
         return f"local-{os.getpid()}"
 
 
-def pool_deployment(spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW_S, trace: dict | None = None):
-    """The bound Ray Serve deployment for one pool."""
+def pool_deployment(spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW_S, trace: dict | None = None,
+                    autoscaling_config: dict | None = None):
+    """The bound Ray Serve deployment for one pool; ``autoscaling_config`` replaces a fixed replica count."""
     return serve.deployment(
         PoolReplica,
         name=spec.name,
-        num_replicas=spec.replicas,
+        num_replicas=None if autoscaling_config else spec.replicas,
+        autoscaling_config=autoscaling_config,
         max_ongoing_requests=spec.max_ongoing_requests,
         ray_actor_options=spec.ray_actor_options(),
         health_check_period_s=10,

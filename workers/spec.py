@@ -61,6 +61,36 @@ class EmulatedEngineArgs(BaseModel):
         return v
 
 
+class AutoscalingSpec(BaseModel):
+    """``autoscaling`` of a pool: replica bounds and delays, mapped to Ray Serve's
+    ``autoscaling_config`` (``deploy.serve_config``) and run by ``routing.scaler``.
+
+    The pool's ``replicas`` is then the count at start, clamped into the bounds.
+    ``target_ongoing_requests`` left out: the largest batch whose modelled or
+    measured latency meets the routing SLOs (``fleet.autoscaling``).
+    ``efficiency``: scaled fleet-wide by the efficiency-aware scaler (grow the
+    pool with the least J/token first, shed the least efficient); false: Ray
+    Serve's own queue-length rule for this pool alone.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float | None = Field(default=None, gt=0, description="sequences per replica")
+    upscale_delay_s: float = Field(default=30.0, ge=0)
+    downscale_delay_s: float = Field(default=600.0, ge=0)
+    startup_s: float = Field(default=60.0, ge=0, description="seconds from asking for a replica to its serving")
+    efficiency: bool = True
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _max_over_min(cls, v: int, info: ValidationInfo) -> int:
+        if v < info.data.get("min_replicas", 0):
+            raise ValueError(f"{v} is below min_replicas ({info.data['min_replicas']})")
+        return v
+
+
 #: Keys a real engine's ``engine_args`` must not hold: the pool sets them.
 _RESERVED_ENGINE_ARGS = {"model": "set by the pool's 'model' key"}
 
@@ -82,6 +112,7 @@ class PoolSpec(BaseModel):
     price_per_hour: float | None = Field(default=None, ge=0, description="USD; default: the hardware catalog's")
     power: PowerSpec = Field(default_factory=PowerSpec)
     env: dict[str, str] = Field(default_factory=dict)
+    autoscaling: AutoscalingSpec | None = Field(default=None, description="replicas then follow load")
 
     @field_validator("name")
     @classmethod
@@ -125,6 +156,21 @@ class PoolSpec(BaseModel):
         except CatalogError as exc:  # pydantic reports ValueErrors with the key's path
             raise ValueError(str(exc)) from None
         return v
+
+    @model_validator(mode="after")
+    def _target_admissible(self) -> "PoolSpec":
+        a = self.autoscaling
+        if a is not None and a.target_ongoing_requests and a.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError(f"autoscaling.target_ongoing_requests: {a.target_ongoing_requests:g} exceeds "
+                             f"max_ongoing_requests ({self.max_ongoing_requests}): the pool would refuse load "
+                             "before it scales")
+        return self
+
+    @property
+    def start_replicas(self) -> int:
+        """Replicas at start: ``replicas``, clamped into the autoscaling bounds where set."""
+        a = self.autoscaling
+        return min(max(self.replicas, a.min_replicas), a.max_replicas) if a else self.replicas
 
     @model_validator(mode="after")
     def _emulated_model_known(self) -> "PoolSpec":
