@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.config import FleetConfig
+from fleet.live import live_settings
 from workers.spec import PoolSpec
 
 APP_NAME = "hetserve"
@@ -29,16 +30,26 @@ def pool_deployment_entry(pool: PoolSpec) -> dict[str, Any]:
     }
 
 
-def gateway_deployment_entry(fleet: FleetConfig, gateway_resource: str | None = None) -> dict[str, Any]:
-    """``gateway_resource``: a custom resource only the gateway's nodes hold, to pin it there."""
+def gateway_actor_options(fleet: FleetConfig, gateway_resource: str | None = None) -> dict[str, Any]:
+    """No CPU reserved; the fleet's ``gateway.resources`` (and ``gateway_resource``, a custom resource only
+    the gateway's nodes hold) pin it to the nodes holding them."""
     options: dict[str, Any] = {"num_cpus": 0}
+    resources = dict(fleet.gateway.resources)
     if gateway_resource:
-        options["resources"] = {gateway_resource: 0.001}
+        resources[gateway_resource] = 0.001
+    if resources:
+        options["resources"] = resources
+    return options
+
+
+def gateway_deployment_entry(fleet: FleetConfig, gateway_resource: str | None = None) -> dict[str, Any]:
+    """Its ``user_config`` (``fleet.live``) is what a ``serve deploy`` changes in the running gateway."""
     return {
         "name": GATEWAY_DEPLOYMENT,
         "num_replicas": 1,
         "max_ongoing_requests": fleet.gateway.max_ongoing_requests,
-        "ray_actor_options": options,
+        "ray_actor_options": gateway_actor_options(fleet, gateway_resource),
+        "user_config": live_settings(fleet),
     }
 
 
@@ -53,7 +64,7 @@ def serve_config(
     """The Serve config; ``fleet_path`` refers to a file on the cluster instead of carrying the fleet inline."""
     fleet_arg: str | dict[str, Any] = fleet_path or fleet.model_dump(mode="json", exclude_unset=True)
     return {
-        "proxy_location": "EveryNode",
+        "proxy_location": fleet.gateway.proxy_location,
         "http_options": {"host": host, "port": fleet.gateway.port if port is None else port},
         "applications": [
             {

@@ -13,7 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from ray.serve import Application
 
+from deploy.serve_config import gateway_actor_options
 from fleet.config import FleetConfig, FleetConfigError, load_fleet, parse_fleet
+from fleet.live import live_settings
 from workers.pool import pool_deployment
 
 
@@ -32,7 +34,11 @@ def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path |
 
     trace = fleet.tracing.model_dump()
     pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace) for p in fleet.pools}
-    gateway = Gateway.options(max_ongoing_requests=fleet.gateway.max_ongoing_requests)
+    gateway = Gateway.options(
+        max_ongoing_requests=fleet.gateway.max_ongoing_requests,
+        ray_actor_options=gateway_actor_options(fleet),
+        user_config=live_settings(fleet),
+    )
     return gateway.bind(fleet.model_dump(), pools, admin_key, str(base_dir) if base_dir else None)
 
 
