@@ -24,6 +24,7 @@ from fleet.autoscaling import (
     serve_autoscaling_config,
 )
 from fleet.config import GATEWAY_HEADROOM, FleetConfig
+from fleet.live import live_settings
 from workers.spec import PoolSpec
 
 APP_NAME = "hetserve"
@@ -57,16 +58,26 @@ def autoscaling_configs(fleet: FleetConfig, *, app_policy: bool, base_dir: Path 
             for p in fleet.pools if p.autoscaling}
 
 
-def gateway_deployment_entry(fleet: FleetConfig, gateway_resource: str | None = None) -> dict[str, Any]:
-    """``gateway_resource``: a custom resource only the gateway's nodes hold, to pin it there."""
+def gateway_actor_options(fleet: FleetConfig, gateway_resource: str | None = None) -> dict[str, Any]:
+    """No CPU reserved; the fleet's ``gateway.resources`` (and ``gateway_resource``, a custom resource only
+    the gateway's nodes hold) pin it to the nodes holding them."""
     options: dict[str, Any] = {"num_cpus": 0}
+    resources = dict(fleet.gateway.resources)
     if gateway_resource:
-        options["resources"] = {gateway_resource: 0.001}
+        resources[gateway_resource] = 0.001
+    if resources:
+        options["resources"] = resources
+    return options
+
+
+def gateway_deployment_entry(fleet: FleetConfig, gateway_resource: str | None = None) -> dict[str, Any]:
+    """Its ``user_config`` (``fleet.live``) is what a ``serve deploy`` changes in the running gateway."""
     return {
         "name": GATEWAY_DEPLOYMENT,
         "num_replicas": 1,
         "max_ongoing_requests": fleet.gateway.max_ongoing_requests + GATEWAY_HEADROOM,
-        "ray_actor_options": options,
+        "ray_actor_options": gateway_actor_options(fleet, gateway_resource),
+        "user_config": live_settings(fleet),
     }
 
 
@@ -94,7 +105,7 @@ def serve_config(
     if app_policy_driven(fleet.pools):
         app["autoscaling_policy"] = serve_app_policy(_figures(fleet, base_dir))
     return {
-        "proxy_location": "EveryNode",
+        "proxy_location": fleet.gateway.proxy_location,
         "http_options": {"host": host, "port": fleet.gateway.port if port is None else port},
         "applications": [app],
     }

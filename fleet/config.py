@@ -9,9 +9,11 @@ names the bad key by its path (``pools.2.hardware: unknown hardware 'h1000'``).
 
 from __future__ import annotations
 
+import re
+
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -65,6 +67,16 @@ class GatewaySpec(BaseModel):
     keys_file: str | None = Field(default=None, description="YAML of keys with limits (gateway/auth.py), relative to the fleet file")
     max_ongoing_requests: int = Field(default=1024, ge=1)
     poll_interval_s: float = Field(default=1.0, gt=0)
+    poll_timeout_s: float = Field(default=3.0, gt=0, description="a pool's stats poll that takes longer has failed")
+    down_after_failed_polls: int = Field(
+        default=2, ge=1, description="failed polls in a row after which a pool is down (unhealthy) until one succeeds"
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Ray resources the gateway replica asks for: pins it to the nodes holding them"
+    )
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        default="EveryNode", description="where Ray Serve runs its HTTP proxies (Serve's proxy_location)"
+    )
     relay_window_s: float = Field(
         default=0.05, ge=0, description="longest time engine deltas are merged for (see workers.relay); 0 = off"
     )
@@ -109,6 +121,9 @@ class FleetConfig(BaseModel):
         return list(dict.fromkeys(m for p in self.pools for m in p.models))
 
 
+_NAMED_KEY = re.compile(r"([A-Za-z_][\w.\[\]]*): ")
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """Every error of a config model as ``key.path: message`` (the style of every config file of ours)."""
     lines = []
@@ -117,6 +132,10 @@ def describe_validation_error(exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        # A model validator cannot set a location, so it names the key first ("policy: ..."): join it.
+        named = _NAMED_KEY.match(msg)
+        if named and err["loc"]:
+            where, msg = f"{where}.{named[1]}", msg[named.end():]
         lines.append(f"{where}: {msg}")
     return "; ".join(lines)
 

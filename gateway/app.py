@@ -19,6 +19,7 @@ from ray import serve
 from gateway import errors
 from fleet.api import FleetView
 from fleet.config import FleetConfig
+from fleet.live import apply_live
 from gateway.limits import read_body
 from gateway.metrics import GatewayMetrics
 from gateway.outliers import OutlierDetector
@@ -27,6 +28,7 @@ from gateway.auth import Caller, KeyStore, fleet_keys
 from gateway.service import CompletionService, Finished
 from gateway.tokens import counter_for_pool
 from gateway.fleet_state import FleetState
+from gateway.liveness import DownWatch
 from gateway.profiles import ProfileStore
 from gateway.trace_recorder import TraceRecorder
 from workers import tracing
@@ -78,8 +80,11 @@ class Gateway:
         self.keys = KeyStore(fleet_keys(self.fleet.gateway.api_keys, self.fleet.gateway.keys_file, base_dir))
         failover = self.fleet.gateway.failover
         self.state = FleetState(
-            self.fleet.pools, outliers=OutlierDetector(failover.ejection_base_s, failover.ejection_max_s)
+            self.fleet.pools, outliers=OutlierDetector(failover.ejection_base_s, failover.ejection_max_s),
+            down_after_failed_polls=self.fleet.gateway.down_after_failed_polls,
         )
+        down_watch = DownWatch()
+        self.state.on_down(down_watch.pool_down)
         self.profiles = ProfileStore(self.fleet, Path(base_dir) if base_dir else None)
         self.state.profiles = self.profiles.profiles
         self.pools = ServePools(pools)
@@ -94,7 +99,7 @@ class Gateway:
         self.service = CompletionService(
             self.pools, self.state, lambda: self.router, counters, self.metrics,
             on_finished=self._finished, recorder=self.recorder,
-            failover=failover, max_json_depth=self.fleet.gateway.max_json_depth,
+            failover=failover, max_json_depth=self.fleet.gateway.max_json_depth, down_watch=down_watch,
             timeouts=self.fleet.gateway.timeouts, max_active=self.fleet.gateway.max_ongoing_requests,
         )
         errors.install_handlers(api, lambda body: self.metrics.error(body.payload["error"]["type"], body.status))
@@ -111,9 +116,18 @@ class Gateway:
         self.metrics.policy = config.policy
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Ray Serve ``user_config``: ``{"routing": {...}}`` replaces the policy live."""
-        if "routing" in user_config:
-            self._set_routing(user_config["routing"])
+        """Ray Serve ``user_config`` (``fleet.live``): routing and live gateway settings, without a restart.
+
+        Serve calls it after ``__init__`` and again on each ``serve deploy`` that changes only it;
+        requests in flight keep their pool.
+        """
+        self.fleet = apply_live(self.fleet, user_config)
+        self._set_routing(self.fleet.routing)
+        gateway = self.fleet.gateway
+        self.state.down_after_failed_polls = gateway.down_after_failed_polls
+        self.state.outliers.base_s, self.state.outliers.max_s = gateway.failover.ejection_base_s, gateway.failover.ejection_max_s
+        self.service.set_failover(gateway.failover)
+        log.info("reconfigured: policy %s", self.routing_config.policy)
 
     def _authorize_admin(self, request: Request) -> None:
         if not self.admin_key:
@@ -183,7 +197,7 @@ class Gateway:
     async def _poll_once(self) -> None:
         async def one(name: str) -> None:
             try:
-                stats = await asyncio.wait_for(self.pools.stats(name), timeout=5)
+                stats = await asyncio.wait_for(self.pools.stats(name), timeout=self.fleet.gateway.poll_timeout_s)
                 self.state.record_stats(name, stats)
             except Exception as exc:  # an unreachable pool is unhealthy, not fatal
                 self.state.record_failure(name, f"{type(exc).__name__}: {exc}")

@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from ray.serve import Application
 
-from deploy.serve_config import autoscaling_configs
+from deploy.serve_config import autoscaling_configs, gateway_actor_options
 from fleet.config import GATEWAY_HEADROOM, FleetConfig, FleetConfigError, load_fleet, parse_fleet
+from fleet.live import live_settings
 from workers.pool import pool_deployment
 
 
@@ -37,7 +38,11 @@ def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path |
     # deploy.serve_config, the config's deployment entries and efficiency policy win over these.
     scaled = autoscaling_configs(fleet, app_policy=False, base_dir=base_dir)
     pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace, scaled.get(p.name)) for p in fleet.pools}
-    gateway = Gateway.options(max_ongoing_requests=fleet.gateway.max_ongoing_requests + GATEWAY_HEADROOM)
+    gateway = Gateway.options(
+        max_ongoing_requests=fleet.gateway.max_ongoing_requests + GATEWAY_HEADROOM,
+        ray_actor_options=gateway_actor_options(fleet),
+        user_config=live_settings(fleet),
+    )
     return gateway.bind(fleet.model_dump(), pools, admin_key, str(base_dir) if base_dir else None)
 
 

@@ -5,15 +5,20 @@ has in flight on each pool exactly; running/waiting/KV figures and energy
 counters come from polling replicas (each poll reaches one replica; the
 latest figures of every replica seen are kept).
 
-A pool is *ready* once it answered at least one poll and its polls are not
-stale; it is *healthy* (routable) when ready and not ejected by the
-outlier detector. When every ready pool of a model is ejected, ejection is
+A pool is *ready* once it answered at least one poll, is not *down* and its
+polls are not stale; it is *healthy* (routable) when ready and not ejected
+by the outlier detector. A pool is down after ``down_after_failed_polls``
+failed polls in a row (its replicas died with their node, say) and ready
+again on the first poll that succeeds (Serve restarted them); listeners
+registered with :meth:`FleetState.on_down` hear of each fall. When every ready pool of a model is ejected, ejection is
 ignored for that model (Envoy's panic mode): a guess beats a certain 503.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +42,8 @@ class PoolRecord:
     last_ok: float | None = None
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
+    failed_polls: int = 0  # in a row
+    down: bool = False
     prefilling: int = 0  # sequences sent without a first token yet
     prefill_tokens: int = 0  # their prompt tokens
     decode_tokens: int = 0  # output tokens (max_tokens) owed to sequences in flight
@@ -66,7 +73,7 @@ class PoolRecord:
         return self.last_ok is None
 
     def ready(self, now: float) -> bool:
-        if self.starting():
+        if self.starting() or self.down:
             return False
         if self.last_error is None:
             return True
@@ -88,8 +95,16 @@ class PoolRecord:
 
 
 class FleetState:
-    def __init__(self, pools: list[PoolSpec], clock=time.monotonic, outliers: OutlierDetector | None = None):
+    def __init__(
+        self,
+        pools: list[PoolSpec],
+        clock=time.monotonic,
+        outliers: OutlierDetector | None = None,
+        down_after_failed_polls: int = 2,
+    ):
         self._clock = clock
+        self.down_after_failed_polls = down_after_failed_polls
+        self._down_listeners: list[Callable[[str], None]] = []
         self.outliers = outliers or OutlierDetector(base_s=2.0, max_s=60.0, clock=clock)
         self.pools: dict[str, PoolRecord] = {
             p.name: PoolRecord(p, get_hardware(p.hardware)) for p in pools
@@ -126,9 +141,26 @@ class FleetState:
         rec.replicas[stats.replica] = stats.merged_over(rec.replicas.get(stats.replica))
         rec.last_ok = self._clock()
         rec.last_error = None
+        rec.failed_polls = 0
+        rec.down = False
 
     def record_failure(self, pool: str, error: str) -> None:
-        self.pools[pool].last_error = error
+        """A failed poll; the one that makes ``down_after_failed_polls`` in a row takes the pool down."""
+        rec = self.pools[pool]
+        rec.last_error = error
+        rec.failed_polls += 1
+        if rec.down or rec.failed_polls < self.down_after_failed_polls:
+            return
+        rec.down = True
+        # Its replicas' last figures are gone with them: no load is left on the pool.
+        rec.replicas = {
+            k: dataclasses.replace(r, running=0, waiting=0, kv_cache_usage=0.0) for k, r in rec.replicas.items()
+        }
+        for listener in self._down_listeners:
+            listener(pool)
+
+    def on_down(self, listener: Callable[[str], None]) -> None:
+        self._down_listeners.append(listener)
 
     def healthy(self, model: str | None = None) -> dict[str, bool]:
         """Routable pools; ejection is ignored for ``model`` when it would leave it none."""

@@ -31,7 +31,7 @@ class GatewayMetrics:
         self.pool_failures = Counter("hetserve_pool_failures", "Requests a pool failed (5xx, dead replica)", ["pool"], registry=r)
         self.ejections = Counter("hetserve_pool_ejections", "Times a pool was ejected by outlier detection", ["pool"], registry=r)
         self.ejected = Gauge("hetserve_pool_ejected", "1 while the pool is ejected", ["pool"], registry=r)
-        self.ready = Gauge("hetserve_pool_ready", "1 once the pool answered a poll and is not stale", ["pool"], registry=r)
+        self.ready = Gauge("hetserve_pool_ready", "1 once the pool answered a poll, and while its polls are neither failing (down) nor stale", ["pool"], registry=r)
         self.streams_broken = Counter("hetserve_streams_broken", "Streams that ended in an error after their first bytes", ["model", "pool"], registry=r)
         self.policy = "unknown"
 

@@ -74,7 +74,7 @@ def start(
     if missing:
         _abandon(running, deployed=False)
         raise DeploymentFailed(missing)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port}, proxy_location=fleet.gateway.proxy_location)
     try:
         serve.run(build_app(fleet, admin_key, base_dir), name=APP_NAME, route_prefix="/", blocking=False)
     except RuntimeError as exc:  # Serve's DEPLOY_FAILED: say why per pool, leave nothing behind

@@ -29,6 +29,7 @@ from fleet.config import FailoverSpec, TimeoutSpec
 from gateway import errors
 from gateway.admission import Admission
 from gateway.limits import check_depth
+from gateway.liveness import DownWatch, PoolDown
 from gateway.metrics import GatewayMetrics
 from gateway.outliers import RetryBudget
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
@@ -98,6 +99,7 @@ class CompletionService:
         max_json_depth: int = 32,
         timeouts: TimeoutSpec | None = None,
         max_active: int = 1024,
+        down_watch: DownWatch | None = None,
     ):
         self.pools = pools
         self.state = fleet_state
@@ -108,15 +110,20 @@ class CompletionService:
         self.on_finished = on_finished
         self.clock = clock
         self.recorder = recorder  # gateway.trace_recorder.TraceRecorder, or None
-        self.failover = failover or FailoverSpec()
-        self.budget = RetryBudget(
-            self.failover.retry_budget_ratio, self.failover.retry_budget_min, self.failover.retry_budget_window_s, clock
-        )
+        self.set_failover(failover or FailoverSpec())
         self.max_json_depth = max_json_depth
         self.timeouts = timeouts or TimeoutSpec()
         self.admission = Admission(max_active, clock=clock)
+        self.down_watch = down_watch or DownWatch()
         self.active = 0  # requests between arrival and their last byte (what a drain waits for)
         self.draining = False
+
+    def set_failover(self, failover: FailoverSpec) -> None:
+        """Attempts and retry budget (a fresh budget window) from ``failover``."""
+        self.failover = failover
+        self.budget = RetryBudget(
+            failover.retry_budget_ratio, failover.retry_budget_min, failover.retry_budget_window_s, self.clock
+        )
 
     # -- parsing ----------------------------------------------------------
 
@@ -267,7 +274,8 @@ class CompletionService:
         failure: BaseException | None = None
         for attempt, choice in enumerate(ranked):
             if attempt:
-                if not self.budget.try_retry():
+                # Leaving a pool declared down adds no load to a fleet in trouble: not a budgeted retry.
+                if not isinstance(failure, PoolDown) and not self.budget.try_retry():
                     self.metrics.retry_denied(req.model)
                     break
                 self.metrics.retried(req.model, ranked[attempt - 1].name)
@@ -298,7 +306,9 @@ class CompletionService:
         pool = choice.name
         self.metrics.routed(req.model, pool)
         whole = not req.stream
-        seqs = await self._open(pool, request_id, prompts, req.n, params, shape, tracing.carrier_for(root), whole)
+        seqs = await self.down_watch.guard(pool, self._open(
+            pool, request_id, prompts, req.n, params, shape, tracing.carrier_for(root), whole
+        ))
         self.state.outliers.success(pool)
         ttft = self.clock() - start
         # Ray Serve's proxy sets x-request-id (the client's, or its own): request_id is that one.

@@ -159,3 +159,43 @@ def test_docs_example_is_what_the_command_writes_for_the_example_fleet(capsys):
     root = Path(__file__).resolve().parents[2]
     assert config_main(["--kuberay", "--fleet", str(root / "docs" / "kuberay-fleet.yaml")]) == 0
     assert capsys.readouterr().out == (root / "docs" / "kuberay-rayservice.yaml").read_text()
+
+
+def test_the_gateways_user_config_carries_routing_and_live_settings_and_applies_back(tmp_path):
+    """What `serve deploy` of an edited `user_config` hands the running gateway's `reconfigure`."""
+    from fleet.live import apply_live
+
+    fleet, _ = load_fleet(_write(tmp_path, {**MIXED, "routing": {"policy": "least-load"}}))
+    out = tmp_path / "serve.yaml"
+    config_main(["--fleet", _write(tmp_path, {**MIXED, "routing": {"policy": "least-load"}}), "--out", str(out)])
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(out.read_text()))
+    gateway = next(d for d in schema.applications[0].deployments if d.name == GATEWAY_DEPLOYMENT)
+    user_config = gateway.user_config
+    assert user_config["routing"] == {"policy": "least-load"}
+    assert apply_live(fleet, user_config) == fleet
+    user_config["routing"] = {"policy": "round-robin"}
+    user_config["gateway"]["poll_timeout_s"] = 1.5
+    changed = apply_live(fleet, user_config)
+    assert (changed.routing.policy, changed.gateway.poll_timeout_s) == ("round-robin", 1.5)
+    assert changed.pools == fleet.pools and changed.gateway.port == fleet.gateway.port
+
+
+@pytest.mark.parametrize("user_config, key", [
+    ({"gateway": {"port": 9000}}, "user_config.gateway.port"),
+    ({"routing": {"policy": "fastest-please"}}, "user_config: routing.policy"),
+    ({"pools": []}, "user_config.pools"),
+])  # fmt: skip
+def test_a_user_config_change_the_gateway_cannot_take_live_is_refused_naming_the_key(user_config, key):
+    from fleet.config import FleetConfigError
+    from fleet.live import apply_live
+
+    with pytest.raises(FleetConfigError, match=key.replace(".", r"\.")):
+        apply_live(parse_fleet(MIXED), user_config)
+
+
+def test_the_gateway_is_pinned_where_the_fleet_says_and_proxies_follow_the_fleet(tmp_path, capsys):
+    data = {**MIXED, "gateway": {**MIXED["gateway"], "resources": {"head": 1}, "proxy_location": "HeadOnly"}}
+    assert config_main(["--fleet", _write(tmp_path, data)]) == 0
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(capsys.readouterr().out))
+    gateway = next(d for d in schema.applications[0].deployments if d.name == GATEWAY_DEPLOYMENT)
+    assert gateway.ray_actor_options.resources == {"head": 1} and schema.proxy_location == "HeadOnly"

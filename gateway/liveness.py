@@ -1,0 +1,56 @@
+"""Move requests off a pool the moment the poller declares it down.
+
+When a node dies, a request sent to a replica on it may wait for its first
+item with nothing to wake it: Ray Serve's handle keeps looking for a live
+replica of the pool until the node comes back. :class:`DownWatch` ends
+those waits when :class:`gateway.fleet_state.FleetState` takes the pool
+down (failed polls in a row), with :class:`PoolDown`, a pool failure, so
+the service moves the request to the next ranked pool before any byte went
+out. Streams already answering are not touched: their bytes are the
+client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from gateway import errors
+
+T = TypeVar("T")
+
+
+class PoolDown(errors.Unavailable):
+    """The pool's replicas stopped answering polls while this request waited for its first item."""
+
+
+class DownWatch:
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future]] = {}
+
+    def pool_down(self, pool: str) -> None:
+        """Fail every first-item wait on ``pool`` (a :meth:`FleetState.on_down` listener)."""
+        for signal in self._waiting.pop(pool, set()):
+            if not signal.done():
+                signal.set_result(None)
+
+    async def guard(self, pool: str, opening: Awaitable[T]) -> T:
+        """Await ``opening`` (a request's first items on ``pool``) unless the pool goes down first."""
+        task = asyncio.ensure_future(opening)
+        signal = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(pool, set()).add(signal)
+        try:
+            await asyncio.wait((task, signal), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            waiting = self._waiting.get(pool)
+            if waiting is not None:
+                waiting.discard(signal)
+        if task.done():
+            return task.result()
+        task.cancel()  # the opening cancels its pool streams and releases the pool itself
+        await asyncio.gather(task, return_exceptions=True)
+        raise PoolDown(f"pool {pool} went down (its replicas stopped answering) before the request started")
