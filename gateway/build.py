@@ -7,6 +7,7 @@ gateway.app:build`` in a Serve config, see ``deploy.serve_config``).
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path |
     from gateway.app import Gateway  # here, not at the top: gateway.app re-exports build (Serve's import path)
 
     trace = fleet.tracing.model_dump()
-    pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace) for p in fleet.pools}
+    token = secrets.token_hex(16)  # shared by the gateway and its pools' internal endpoints only
+    pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace, token) for p in fleet.pools}
     gateway = Gateway.options(max_ongoing_requests=fleet.gateway.max_ongoing_requests)
-    return gateway.bind(fleet.model_dump(), pools, admin_key, str(base_dir) if base_dir else None)
+    return gateway.bind(fleet.model_dump(), pools, admin_key, str(base_dir) if base_dir else None, token)
 
 
 def build(args: dict[str, Any]) -> Application:
