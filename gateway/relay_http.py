@@ -112,6 +112,8 @@ class HttpStream:
             raise
         except httpx.HTTPError as exc:
             await self._release()
+            if isinstance(exc, httpx.TransportError):  # learned again from the next poll if it lives
+                self.pools.drop(self.pool, self._endpoint, f"{type(exc).__name__}: {exc}")
             raise EngineFailure(f"the replica broke the stream: {type(exc).__name__}: {exc}") from None
         except BaseException:
             await self._release()

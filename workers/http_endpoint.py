@@ -131,6 +131,14 @@ async def _answer(send, status: int, headers, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _Server(uvicorn.Server):
+    """Leaves signals to the process that hosts it (a Ray Serve replica handles its own SIGTERM)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
 class EndpointServer:
     """uvicorn on a free port of ``host``, run as a task of the current event loop."""
 
@@ -143,7 +151,7 @@ class EndpointServer:
             app, lifespan="off", access_log=False, log_level="warning", http="httptools",
             timeout_keep_alive=300, server_header=False, date_header=False,
         )
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         self.task: asyncio.Task | None = None
 
     def start(self) -> "EndpointServer":
