@@ -1,7 +1,9 @@
 """The one client every benchmarked server gets: closed-loop async httpx, own timing.
 
 ``concurrency`` workers each send their next ``/v1/completions`` request when
-the last one finished, until ``requests`` were sent. Streaming requests ask
+the last one finished, until ``requests`` were sent or, with ``duration_s``,
+until that much time passed (requests in flight then still finish and count;
+the wall time runs to the last one). Streaming requests ask
 for ``ignore_eos`` and ``stream_options.include_usage`` so every server
 produces exactly ``max_tokens`` and reports how many. Per request it keeps
 the time of the first content chunk (TTFT) and of every later content chunk;
@@ -13,6 +15,7 @@ fewer chunks shows fewer, longer gaps. TPOT is ``(e2e - ttft) / (tokens - 1)``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -91,16 +94,20 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, i: int, m
     return s
 
 
-async def closed_loop(url: str, *, concurrency: int, requests: int, max_tokens: int, stream: bool,
-                      model: str = "tiny-llama", timeout_s: float = 300.0, first_index: int = 0) -> tuple[list[Sample], float]:
-    """Run ``requests`` requests through ``concurrency`` workers; return the samples and the wall time."""
+async def closed_loop(url: str, *, concurrency: int, requests: int | None = None, max_tokens: int, stream: bool,
+                      model: str = "tiny-llama", timeout_s: float = 300.0, first_index: int = 0,
+                      duration_s: float | None = None) -> tuple[list[Sample], float]:
+    """Run ``requests`` requests (or for ``duration_s``) through ``concurrency`` workers; return the samples and the wall time."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    counter = iter(range(first_index, first_index + requests))
+    counter = iter(range(first_index, first_index + requests)) if requests is not None else itertools.count(first_index)
     samples: list[Sample] = []
     async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as client:
+        deadline = None if duration_s is None else time.perf_counter() + duration_s
 
         async def worker() -> None:
             for i in counter:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
                 samples.append(await one_request(client, url, model, i, max_tokens, stream))
 
         t0 = time.perf_counter()

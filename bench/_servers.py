@@ -69,6 +69,8 @@ def role_of(cmdline: list[str], name: str) -> str:
         return "engine"
     if "ray::ProxyActor" in title:
         return "proxy"
+    if "haproxy" in title.lower() and "ServeReplica" not in title:
+        return "haproxy"
     if "ray::ServeReplica" in title:
         # hetserve's pool replicas and ray.serve.llm's LLMServer own the engine's frontend (AsyncLLM).
         if ":gateway" in title or "Ingress" in title or "Router" in title:

@@ -1,26 +1,31 @@
-"""Streaming peer comparison: hetserve against vLLM's own server and ray.serve.llm, same engine.
+"""Peer comparison: hetserve against vLLM's own server and ray.serve.llm, same engine, one run.
 
-Run: .venv/bin/python bench/peer.py [--quick] [--servers vllm,rayllm,hetserve] [--relay-sweep]
+Run: .venv/bin/python bench/peer.py [--quick] [--servers vllm,rayllm,rayllm-fast,hetserve]
+                                    [--rounds 3] [--duration 5]
 
-One after another on this machine, each server loads the same tiny Llama
-(``workers.tiny_model.ensure_tiny_model``) with the same engine settings
-(``bench/_servers.py``: bfloat16, max_model_len 2048, max_num_seqs 64,
-VLLM_CPU_KVCACHE_SPACE=1) and gets the same closed-loop client
-(``bench/_load.py``) at 1, 4, 16 and 64 concurrent streams of 64 and 256
-output tokens (``ignore_eos``), plus non-streaming requests. One table:
-output tok/s, TTFT p50/p99, inter-token latency p50/p99 (gaps between
-deliveries), requests/s, each as a ratio to vLLM's own server, and the CPU
-seconds per 1,000 output tokens of the serving processes (everything but
-vLLM's EngineCore and Worker) and of the gateway alone (Ray's proxy and the
-ingress replica). Results go to ``bench/results/peer*.json``.
+Every server loads the same tiny Llama (``workers.tiny_model.ensure_tiny_model``)
+with the same engine settings (``bench/_servers.py``: bfloat16, max_model_len
+2048, max_num_seqs 64, VLLM_CPU_KVCACHE_SPACE=1):
 
-``--relay-sweep`` runs hetserve with relay windows 0, 10, 20, 50 ms and with
-``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (TO=1) at 20 and 50 ms instead, vLLM's
-server as the reference; ``--relay-sweep --focused`` repeats only the 20/50 ms
-± TO=1 contenders in reverse order (to tell drift on a shared machine from a
-real difference).
+- ``vllm``: vLLM's own OpenAI server (the reference of every ratio);
+- ``rayllm``: ``ray.serve.llm.build_openai_app`` with its defaults;
+- ``rayllm-fast``: the same with its fastest documented configuration,
+  ``RAY_SERVE_ENABLE_HA_PROXY=1`` (HAProxy ingress, direct ingress) and
+  ``RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING=1``;
+- ``hetserve``: ``hetserve serve`` on ``bench/fleets/cpu-vllm.yaml``.
 
-``--quick`` uses tiny sizes (the smoke test, tests/integration/test_bench_smoke.py).
+All servers are started first and stay up; then each round runs every cell
+on every server, the servers' order rotated from round to round, so a noisy
+neighbour on a shared machine hits all of them alike. A cell is a closed loop
+of ``--duration`` seconds (requests in flight at the end finish and count).
+The table gives, per cell and server, the median over rounds and its spread
+(min-max), each as a ratio to vLLM's own server, and checks the targets of
+issue 12 (``TARGETS``). CPU seconds per 1,000 output tokens come from each
+server's process tree by role (``_servers.cpu_by_role``); the gateway's share
+is Ray's proxy (or HAProxy) and the ingress replica.
+
+``--quick``: one round of two short cells (the smoke test).
+Results: ``bench/results/peer[-quick].json``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -46,6 +52,7 @@ import _servers  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 REFERENCE = "vllm"
+FAST_RAYLLM_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,6 @@ class Cell:
     concurrency: int
     max_tokens: int
     stream: bool
-    requests: int
 
     @property
     def name(self) -> str:
@@ -65,91 +71,103 @@ class Variant:
     label: str
     kind: str
     env: dict[str, str] = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
 
 
-def full_grid() -> list[Cell]:
-    cells = []
-    for out in (64, 256):
-        for c in (1, 4, 16, 64):
-            cells.append(Cell(c, out, True, max(8, c * (3 if c < 64 else 2))))
-    for c in (1, 16, 64):
-        cells.append(Cell(c, 64, False, max(8, c * (3 if c < 64 else 2))))
-    return cells
+VARIANTS = {
+    "vllm": Variant("vllm", "vllm"),
+    "rayllm": Variant("ray.serve.llm", "rayllm"),
+    "rayllm-fast": Variant("ray.serve.llm fast", "rayllm", FAST_RAYLLM_ENV),
+    "hetserve": Variant("hetserve", "hetserve"),
+    # Ray Serve's HAProxy ingress in front of hetserve's gateway (docs/architecture.md: measured, not kept).
+    "hetserve-haproxy": Variant("hetserve haproxy", "hetserve", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+}
+
+#: The cells the targets are stated on.
+GRID = [Cell(1, 1, False), Cell(16, 64, False), Cell(1, 64, True), Cell(4, 64, True), Cell(16, 64, True)]
+QUICK_GRID = [Cell(1, 16, True), Cell(4, 16, False)]
 
 
-def quick_grid() -> list[Cell]:
-    return [Cell(1, 16, True, 3), Cell(4, 16, True, 8), Cell(4, 16, False, 8)]
-
-
-def sweep_grid(quick: bool) -> list[Cell]:
-    if quick:
-        return [Cell(1, 16, True, 3), Cell(4, 16, True, 8)]
-    return [Cell(1, 64, True, 10), Cell(16, 64, True, 64), Cell(64, 64, True, 192)]
-
-
-def peer_variants(names: list[str]) -> list[Variant]:
-    known = {
-        "vllm": Variant("vllm", "vllm"),
-        "rayllm": Variant("ray.serve.llm", "rayllm"),
-        "hetserve": Variant("hetserve", "hetserve"),
-        "hetserve-to": Variant("hetserve TO=1", "hetserve", env={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
-    }
-    unknown = [n for n in names if n not in known]
+def variants(names: list[str]) -> list[Variant]:
+    unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        raise SystemExit(f"unknown server(s) {unknown}; known: {', '.join(known)}")
-    return [known[n] for n in names]
-
-
-def sweep_variants(focused: bool = False) -> list[Variant]:
-    """All windows and TO=1; ``focused``: only the contenders (20 and 50 ms, each ± TO=1), in reverse order."""
-    if focused:
-        return [Variant("vllm", "vllm")] + [v for v in reversed(sweep_variants()) if "w=20ms" in v.label or "w=50ms" in v.label]
-    out = [Variant("vllm", "vllm")]
-    for w in (0.0, 0.01, 0.02, 0.05):
-        out.append(Variant(f"hetserve w={w * 1000:g}ms", "hetserve", options={"relay_window_s": w}))
-    for w in (0.02, 0.05):
-        out.append(Variant(f"hetserve w={w * 1000:g}ms TO=1", "hetserve",
-                           env={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, options={"relay_window_s": w}))
-    return out
+        raise SystemExit(f"unknown server(s) {unknown}; known: {', '.join(VARIANTS)}")
+    return [VARIANTS[n] for n in names]
 
 
 def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)}
 
 
-def measure(variant: Variant, cells: list[Cell], log_dir: Path) -> dict:
-    print(f"\n== {variant.label}: starting", flush=True)
-    server = _servers.start_server(variant.kind, label=variant.label.replace(" ", "_").replace("=", ""),
-                                   log_dir=log_dir, env=variant.env, **variant.options)
-    print(f"   answered after {server.started_s:.1f} s at {server.url}", flush=True)
-    out = {"label": variant.label, "kind": variant.kind, "env": variant.env, "options": variant.options,
-           "started_s": round(server.started_s, 2), "cells": []}
-    try:
-        # Warm-up, not recorded: first requests pay for lazy imports and caches.
-        asyncio.run(_load.closed_loop(server.url, concurrency=4, requests=8, max_tokens=16, stream=True, first_index=10**6))
-        index = 0
-        for cell in cells:
-            cpu0 = server.cpu()
-            samples, wall = asyncio.run(_load.closed_loop(
-                server.url, concurrency=cell.concurrency, requests=cell.requests,
-                max_tokens=cell.max_tokens, stream=cell.stream, first_index=index))
-            cpu = _cpu_delta(cpu0, server.cpu())
-            index += cell.requests
-            row = {"cell": cell.name, "concurrency": cell.concurrency, "max_tokens": cell.max_tokens,
-                   "stream": cell.stream, **_load.summarize(samples, wall, cell.stream)}
-            tokens = max(row["output_tokens"], 1)
-            serving = sum(v for k, v in cpu.items() if k != "engine")
-            gateway = cpu.get("proxy", 0.0) + cpu.get("ingress", 0.0)
-            row["cpu_s"] = {k: round(v, 3) for k, v in sorted(cpu.items())}
-            row["serving_cpu_s_per_1k_tok"] = serving * 1000 / tokens
-            row["gateway_cpu_s_per_1k_tok"] = gateway * 1000 / tokens if variant.kind != "vllm" else None
-            row["tokens_exact"] = all(s.output_tokens == cell.max_tokens for s in samples if s.ok)
-            out["cells"].append(row)
-            print(f"   {cell.name:<22} {row['tok_s']:>8.0f} tok/s  ttft p50 {_f(row['ttft_ms_p50'])} ms"
-                  f"  itl p99 {_f(row['itl_ms_p99'])} ms  errors {row['errors']}", flush=True)
-    finally:
-        server.stop()
+def run_cell(server, variant: Variant, cell: Cell, duration_s: float, first_index: int) -> dict:
+    cpu0 = server.cpu()
+    samples, wall = asyncio.run(_load.closed_loop(
+        server.url, concurrency=cell.concurrency, duration_s=duration_s, max_tokens=cell.max_tokens,
+        stream=cell.stream, first_index=first_index))
+    cpu = _cpu_delta(cpu0, server.cpu())
+    row = _load.summarize(samples, wall, cell.stream)
+    tokens = max(row["output_tokens"], 1)
+    row["serving_cpu_s_per_1k_tok"] = sum(v for k, v in cpu.items() if k != "engine") * 1000 / tokens
+    gateway = cpu.get("proxy", 0.0) + cpu.get("ingress", 0.0) + cpu.get("haproxy", 0.0)
+    row["gateway_cpu_s_per_1k_tok"] = gateway * 1000 / tokens if variant.kind != "vllm" else None
+    row["tokens_exact"] = all(s.output_tokens == cell.max_tokens for s in samples if s.ok)
+    return row
+
+
+#: Per-round figures a cell keeps; the summary is their median and spread.
+FIGURES = ("tok_s", "req_s", "ttft_ms_p50", "ttft_ms_p99", "itl_ms_p50", "itl_ms_p99", "e2e_ms_p50",
+           "serving_cpu_s_per_1k_tok", "gateway_cpu_s_per_1k_tok")
+
+
+def summarize_rounds(rounds: list[dict]) -> dict:
+    out = {"rounds": len(rounds), "errors": sum(r["errors"] for r in rounds),
+           "first_error": next((r["first_error"] for r in rounds if r["first_error"]), None),
+           "tokens_exact": all(r["tokens_exact"] for r in rounds),
+           "requests": sum(r["requests"] for r in rounds)}
+    for key in FIGURES:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+        out[f"{key}_spread"] = [min(values), max(values)] if values else None
+    return out
+
+
+#: (cell, figure, how, bound, against): the targets of issue 12, against vLLM's own server
+#: unless ``against`` names another server kind's best label.
+TARGETS = [
+    ("unary c=1 out=1", "e2e_ms_p50", "adds at most ms", 2.0, "vllm"),
+    ("unary c=16 out=64", "tok_s", "ratio at least", 0.8, "vllm"),
+    ("stream c=1 out=64", "tok_s", "ratio at least", 0.9, "vllm"),
+    ("stream c=4 out=64", "tok_s", "ratio at least", 0.9, "vllm"),
+    ("stream c=16 out=64", "tok_s", "ratio at least", 0.9, "vllm"),
+    ("stream c=16 out=64", "tok_s", "ratio at least", 1.5, "rayllm"),
+    ("stream c=1 out=64", "itl_ms_p99", "ratio at most", 2.0, "vllm"),
+    ("stream c=4 out=64", "itl_ms_p99", "ratio at most", 2.0, "vllm"),
+    ("stream c=16 out=64", "itl_ms_p99", "ratio at most", 2.0, "vllm"),
+    ("stream c=1 out=64", "ttft_ms_p50", "adds at most ms", 3.0, "vllm"),
+]
+
+
+def check_targets(results: list[dict], subject: str = "hetserve") -> list[dict]:
+    by_label = {r["label"]: {c["cell"]: c for c in r["cells"]} for r in results}
+    kinds = {r["label"]: r["kind"] for r in results}
+    mine = by_label.get(subject)
+    out = []
+    if mine is None:
+        return out
+    for cell, key, how, bound, against in TARGETS:
+        peers = [cells[cell][key] for label, cells in by_label.items()
+                 if kinds[label] == against and cell in cells and cells[cell].get(key) is not None]
+        if cell not in mine or mine[cell].get(key) is None or not peers:
+            continue
+        ref = max(peers) if key == "tok_s" else min(peers)  # the peer's best configuration
+        value = mine[cell][key]
+        if how == "adds at most ms":
+            measured, ok = value - ref, value - ref <= bound
+        elif how == "ratio at least":
+            measured, ok = value / ref, value / ref >= bound
+        else:
+            measured, ok = value / ref, value / ref <= bound
+        out.append({"cell": cell, "figure": key, "target": f"{how} {bound:g} vs {against}",
+                    "measured": round(measured, 3), "met": bool(ok)})
     return out
 
 
@@ -158,26 +176,23 @@ def _f(v, digits: int = 1) -> str:
 
 
 def _ratio(v, ref) -> str:
-    if v is None or not ref:
-        return ""
-    return f" ({v / ref:.2f}x)"
+    return "" if v is None or not ref else f" ({v / ref:.2f}x)"
 
 
 COLUMNS = [  # (header, key, digits)
     ("tok/s", "tok_s", 0),
+    ("e2e p50 ms", "e2e_ms_p50", 1),
     ("TTFT p50 ms", "ttft_ms_p50", 1),
-    ("TTFT p99 ms", "ttft_ms_p99", 1),
     ("ITL p50 ms", "itl_ms_p50", 1),
     ("ITL p99 ms", "itl_ms_p99", 1),
-    ("req/s", "req_s", 1),
 ]
 
 
 def table(results: list[dict], reference: str = REFERENCE) -> str:
-    """A Markdown table: one row per (cell, server), each figure with its ratio to the reference server."""
+    """Markdown: one row per (cell, server); medians over rounds, ratio to the reference, tok/s spread."""
     ref = next((r for r in results if r["kind"] == reference), None)
     ref_cells = {c["cell"]: c for c in ref["cells"]} if ref else {}
-    headers = ["cell", "server"] + [h for h, _, _ in COLUMNS] + ["serving CPU s/1k tok", "gateway CPU s/1k tok", "err"]
+    headers = ["cell", "server"] + [h for h, _, _ in COLUMNS] + ["tok/s spread", "gateway CPU s/1k tok", "err"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     cells = list(dict.fromkeys(c["cell"] for r in results for c in r["cells"]))
     for name in cells:
@@ -186,12 +201,17 @@ def table(results: list[dict], reference: str = REFERENCE) -> str:
             if row is None:
                 continue
             base = ref_cells.get(name, {})
-            figs = []
-            for _, key, digits in COLUMNS:
-                v = row.get(key)
-                figs.append(_f(v, digits) + ("" if r is ref else _ratio(v, base.get(key))))
-            figs += [_f(row["serving_cpu_s_per_1k_tok"], 3), _f(row["gateway_cpu_s_per_1k_tok"], 3), str(row["errors"])]
+            figs = [_f(row.get(key), d) + ("" if r is ref else _ratio(row.get(key), base.get(key))) for _, key, d in COLUMNS]
+            lo, hi = row["tok_s_spread"] or (None, None)
+            figs += [f"{_f(lo, 0)}-{_f(hi, 0)}", _f(row["gateway_cpu_s_per_1k_tok"], 3), str(row["errors"])]
             lines.append("| " + " | ".join([name, r["label"]] + figs) + " |")
+    return "\n".join(lines)
+
+
+def targets_table(checks: list[dict]) -> str:
+    lines = ["| cell | figure | target | hetserve | met |", "|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c['cell']} | {c['figure']} | {c['target']} | {c['measured']:g} | {'yes' if c['met'] else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -213,43 +233,89 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    parser.add_argument("--servers", default="vllm,rayllm,hetserve",
-                        help="comma-separated: vllm, rayllm, hetserve, hetserve-to (TO=1)")
-    parser.add_argument("--relay-sweep", action="store_true", help="hetserve relay windows and TO=1 instead")
-    parser.add_argument("--focused", action="store_true", help="with --relay-sweep: only 20/50 ms ± TO=1, reversed")
-    parser.add_argument("--out", type=Path, help="JSON results (default: bench/results/peer[-sweep][-quick].json)")
+    parser.add_argument("--quick", action="store_true", help="one round of two short cells (smoke test)")
+    parser.add_argument("--servers", default="vllm,rayllm,rayllm-fast,hetserve", help=f"comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell and round")
+    parser.add_argument("--cells", help="only the cells whose names contain one of these (comma-separated)")
+    parser.add_argument("--out", type=Path, help="JSON results (default: bench/results/peer[-quick].json)")
     parser.add_argument("--log-dir", type=Path, help="server logs (default: a temporary directory)")
     args = parser.parse_args(argv)
 
-    if args.relay_sweep:
-        variants, cells = sweep_variants(args.focused), sweep_grid(args.quick)
-    else:
-        variants = peer_variants([s.strip() for s in args.servers.split(",") if s.strip()])
-        cells = quick_grid() if args.quick else full_grid()
-    name = "peer" + ("-sweep" if args.relay_sweep else "") + ("-focused" if args.relay_sweep and args.focused else "")
-    name += "-quick" if args.quick else ""
-    out_path = args.out or RESULTS / f"{name}.json"
+    chosen = variants([s.strip() for s in args.servers.split(",") if s.strip()])
+    cells, rounds, duration = (QUICK_GRID, 1, 1.5) if args.quick else (GRID, args.rounds, args.duration)
+    if args.cells:
+        cells = [c for c in cells if any(p.strip() in c.name for p in args.cells.split(","))]
+    out_path = args.out or RESULTS / f"peer{'-quick' if args.quick else ''}.json"
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="hetserve-bench-"))
     _servers.model_dir()  # build the tiny model once, outside any timing
 
-    results = []
     t0 = time.monotonic()
-    for v in variants:
-        results.append(measure(v, cells, log_dir))
+    servers, started, failed = {}, {}, {}
+    try:
+        for v in chosen:
+            print(f"== {v.label}: starting", flush=True)
+            try:
+                servers[v.label] = _servers.start_server(v.kind, label=v.label.replace(" ", "_").replace(".", "_"),
+                                                         log_dir=log_dir, env=v.env)
+            except RuntimeError as exc:  # a configuration that does not run here is a finding, not a crash
+                failed[v.label] = str(exc).splitlines()[0][:300]
+                print(f"   did not start: {failed[v.label]}", flush=True)
+                continue
+            started[v.label] = servers[v.label].started_s
+            print(f"   answered after {started[v.label]:.1f} s at {servers[v.label].url}", flush=True)
+            # Warm-up, not recorded: first requests pay for lazy imports and caches.
+            asyncio.run(_load.closed_loop(servers[v.label].url, concurrency=4, requests=8, max_tokens=16,
+                                          stream=True, first_index=10**6))
+        live = [v for v in chosen if v.label in servers]
+        per: dict[tuple[str, str], list[dict]] = {}
+        index = 0
+        for rnd in range(rounds):
+            order = live[rnd % len(live):] + live[: rnd % len(live)] if live else []
+            for cell in cells:
+                for v in order:
+                    row = run_cell(servers[v.label], v, cell, duration, index)
+                    index += row["requests"]
+                    per.setdefault((v.label, cell.name), []).append(row)
+                    print(f"   round {rnd + 1} {cell.name:<20} {v.label:<20} {row['tok_s']:>7.0f} tok/s"
+                          f"  e2e p50 {_f(row['e2e_ms_p50'])}  ttft p50 {_f(row['ttft_ms_p50'])}"
+                          f"  itl p99 {_f(row['itl_ms_p99'])}  err {row['errors']}", flush=True)
+    finally:
+        for s in servers.values():
+            s.stop()
+
+    results = []
+    for v in chosen:
+        if v.label not in servers:
+            continue
+        rows = []
+        for cell in cells:
+            summary = summarize_rounds(per[(v.label, cell.name)])
+            rows.append({"cell": cell.name, "concurrency": cell.concurrency, "max_tokens": cell.max_tokens,
+                         "stream": cell.stream, **summary, "per_round": per[(v.label, cell.name)]})
+        results.append({"label": v.label, "kind": v.kind, "env": v.env, "started_s": round(started[v.label], 2),
+                        "cells": rows})
+    checks = check_targets(results)
     doc = {
-        "benchmark": name,
+        "benchmark": "peer" + ("-quick" if args.quick else ""),
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
         "engine": {**_servers.ENGINE, **_servers.ENGINE_ENV},
         "command": "bench/peer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "rounds": rounds,
+        "duration_s": duration,
         "elapsed_s": round(time.monotonic() - t0, 1),
+        "did_not_start": failed,
+        "targets": checks,
         "results": results,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(doc, indent=1) + "\n")
     print()
     print(table(results))
+    if checks:
+        print()
+        print(targets_table(checks))
     print(f"\nresults: {out_path}  (server logs: {log_dir})")
     bad = [r["label"] for r in results if any(c["errors"] or not c["tok_s"] for c in r["cells"])]
     if bad:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from deploy.ingress import RAY_ENV
 from deploy.serve_config import serve_config
 from fleet.config import FleetConfig
 from workers.spec import PoolSpec
@@ -55,6 +56,7 @@ def _container(name: str, image: str, limits: dict[str, Any], ports: list[dict] 
     container: dict[str, Any] = {
         "name": name,
         "image": image,
+        "env": [{"name": k, "value": v} for k, v in RAY_ENV.items()],
         "resources": {"limits": limits, "requests": {k: v for k, v in limits.items() if k in ("cpu", "memory")}},
     }
     if ports:

@@ -30,9 +30,9 @@ from gateway.tokens import counter_for_pool
 from gateway.fleet_state import FleetState
 from gateway.liveness import DownWatch
 from gateway.profiles import ProfileStore
+from gateway.relay_http import HttpPools
 from gateway.trace_recorder import TraceRecorder
 from workers import tracing
-from workers.protocol import PoolRequest, ReplicaStats
 from routing import LatencyPredictor, RoutingConfig, RoutingConfigError, build_router, load_routing_config
 
 log = logging.getLogger("hetserve.gateway")
@@ -48,20 +48,6 @@ def _serve_request_id(request: Request) -> str:
     return _get_serve_request_context().request_id or request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
-class ServePools:
-    """The service's view of pools: Ray Serve handles, streamed."""
-
-    def __init__(self, handles: dict[str, Any]):
-        self.handles = {name: h.options(stream=True) for name, h in handles.items()}
-        self.unary = handles
-
-    def stream(self, pool: str, request: PoolRequest):
-        return self.handles[pool].generate.remote(request)
-
-    async def stats(self, pool: str) -> ReplicaStats:
-        return await self.unary[pool].stats.remote()
-
-
 @serve.deployment(
     name="gateway",
     max_ongoing_requests=1024,
@@ -71,7 +57,8 @@ class ServePools:
 @serve.ingress(api)
 class Gateway:
     async def __init__(
-        self, fleet: dict[str, Any], pools: dict[str, Any], admin_key: str | None = None, base_dir: str | None = None
+        self, fleet: dict[str, Any], pools: dict[str, Any], admin_key: str | None = None, base_dir: str | None = None,
+        token: str = "",
     ):
         self.fleet = FleetConfig.model_validate(fleet)
         tracing.configure(self.fleet.tracing, "gateway")
@@ -87,7 +74,7 @@ class Gateway:
         self.state.on_down(down_watch.pool_down)
         self.profiles = ProfileStore(self.fleet, Path(base_dir) if base_dir else None)
         self.state.profiles = self.profiles.profiles
-        self.pools = ServePools(pools)
+        self.pools = HttpPools(pools, token)
         self.predictor = LatencyPredictor()  # kept across routing changes: what it learned stays
         counters = {}
         for p in self.fleet.pools:
@@ -205,7 +192,9 @@ class Gateway:
                     reason = f"stats poll failed: {type(exc).__name__}: {str(exc)[:150]}"
                     self.metrics.pool_failed(name, self.state.outliers.failure(name, reason))
 
-        await asyncio.gather(*(one(n) for n in self.state.pools))
+        # One poll per replica a pool should have, at once: Serve spreads them, so the
+        # gateway learns every replica's endpoint (gateway.relay_http).
+        await asyncio.gather(*(one(n) for n, rec in self.state.pools.items() for _ in range(max(1, rec.spec.replicas))))
         self.metrics.update_pools(self.state.describe())
         if self.recorder is not None:
             self.recorder.flush()

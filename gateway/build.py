@@ -7,6 +7,7 @@ gateway.app:build`` in a Serve config, see ``deploy.serve_config``).
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,17 @@ def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path |
     # autoscaled pool, with the fleet's delays. Under `serve deploy` of a Serve config from
     # deploy.serve_config, the config's deployment entries and efficiency policy win over these.
     scaled = autoscaling_configs(fleet, app_policy=False, base_dir=base_dir)
-    pools = {p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace, scaled.get(p.name)) for p in fleet.pools}
+    token = secrets.token_hex(16)  # shared by the gateway and its pools' internal endpoints only
+    pools = {
+        p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace, token, scaled.get(p.name))
+        for p in fleet.pools
+    }
     gateway = Gateway.options(
         max_ongoing_requests=fleet.gateway.max_ongoing_requests + GATEWAY_HEADROOM,
         ray_actor_options=gateway_actor_options(fleet),
         user_config=live_settings(fleet),
     )
-    return gateway.bind(fleet.model_dump(), pools, admin_key, str(base_dir) if base_dir else None)
+    return gateway.bind(fleet.model_dump(), pools, admin_key, str(base_dir) if base_dir else None, token)
 
 
 def build(args: dict[str, Any]) -> Application:

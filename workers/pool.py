@@ -1,9 +1,13 @@
 """A pool replica: the Ray Serve deployment that owns one engine adapter.
 
-The gateway calls :meth:`PoolReplica.generate` through a streaming handle.
-Errors before the first token (bad input, context too long) surface at the
-gateway's first ``__anext__``, so it can answer with a proper HTTP status
-instead of a broken stream.
+Ray Serve places, starts, health-checks and reconfigures replicas, and the
+gateway polls :meth:`PoolReplica.stats` through a Serve handle. Tokens do
+not cross Ray: each replica serves :meth:`PoolReplica.generate` on its own
+internal HTTP endpoint (``workers.http_endpoint``), whose address the stats
+carry, and the gateway relays from it over keep-alive connections. Errors
+before the first token (bad input, context too long) are that endpoint's
+HTTP status, so the gateway can answer with a proper status instead of a
+broken stream.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from ray import serve
 
 from workers import tracing
 from workers.adapters import make_engine
 from workers.engine import EngineRequest
 from workers.hardware import get_hardware
+from workers.http_endpoint import EndpointApp, EndpointServer
 from workers.meters import build_meter
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
 from workers.relay import adaptive_window, coalesce, whole
@@ -27,18 +33,20 @@ from workers.sampler import BackgroundSampledMeter
 from workers.spec import PoolSpec
 from workers.telemetry import EnergyLedger
 
-#: Longest window for merging deltas into one Ray item (see workers.relay).
+#: Longest window for merging deltas into one relayed line (see workers.relay).
 DEFAULT_RELAY_WINDOW_S = 0.05
-#: Ray items per second a replica aims for, and the shortest window: on a
-#: 2-core host one stream at 2.5 ms windows (400 items/s) spent 2.5 CPU-s per
-#: 1,000 tokens in the relay (bench/peer.py); 10-50 ms windows cost 5x less.
-RELAY_ITEMS_PER_S = 200.0
-RELAY_MIN_WINDOW_S = 0.01
+#: Lines per second a replica aims for in all, and the shortest window. A line
+#: over HTTP costs the gateway tens of microseconds (a Ray item cost ~1 ms), so
+#: one stream alone gets every delta as it comes, as vLLM's own server sends it,
+#: and only many streams together get merged (docs/architecture.md).
+RELAY_ITEMS_PER_S = 2000.0
+RELAY_MIN_WINDOW_S = 0.0
 
 
 class PoolReplica:
     async def __init__(
-        self, spec: dict[str, Any], relay_window_s: float = DEFAULT_RELAY_WINDOW_S, trace: dict | None = None
+        self, spec: dict[str, Any], relay_window_s: float = DEFAULT_RELAY_WINDOW_S, trace: dict | None = None,
+        token: str = "",
     ):
         self.spec = PoolSpec.model_validate(spec)
         tracing.configure(trace, f"pool:{self.spec.name}")
@@ -59,6 +67,8 @@ class PoolReplica:
             "hetserve.engine_provenance": self.engine.provenance,
             "hetserve.replica": self.replica_id,
         }
+        app = EndpointApp(self.replica_id, token, self.generate)
+        self.endpoint = EndpointServer(app, ray.util.get_node_ip_address()).start()
 
     def _engine_request(self, request: PoolRequest) -> EngineRequest:
         if request.messages is not None:
@@ -120,6 +130,7 @@ class PoolReplica:
         stats.power_source = self.meter.source
         stats.power_provenance = self.meter.describe().get("provenance", "measured")
         stats.engine_provenance = self.engine.provenance
+        stats.endpoint = self.endpoint.url
         return stats
 
     def record_routing_stats(self) -> dict[str, Any]:
@@ -132,6 +143,7 @@ class PoolReplica:
         await self.engine.check_health()
 
     async def __del__(self):
+        await self.endpoint.stop()
         self.meter.close()
         await self.engine.shutdown()
 
@@ -143,9 +155,12 @@ def _replica_id() -> str:
         return f"local-{os.getpid()}"
 
 
-def pool_deployment(spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW_S, trace: dict | None = None,
-                    autoscaling_config: dict | None = None):
-    """The bound Ray Serve deployment for one pool; ``autoscaling_config`` replaces a fixed replica count."""
+def pool_deployment(
+    spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW_S, trace: dict | None = None, token: str = "",
+    autoscaling_config: dict | None = None,
+):
+    """The bound Ray Serve deployment for one pool; ``token`` guards its replicas' internal endpoints;
+    ``autoscaling_config`` replaces a fixed replica count."""
     return serve.deployment(
         PoolReplica,
         name=spec.name,
@@ -156,4 +171,4 @@ def pool_deployment(spec: PoolSpec, relay_window_s: float = DEFAULT_RELAY_WINDOW
         health_check_period_s=10,
         logging_config={"enable_access_log": False},
         request_router_config=router_config(),
-    ).bind(spec.model_dump(), relay_window_s, trace)
+    ).bind(spec.model_dump(), relay_window_s, trace, token)

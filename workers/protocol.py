@@ -1,10 +1,9 @@
-"""What crosses the Ray boundary between the gateway and a pool replica.
+"""What crosses the boundary between the gateway and a pool replica.
 
 The gateway sends a ``PoolRequest`` (one sequence: ``n > 1`` is fanned out
-by the gateway) and reads ``RelayItem``s back; it polls ``ReplicaStats``.
-A ``RelayItem`` is a ``NamedTuple``: typed, yet it pickles nearly as cheaply
-as the plain tuple it is (a streamed Ray item costs per item, see
-``workers.relay``).
+by the gateway) and reads ``RelayItem``s back, both over the replica's
+internal HTTP endpoint (``workers.wire`` has their bytes); it polls
+``ReplicaStats`` through Ray Serve.
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ class ReplicaStats:
     power_source: str | None = None
     power_provenance: str | None = None
     engine_provenance: str | None = None
+    endpoint: str | None = None  # the replica's internal HTTP endpoint (workers.http_endpoint)
 
     def merged_over(self, older: "ReplicaStats | None") -> "ReplicaStats":
         """These counters, with the power fields of ``older`` where these have none."""
@@ -54,7 +54,7 @@ class ReplicaStats:
         return dataclasses.replace(self, **keep) if keep else self
 
 
-_POLLED = ("watts", "power_source", "power_provenance", "engine_provenance")
+_POLLED = ("watts", "power_source", "power_provenance", "engine_provenance", "endpoint")
 
 
 @dataclass(slots=True)

@@ -1,8 +1,8 @@
 """The streaming peer harness (bench/peer.py) still runs end to end and reports sane figures.
 
-It runs in a subprocess with ``--quick``: vLLM's own OpenAI server, then
+It runs in a subprocess with ``--quick``: vLLM's own OpenAI server and
 hetserve (fleet bench/fleets/cpu-vllm.yaml), each in its own process tree on
-a free loopback port, one after the other. Each hetserve run starts its own
+a free loopback port, both up while the cells run on each in turn. Each hetserve run starts its own
 Ray cluster (``ray.init(address="local")``, ``RAY_ADDRESS`` removed from its
 environment), so it does not touch the session's cluster from conftest.py;
 two local Ray clusters side by side work on these machines (dynamic GCS and

@@ -1,0 +1,112 @@
+"""The gateway alone: relayed tokens/s per gateway core and gateway CPU per 1,000 tokens.
+
+Run: .venv/bin/python bench/gateway_alone.py [--rounds 3] [--duration 6]
+
+hetserve serves one emulated pool (``bench/fleets/emulated-relay.yaml``: an
+emulated H100 at 20x its modelled speed, so no engine work) and the
+benchmark client (``bench/_load.py``) streams 256-token completions at 16
+and 64 concurrent streams. The gateway's CPU is that of its process tree's
+``proxy`` and ``ingress`` roles (``_servers.cpu_by_role``): Ray's HTTP proxy
+and the gateway replica; the pool replica (the emulated engine and its
+endpoint) is reported apart. Tokens per gateway CPU-second is what one
+gateway core relays at saturation, the figure that sizes gateways for a
+fleet whose engines are fast. Medians over rounds with their spread.
+Results: ``bench/results/gateway_alone.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import _load  # noqa: E402
+import _servers  # noqa: E402
+from peer import machine  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+FLEET = ROOT / "bench" / "fleets" / "emulated-relay.yaml"
+MAX_TOKENS = 256
+
+
+def run_cell(server, concurrency: int, duration_s: float, first_index: int) -> dict:
+    cpu0 = server.cpu()
+    samples, wall = asyncio.run(_load.closed_loop(
+        server.url, concurrency=concurrency, duration_s=duration_s, max_tokens=MAX_TOKENS, stream=True,
+        first_index=first_index))
+    cpu1 = server.cpu()
+    cpu = {k: cpu1.get(k, 0.0) - cpu0.get(k, 0.0) for k in set(cpu0) | set(cpu1)}
+    row = _load.summarize(samples, wall, True)
+    tokens = max(row["output_tokens"], 1)
+    gateway = cpu.get("proxy", 0.0) + cpu.get("ingress", 0.0) + cpu.get("haproxy", 0.0)
+    row["gateway_cpu_s"] = gateway
+    row["gateway_cpu_s_per_1k_tok"] = gateway * 1000 / tokens
+    row["tok_per_gateway_core_s"] = tokens / gateway if gateway else None
+    row["gateway_cores_busy"] = gateway / wall
+    row["pool_cpu_s_per_1k_tok"] = cpu.get("llm_replica", 0.0) * 1000 / tokens
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=6.0)
+    parser.add_argument("--concurrency", default="16,64")
+    parser.add_argument("--out", type=Path, default=RESULTS / "gateway_alone.json")
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    t0 = time.monotonic()
+    server = _servers.start_server("hetserve", label="hetserve-emulated",
+                                   log_dir=Path(tempfile.mkdtemp(prefix="hetserve-bench-")), fleet=str(FLEET))
+    per: dict[int, list[dict]] = {c: [] for c in levels}
+    try:
+        asyncio.run(_load.closed_loop(server.url, concurrency=8, requests=16, max_tokens=32, stream=True,
+                                      first_index=10**6))
+        index = 0
+        for rnd in range(args.rounds):
+            for c in levels:
+                row = run_cell(server, c, args.duration, index)
+                index += row["requests"]
+                per[c].append(row)
+                print(f"round {rnd + 1} c={c:<3} {row['tok_s']:>7.0f} tok/s  gateway {row['gateway_cores_busy']:.2f} cores"
+                      f"  {row['gateway_cpu_s_per_1k_tok']:.3f} CPU-s/1k tok  errors {row['errors']}", flush=True)
+    finally:
+        server.stop()
+
+    cells = []
+    for c, rows in per.items():
+        cell = {"concurrency": c, "max_tokens": MAX_TOKENS, "errors": sum(r["errors"] for r in rows), "per_round": rows}
+        for key in ("tok_s", "gateway_cpu_s_per_1k_tok", "tok_per_gateway_core_s", "gateway_cores_busy",
+                    "pool_cpu_s_per_1k_tok", "ttft_ms_p50", "itl_ms_p99"):
+            values = [r[key] for r in rows if r.get(key) is not None]
+            cell[key] = statistics.median(values) if values else None
+            cell[f"{key}_spread"] = [min(values), max(values)] if values else None
+        cells.append(cell)
+    doc = {"benchmark": "gateway_alone", "date": datetime.date.today().isoformat(), "machine": machine(),
+           "command": "bench/gateway_alone.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "fleet": str(FLEET.relative_to(ROOT)), "elapsed_s": round(time.monotonic() - t0, 1), "cells": cells}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print("\n| streams | tok/s | gateway cores busy | gateway CPU s/1k tok | tok/s per gateway core | pool CPU s/1k tok | err |")
+    print("|---|---|---|---|---|---|---|")
+    for c in cells:
+        lo, hi = c["tok_per_gateway_core_s_spread"] or (0, 0)
+        print(f"| {c['concurrency']} | {c['tok_s']:,.0f} | {c['gateway_cores_busy']:.2f} | {c['gateway_cpu_s_per_1k_tok']:.3f}"
+              f" | {c['tok_per_gateway_core_s']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {c['pool_cpu_s_per_1k_tok']:.3f} | {c['errors']} |")
+    print(f"\nresults: {args.out}")
+    return 1 if any(c["errors"] for c in cells) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The data path over HTTP, without Ray: pool endpoints (workers.http_endpoint) served by uvicorn, the
+gateway's relay (gateway.relay_http), the service, and the official ``openai`` client in front."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+
+from fleet.config import parse_fleet
+from gateway import errors
+from gateway.fleet_state import FleetState
+from gateway.metrics import GatewayMetrics
+from gateway.outliers import OutlierDetector
+from gateway.relay_http import HttpPools
+from gateway.responses import CHAT, TEXT
+from gateway.service import CompletionService
+from gateway.tokens import TokenCounter
+from routing import build_router, load_routing_config
+from workers.errors import ContextLengthExceeded, EngineFailure
+from workers.http_endpoint import EndpointApp, EndpointServer
+from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
+
+MODEL = "m"
+TOKEN = "secret"
+POOL = {"hardware": "h100", "engine": "emulated", "model": "llama-3.1-8b", "models": [MODEL],
+        "engine_args": {"max_batch": 8}, "max_ongoing_requests": 8}
+FLEET = parse_fleet({"pools": [{"name": "a", **POOL}]})
+
+
+class FakeEngine:
+    """A replica's relay-item generator; what it does depends on the prompt."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.requests: list[PoolRequest] = []
+        self.aborted = asyncio.Event()
+
+    async def generate(self, request: PoolRequest):
+        self.requests.append(request)
+        prompt = request.prompt if request.prompt is not None else request.messages[-1]["content"]
+        if prompt == "too long":
+            raise ContextLengthExceeded("the prompt is too long", param="prompt")
+        n = request.params.max_tokens
+        try:
+            texts = [f"{self.name}{i} " for i in range(n)]
+            if request.whole:
+                yield RelayItem("".join(texts), 3, n, "length", _telemetry(self.name))
+                return
+            for i, text in enumerate(texts):
+                if prompt == "break" and i == 2:
+                    raise EngineFailure("the engine died")
+                if prompt == "endless":
+                    await asyncio.sleep(0.01)
+                last = i == n - 1 and prompt != "endless"
+                yield RelayItem(text, 3, i + 1, "length" if last else None, _telemetry(self.name) if last else None)
+        except (asyncio.CancelledError, GeneratorExit):
+            self.aborted.set()
+            raise
+
+
+def _telemetry(name: str) -> Telemetry:
+    return Telemetry(0.5, 0.01, ReplicaStats(name, running=1, output_tokens_total=7))
+
+
+@pytest.fixture
+async def replicas():
+    """Two replicas' endpoints on loopback; stopped after the test."""
+    servers, engines = [], {}
+    for name in ("r1", "r2"):
+        engine = FakeEngine(name)
+        engines[name] = engine
+        servers.append(EndpointServer(EndpointApp(name, TOKEN, engine.generate), "127.0.0.1").start())
+    await asyncio.sleep(0.2)
+    yield engines, servers
+    for s in servers:
+        await s.stop()
+
+
+def _pools(servers, token: str = TOKEN) -> HttpPools:
+    pools = HttpPools({"a": None}, token)
+    for name, s in zip(("r1", "r2"), servers):
+        pools.add("a", name, s.url)
+    return pools
+
+
+def _request(prompt: str, max_tokens: int = 4, whole: bool = False) -> PoolRequest:
+    from workers.engine import SamplingParams
+
+    return PoolRequest(uuid.uuid4().hex, SamplingParams(max_tokens=max_tokens), prompt=prompt, whole=whole)
+
+
+async def test_a_stream_relays_every_item_in_order_with_telemetry_last(replicas):
+    _, servers = replicas
+    pools = _pools(servers)
+    items = [i async for i in pools.stream("a", _request("hi", 5))]
+    assert [i.output_tokens for i in items] == [1, 2, 3, 4, 5] and items[-1].finish_reason == "length"
+    assert items[-1].telemetry.energy_j == 0.5 and items[-1].telemetry.stats.output_tokens_total == 7
+    assert all(e.in_flight == 0 for e in pools.endpoints["a"].values())
+    await pools.aclose()
+
+
+async def test_a_whole_answer_is_one_item(replicas):
+    _, servers = replicas
+    pools = _pools(servers)
+    items = [i async for i in pools.stream("a", _request("hi", 3, whole=True))]
+    assert len(items) == 1 and items[0].output_tokens == 3 and items[0].telemetry is not None
+    await pools.aclose()
+
+
+async def test_errors_before_the_first_item_arrive_typed(replicas):
+    _, servers = replicas
+    pools = _pools(servers)
+    with pytest.raises(ContextLengthExceeded) as info:
+        await pools.stream("a", _request("too long")).__anext__()
+    assert info.value.param == "prompt"
+    with pytest.raises(EngineFailure, match="bad internal token"):
+        await _pools(servers, token="wrong").stream("a", _request("hi")).__anext__()
+    await pools.aclose()
+
+
+async def test_an_error_after_the_first_item_ends_the_stream_typed(replicas):
+    _, servers = replicas
+    pools = _pools(servers)
+    seen = []
+    with pytest.raises(EngineFailure, match="engine died"):
+        async for item in pools.stream("a", _request("break", 5)):
+            seen.append(item.text)
+    assert len(seen) == 2
+    await pools.aclose()
+
+
+async def test_a_dead_or_replaced_replica_is_dropped_and_the_sequence_runs_on_another(replicas):
+    engines, servers = replicas
+    pools = _pools(servers)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]  # closed once the block ends: nobody listens there
+    for broken, url in (("dead", f"http://127.0.0.1:{dead_port}/generate/dead"),
+                        ("moved", servers[0].url.replace("/r1", "/moved"))):  # r1 answers there: 404
+        pools.endpoints["a"].pop("r2", None)
+        pools.add("a", broken, url)
+        pools.endpoints["a"]["r1"].in_flight = 10  # the broken one has fewer: it is picked first
+        items = [i async for i in pools.stream("a", _request("hi", 2))]
+        assert items[-1].finish_reason == "length"
+        assert set(pools.endpoints["a"]) == {"r1"} and pools.endpoints["a"]["r1"].in_flight == 10
+    pools.endpoints["a"].clear()
+    with pytest.raises(EngineFailure, match="no replica"):
+        await pools.stream("a", _request("hi")).__anext__()
+    await pools.aclose()
+
+
+async def test_cancel_closes_the_connection_and_the_replica_aborts_the_sequence(replicas):
+    engines, servers = replicas
+    pools = HttpPools({"a": None}, TOKEN)
+    pools.add("a", "r1", servers[0].url)
+    stream = pools.stream("a", _request("endless", 10_000))
+    await stream.__anext__()
+    await stream.__anext__()
+    stream.cancel()
+    await asyncio.wait_for(engines["r1"].aborted.wait(), 5)
+    await asyncio.sleep(0.05)
+    assert pools.endpoints["a"]["r1"].in_flight == 0
+    await pools.aclose()
+
+
+# -- the whole path through the official openai client --------------------------------------------
+
+
+@pytest.fixture
+async def gateway(replicas):
+    """The service over the two replicas, behind a plain FastAPI app on uvicorn (no Ray)."""
+    _, servers = replicas
+    state = FleetState(FLEET.pools, outliers=OutlierDetector(2.0, 60.0))
+    state.record_stats("a", ReplicaStats("r1", max_model_len=4096))
+    router = build_router(load_routing_config({"policy": "least-load"}))
+    pools = _pools(servers)
+    service = CompletionService(pools, state, lambda: router, {MODEL: TokenCounter()}, GatewayMetrics())
+    api = FastAPI()
+    errors.install_handlers(api)
+
+    @api.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await service.handle(CHAT, await request.body(), request.headers, uuid.uuid4().hex)
+
+    @api.post("/v1/completions")
+    async def completions(request: Request):
+        return await service.handle(TEXT, await request.body(), request.headers, uuid.uuid4().hex)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(api, lifespan="off", log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await asyncio.sleep(0.2)
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/v1", api_key="x", max_retries=0)
+    yield client, service
+    await client.close()
+    server.should_exit = True
+    await task
+    await pools.aclose()
+
+
+def _chat(prompt: str):
+    return [{"role": "user", "content": prompt}]
+
+
+async def test_openai_client_streams_n_choices_with_usage(gateway):
+    client, service = gateway
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=_chat("hi"), max_tokens=4, n=2, stream=True, stream_options={"include_usage": True}
+    )
+    text: dict[int, str] = {0: "", 1: ""}
+    usage = None
+    async for chunk in stream:
+        for c in chunk.choices:
+            text[c.index] += c.delta.content or ""
+        usage = chunk.usage or usage
+    assert all(len(t.split()) == 4 for t in text.values())
+    assert usage.completion_tokens == 8 and usage.prompt_tokens == 3
+    assert service.active == 0
+
+
+async def test_openai_client_non_streaming_is_one_round_trip_per_sequence(gateway, replicas):
+    client, _ = gateway
+    engines, _ = replicas
+    done = await client.completions.create(model=MODEL, prompt="hi", max_tokens=3, n=2)
+    assert [c.index for c in done.choices] == [0, 1] and done.usage.completion_tokens == 6
+    sent = [r for e in engines.values() for r in e.requests]
+    assert len(sent) == 2 and all(r.whole for r in sent)
+
+
+async def test_openai_client_gets_a_typed_error_before_the_first_byte(gateway):
+    client, _ = gateway
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(model=MODEL, messages=_chat("too long"), max_tokens=4, stream=True)
+    assert info.value.code == "context_length_exceeded"
+
+
+async def test_openai_client_sees_an_error_event_after_the_first_byte(gateway):
+    client, service = gateway
+    stream = await client.chat.completions.create(model=MODEL, messages=_chat("break"), max_tokens=5, stream=True)
+    got = ""
+    with pytest.raises(openai.APIError, match="engine died"):
+        async for chunk in stream:
+            got += chunk.choices[0].delta.content or ""
+    assert len(got.split()) == 2
+    assert service.active == 0
+
+
+async def test_a_client_that_disconnects_aborts_the_engine_sequence(gateway, replicas):
+    client, service = gateway
+    engines, _ = replicas
+    stream = await client.chat.completions.create(model=MODEL, messages=_chat("endless"), max_tokens=2000, stream=True)
+    async for _ in stream:
+        break
+    await stream.close()
+    aborted = [asyncio.create_task(e.aborted.wait()) for e in engines.values()]
+    done, pending = await asyncio.wait(aborted, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+    assert done

@@ -1,0 +1,82 @@
+"""The bytes of the data path between the gateway and a pool replica (``workers.http_endpoint``).
+
+One sequence per HTTP request. The request body is a ``PoolRequest`` as
+JSON. A streamed answer is newline-delimited JSON, one line per relay item:
+``[text, prompt_tokens, output_tokens, finish_reason]``, the last one with a
+fifth element, the request's ``Telemetry``; a failure after the first line
+is a line ``{"error": ...}``. A whole (non-streaming) answer is one such
+item as the body. A failure before the first item is an HTTP error status
+with ``{"error": {"kind", "message", "param"}}``, ``kind`` naming a class of
+``workers.errors``, so the gateway raises the same typed error it would
+have raised in-process.
+
+Arrays, not objects, for the per-token lines: the gateway decodes one per
+relayed delta, and a four-element array is the cheapest thing to decode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from workers import errors as worker_errors
+from workers.engine import SamplingParams
+from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
+
+#: Header that carries the shared secret of one deployment (gateway and its pools).
+TOKEN_HEADER = "x-hetserve-internal-token"
+STATUS = {
+    "ContextLengthExceeded": 400,
+    "InvalidRequest": 400,
+}
+_KINDS = {
+    name: cls
+    for name, cls in vars(worker_errors).items()
+    if isinstance(cls, type) and issubclass(cls, worker_errors.WorkerError)
+}
+
+
+def encode_request(request: PoolRequest) -> bytes:
+    return json.dumps(dataclasses.asdict(request), separators=(",", ":")).encode()
+
+
+def decode_request(body: bytes) -> PoolRequest:
+    data = json.loads(body)
+    data["params"] = SamplingParams(**data["params"])
+    return PoolRequest(**data)
+
+
+def encode_item(item: RelayItem) -> bytes:
+    row: list[Any] = [item.text, item.prompt_tokens, item.output_tokens, item.finish_reason]
+    if item.telemetry is not None:
+        row.append(dataclasses.asdict(item.telemetry))
+    return json.dumps(row, separators=(",", ":")).encode()
+
+
+def decode_item(line: bytes | str) -> RelayItem:
+    """One relay item; raises the typed error a ``{"error": ...}`` line carries."""
+    row = json.loads(line)
+    if isinstance(row, dict):
+        raise decode_error(row)
+    if len(row) == 4:
+        return RelayItem(*row)
+    t = row[4]
+    telemetry = Telemetry(t["energy_j"], t["engine_s"], ReplicaStats(**t["stats"]))
+    return RelayItem(row[0], row[1], row[2], row[3], telemetry)
+
+
+def encode_error(exc: BaseException) -> tuple[int, bytes]:
+    """HTTP status and body for ``exc``; anything but a ``WorkerError`` is an engine failure (5xx)."""
+    if isinstance(exc, worker_errors.WorkerError):
+        kind, message, param = type(exc).__name__, exc.message, exc.param
+    else:
+        kind, message, param = "EngineFailure", f"{type(exc).__name__}: {exc}", None
+    body = {"error": {"kind": kind, "message": message, "param": param}}
+    return STATUS.get(kind, 503), json.dumps(body).encode()
+
+
+def decode_error(body: dict) -> worker_errors.WorkerError:
+    err = body.get("error") or {}
+    cls = _KINDS.get(err.get("kind"), worker_errors.EngineFailure)
+    return cls(str(err.get("message", "the pool failed")), err.get("param"))
