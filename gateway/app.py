@@ -29,6 +29,8 @@ from gateway.tokens import counter_for_pool
 from gateway.fleet_state import FleetState
 from gateway.profiles import ProfileStore
 from gateway.trace_recorder import TraceRecorder
+from gateway import dashboard
+from gateway.recent import RecentRequests
 from workers import tracing
 from workers.protocol import PoolRequest, ReplicaStats
 from routing import RoutingConfig, RoutingConfigError, build_router, load_routing_config
@@ -36,6 +38,7 @@ from routing import RoutingConfig, RoutingConfigError, build_router, load_routin
 log = logging.getLogger("hetserve.gateway")
 
 api = FastAPI(title="hetserve", description="OpenAI-compatible gateway over mixed-hardware pools")
+api.include_router(dashboard.router)
 _OPEN_PATHS = ("/health", "/ready", "/metrics")
 
 
@@ -89,6 +92,7 @@ class Gateway:
                 if m not in counters or not counters[m].exact:
                     counters[m] = counter_for_pool(p.engine, p.model)
         self._set_routing(self.fleet.routing)
+        self.recent = RecentRequests()
         self.recorder = TraceRecorder(self.fleet.gateway.record_trace) if self.fleet.gateway.record_trace else None
         self.service = CompletionService(
             self.pools, self.state, lambda: self.router, counters, self.metrics,
@@ -248,6 +252,9 @@ class Gateway:
 
     def _finished(self, f: Finished) -> None:
         self.profiles.observe(f)
+        self.recent.add(
+            f.shape.model, f.pool, f.route_reason, f.prompt_tokens, f.output_tokens, f.ttft_s, f.e2e_s, f.energy_j
+        )
         if f.caller is not None:
             self.metrics.key_usage(f.caller, f.prompt_tokens, f.output_tokens, f.energy_j)
 
@@ -260,6 +267,17 @@ class Gateway:
             described = self.profiles.describe()
             pools = [p.model_copy(update={"profile": described.get(p.name)}) for p in pools]
         return FleetView(policy=self.routing_config.policy, pools=pools).model_dump(mode="json")
+
+    @api.get("/v1/requests/recent")
+    async def recent_requests(self, request: Request, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        """The last finished requests (newer than ``after``) with pool and route reason, and the policy."""
+        self._authorize(request)
+        return {
+            "policy": self.routing_config.policy,
+            "routing": self.routing_config.model_dump(mode="json", exclude_none=True),
+            "last_seq": self.recent.last_seq,
+            "requests": [r.model_dump() for r in self.recent.after(after, max(1, min(limit, 256)))],
+        }
 
     @api.post("/v1/routing/explain")
     async def explain(self, request: Request) -> dict[str, Any]:

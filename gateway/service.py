@@ -72,6 +72,7 @@ class Finished:
     energy_j: float
     replica_stats: list[ReplicaStats]
     caller: str | None = None  # the API key's name, when keys are on
+    route_reason: str = ""  # the router's reason for the pool
 
 
 @dataclass
@@ -304,7 +305,7 @@ class CompletionService:
         rid = ("chatcmpl-" if kind == CHAT else "cmpl-") + request_id
         created = int(time.time())
         ctx = _Context(self, kind, rid, created, req.model, pool, choice.batch, shape, start, ttft, len(prompts), req.n)
-        ctx.span, ctx.request_id, ctx.caller = root, request_id, caller and caller.name
+        ctx.span, ctx.request_id, ctx.caller, ctx.reason = root, request_id, caller and caller.name, reason
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             ctx.streaming = True
@@ -374,6 +375,7 @@ class _Context:
         self.span = None
         self.request_id = ""
         self.caller: str | None = None
+        self.reason = ""
         self.streaming = False  # its response is a stream: close() ends the service's count of the request
 
     def _note(self, index: int, item: RelayItem) -> None:
@@ -489,7 +491,7 @@ class _Context:
                 self.s.outputs.observe(self.model, out // max(self.shape.sequences, 1))
             self.s.on_finished(
                 Finished(self.pool, self.shape, self.batch, self.ttft, e2e, self.usage()["prompt_tokens"], out,
-                         self.energy_j, self.replica_stats, self.caller)
+                         self.energy_j, self.replica_stats, self.caller, self.reason)
             )
 
 
