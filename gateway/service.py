@@ -75,6 +75,7 @@ class Finished:
     replica_stats: list[ReplicaStats]
     caller: str | None = None  # the API key's name, when keys are on
     prediction: Prediction | None = None  # the chosen pool's forecast, when the router made one
+    route_reason: str = ""  # the router's reason for the pool
 
 
 @dataclass
@@ -320,7 +321,7 @@ class CompletionService:
         rid = ("chatcmpl-" if kind == CHAT else "cmpl-") + request_id
         created = int(time.time())
         ctx = _Context(self, kind, rid, created, req.model, pool, choice.batch, shape, start, ttft, len(prompts), req.n)
-        ctx.span, ctx.request_id, ctx.caller = root, request_id, caller and caller.name
+        ctx.span, ctx.request_id, ctx.caller, ctx.reason = root, request_id, caller and caller.name, reason
         ctx.prediction = choice.prediction
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
@@ -399,6 +400,7 @@ class _Context:
         self.span = None
         self.request_id = ""
         self.caller: str | None = None
+        self.reason = ""
         self.streaming = False  # its response is a stream: close() ends the service's count of the request
         self.prediction: Prediction | None = None
 
@@ -528,7 +530,7 @@ class _Context:
                 self.s.outputs.observe(self.model, out // max(self.shape.sequences, 1))
             self.s.on_finished(
                 Finished(self.pool, self.shape, self.batch, self.ttft, e2e, self.usage()["prompt_tokens"], out,
-                         self.energy_j, self.replica_stats, self.caller, self.prediction)
+                         self.energy_j, self.replica_stats, self.caller, self.prediction, self.reason)
             )
 
 

@@ -31,6 +31,9 @@ def render_html(outcome: RunOutcome, console_text: str) -> str:
         ("J/token incl. idle", _j(energy and energy.j_per_token_total)),
         ("Failed", f"{s.failed} of {s.requests}"),
     ]
+    if s.client_lag is not None and s.client_lag.share is not None:
+        verdict = "client-bound" if s.client_lag.client_bound else "ok"
+        cards.append((f"Client lag ({verdict})", f"{s.client_lag.share:.1%} of {s.client_lag.measured}"))
     figures = [
         ("Latency distributions", plots.latency_histograms(outcome.results)),
         ("TTFT over time, by pool", plots.ttft_timeline(outcome.results)),

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from loadtests.fleet import EnergyReport
+from loadtests.lag import ClientLag, judge
 from loadtests.result import RequestResult
 
 UNKNOWN_POOL = "(none)"
@@ -73,6 +74,8 @@ class Summary(BaseModel):
     itl_ms: Stats
     e2e_ms: Stats
     dispatch_lag_ms: Stats
+    client_loop_lag_ms: Stats = Stats()  # how late the client's event loop woke (loadtests.lag)
+    client_lag: ClientLag | None = None  # was the run client-bound, and by how much
     targets: Targets
     good: int
     goodput: float
@@ -114,13 +117,18 @@ def summarize(
     duration_s: float | None = None,
     energy: EnergyReport | None = None,
     energy_note: str | None = None,
+    client_lag_s: Sequence[float] | None = None,
 ) -> Summary:
+    """``client_lag_s``: the loop probe's samples (:class:`loadtests.lag.LoopLagProbe`), when one ran."""
     targets = targets or Targets()
     duration = run_duration(results) if duration_s is None else duration_s
     ok = [r for r in results if r.ok]
     prompt_tokens = sum(r.prompt_tokens for r in ok)
     output_tokens = sum(r.output_tokens for r in ok)
     good = sum(is_good(r, targets) for r in ok)
+    ttft, itl = Stats.of_seconds([r.ttft_s for r in ok]), Stats.of_seconds([gap for r in ok for gap in r.itl_s])
+    dispatch = Stats.of_seconds([r.dispatch_lag_s for r in results if r.scheduled_s is not None])
+    loop_lag = Stats.of_seconds(client_lag_s or [])
     return Summary(
         requests=len(results),
         ok=len(ok),
@@ -131,11 +139,13 @@ def summarize(
         total_token_throughput=_rate(prompt_tokens + output_tokens, duration),
         prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,
-        ttft_ms=Stats.of_seconds([r.ttft_s for r in ok]),
+        ttft_ms=ttft,
         tpot_ms=Stats.of_seconds([r.tpot_s for r in ok if r.tpot_s is not None]),
-        itl_ms=Stats.of_seconds([gap for r in ok for gap in r.itl_s]),
+        itl_ms=itl,
         e2e_ms=Stats.of_seconds([r.e2e_s for r in ok]),
-        dispatch_lag_ms=Stats.of_seconds([r.dispatch_lag_s for r in results if r.scheduled_s is not None]),
+        dispatch_lag_ms=dispatch,
+        client_loop_lag_ms=loop_lag,
+        client_lag=None if client_lag_s is None else judge(loop_lag.p90, dispatch.p90, ttft.p50, itl.p50),
         targets=targets,
         good=good,
         goodput=_rate(good, duration),

@@ -89,6 +89,9 @@ def console_summary(outcome: RunOutcome) -> str:
         values = (_num(getattr(stats, p)) for p in ("mean", "p50", "p90", "p99"))
         lines.append(f"{name + ' (ms)':<32}" + "".join(f"{v:>10}" for v in values))
     lines.append(_kv("Dispatch lag p99 (ms)", _num(s.dispatch_lag_ms.p99)))
+    if s.client_lag is not None:
+        lines.append(_kv("Client loop lag p50/p99 (ms)", f"{_num(s.client_loop_lag_ms.p50)} / {_num(s.client_loop_lag_ms.p99)}"))
+        lines.append(_kv("Client lag", s.client_lag.describe()))
     if s.errors:
         lines.append(_kv("Errors", ", ".join(f"{k} {v}" for k, v in s.errors.items())))
     if s.pools:

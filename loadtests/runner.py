@@ -23,6 +23,7 @@ from loadtests.client import Target, send_request
 from loadtests.config import RunSpec
 from fleet.api import SLO_TPOT_HEADER, SLO_TTFT_HEADER, FleetView
 from loadtests.fleet import EnergyReport, FleetUnavailable, energy_between, snapshot_fleet
+from loadtests.lag import LoopLagProbe
 from loadtests.metrics import Summary, summarize
 from loadtests.progress import Progress
 from loadtests.prompts import PromptFactory
@@ -149,17 +150,18 @@ class _Run:
             model = await resolve_model(self.client, self.target)
         first = await self._snapshot()
         self.start = time.perf_counter()
-        if spec.load.arrival == "sweep":
-            return await self._sweep(model, first)
-        stop = _stop_rule(spec)
-        records = self._records(model)
-        total = spec.load.requests if spec.data.dataset == "synthetic" else None
-        if spec.load.arrival == "closed":
-            results = await self._closed_loop(records, stop, total)
-        else:
-            results = await self._open_loop(records, stop, 0, total)
+        async with LoopLagProbe() as probe:
+            if spec.load.arrival == "sweep":
+                return await self._sweep(model, first, probe)
+            stop = _stop_rule(spec)
+            records = self._records(model)
+            total = spec.load.requests if spec.data.dataset == "synthetic" else None
+            if spec.load.arrival == "closed":
+                results = await self._closed_loop(records, stop, total)
+            else:
+                results = await self._open_loop(records, stop, 0, total)
         energy, note = _energy(first, await self._snapshot())
-        summary = summarize(results, spec.slo, energy=energy, energy_note=note)
+        summary = summarize(results, spec.slo, energy=energy, energy_note=note, client_lag_s=probe.lags_s)
         return RunOutcome(spec, results, summary, stopped_by=stop.reason or "complete")
 
     def _records(self, model: str | None, rate: float | None = None, seed_offset: int = 0) -> Iterator[TraceRecord]:
@@ -238,7 +240,7 @@ class _Run:
             progress.close()
         return results
 
-    async def _sweep(self, model: str | None, first: FleetView | str) -> RunOutcome:
+    async def _sweep(self, model: str | None, first: FleetView | str, probe: LoopLagProbe) -> RunOutcome:
         load = self.spec.load
         rate, best = load.rate, 0.0
         steps: list[SweepStep] = []
@@ -248,10 +250,12 @@ class _Run:
         for step in range(load.sweep_max_steps):
             stop = _stop_rule(self.spec)
             records = self._records(model, rate=rate, seed_offset=step)
+            lag_mark = len(probe.lags_s)
             step_results = await self._open_loop(records, stop, len(results), load.requests)
             after = await self._snapshot()
             energy, note = _energy(before, after)
-            summary = summarize(step_results, self.spec.slo, energy=energy, energy_note=note)
+            summary = summarize(step_results, self.spec.slo, energy=energy, energy_note=note,
+                                client_lag_s=probe.lags_s[lag_mark:])
             steps.append(SweepStep(rate, summary))
             results += step_results
             before = after
@@ -264,7 +268,7 @@ class _Run:
             best = max(best, summary.request_throughput)
             rate *= load.sweep_factor
         energy, note = _energy(first, before)
-        summary = summarize(results, self.spec.slo, energy=energy, energy_note=note)
+        summary = summarize(results, self.spec.slo, energy=energy, energy_note=note, client_lag_s=probe.lags_s)
         return RunOutcome(self.spec, results, summary, steps, reason)
 
     async def _send(
