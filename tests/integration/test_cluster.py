@@ -50,18 +50,6 @@ def cluster(tmp_path_factory):
         running.stop()
 
 
-def _wait_ok(url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{url} did not become healthy in {seconds:.0f} s")
-
-
 def _complete(url: str, n: int, pin: str | None = None) -> list[str]:
     """``pin``: the pool the gateway must use (its x-hetserve-pool-pin header)."""
     pools = []
@@ -132,7 +120,7 @@ def test_serve_deploy_accepts_the_generated_config_and_a_changed_one_reaches_the
     deploy()
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_ok(url, 180)
+        node_loss.wait_ready(url, 180)
         assert set(_complete(url, 4)) <= {"h100", "rngd"}
         status = yaml.safe_load(subprocess.run([*serve, "status", "--address", cluster["dashboard"]], env=env,
                                                capture_output=True, text=True, timeout=60, check=True).stdout)  # fmt: skip
