@@ -188,7 +188,10 @@ def test_a_lost_node_takes_its_pool_down_loses_no_request_not_yet_streaming_and_
 
     def while_down(url: str) -> None:
         seen["pools"] = {p["name"]: p for p in httpx.get(f"{url}/v1/fleet", params={"profiles": "false"}).json()["pools"]}
-        seen["metrics"] = httpx.get(f"{url}/metrics").text
+        deadline = time.monotonic() + 30  # /metrics is refreshed at the end of each round of polls
+        while 'hetserve_pool_ready{pool="rngd"} 0.0' not in httpx.get(f"{url}/metrics").text:
+            assert time.monotonic() < deadline, "hetserve_pool_ready did not fall"
+            time.sleep(0.5)
         seen["served"] = _complete(url, 3)
 
     with node_loss.Load(served, clients=3) as load:
@@ -198,7 +201,6 @@ def test_a_lost_node_takes_its_pool_down_loses_no_request_not_yet_streaming_and_
     assert rep["ok"] > 0
     down, other = seen["pools"]["rngd"], seen["pools"]["h100"]
     assert (down["healthy"], down["ready"], other["healthy"]) == (False, False, True) and down["last_error"]
-    assert 'hetserve_pool_ready{pool="rngd"} 0.0' in seen["metrics"]
     assert seen["served"] == ["h100"] * 3
     # lose_and_recover waited for the pool to be healthy and serve a pinned request once the node was back.
     assert _complete(served, 2, pin="rngd") == ["rngd"] * 2
