@@ -214,6 +214,7 @@ def lose_and_recover(cluster: LocalCluster, worker, url: str, load: Load, down_s
     ``down_s``, restart it with the same resources, wait until the pool serves again. ``on_down(url)`` runs
     while the pool is down (the test's checks)."""
     pool = "rngd"
+    begun = time.monotonic()
     time.sleep(2)  # load on both pools
     retried = retries_from(url, pool)
     killed = time.monotonic()
@@ -230,7 +231,7 @@ def lose_and_recover(cluster: LocalCluster, worker, url: str, load: Load, down_s
     served = served_on(url, pool, 120)
     time.sleep(2)  # load on both pools again
     ended = time.monotonic()
-    during = [o for o in load.outcomes if killed - 30 <= o.end and o.start <= ended]  # fmt: skip
+    during = [o for o in load.outcomes if begun <= o.end < ended]  # each request in the repetition it ended in
     return {
         "worker": back,
         "requests": len(during),
