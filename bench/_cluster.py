@@ -48,7 +48,17 @@ class LocalCluster:
     temp: str = ""
     workers: list[Worker] = field(default_factory=list)
 
-    def start(self) -> "LocalCluster":
+    def start(self, attempts: int = 2) -> "LocalCluster":
+        """Start the head; a busy machine can make ``ray start`` time out, so it tries again afresh."""
+        for attempt in range(attempts):
+            try:
+                return self._start_head()
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+        return self
+
+    def _start_head(self) -> "LocalCluster":
         # Short: Ray's socket paths have a length limit.
         self.temp = tempfile.mkdtemp(prefix="hsc-", dir="/tmp")
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token",
@@ -60,7 +70,14 @@ class LocalCluster:
                 "--include-dashboard=true", f"--dashboard-port={dashboard}", "--object-store-memory=100000000"]  # fmt: skip
         if self.head_resources:
             args.append(f"--resources={json.dumps(self.head_resources)}")
-        subprocess.run([str(BIN / "ray"), *args], env=self.env, check=True, capture_output=True, timeout=120)
+        try:
+            done = subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True, text=True, timeout=180)
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is None or done.returncode != 0:
+            self.stop()  # what it started before failing
+            tail = (done.stdout + done.stderr)[-3000:] if done is not None else "timed out"
+            raise RuntimeError(f"ray start --head failed: {tail}")
         return self
 
     def add_worker(self, resources: dict[str, float], timeout_s: float = 120) -> Worker:

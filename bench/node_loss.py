@@ -9,14 +9,16 @@ other ``FURIOSA``. Two emulated pools serve one model, one on each worker,
 routed by least load. ``hetserve serve --address`` serves them; ``--clients``
 official ``openai`` clients stream completions without pause. Each repetition
 kills every process of the ``FURIOSA`` node at once (SIGKILL, as a host that
-dies), waits until the gateway reports the pool unhealthy (``/v1/fleet``),
-holds it down for ``--down-s`` seconds, restarts the raylet with the same
+dies), waits until the gateway reports the pool unhealthy (``/v1/fleet``)
+and down (``ready: false``: its polls failed), holds it down for ``--down-s`` seconds, restarts the raylet with the same
 resources and waits until the pool is healthy and a request is served on it.
 
 Per repetition: requests that failed before their first byte (the figure
 that must be 0: the gateway had not committed to them), streams broken after
-their first bytes (they ran on the lost node), seconds from the kill to the
-pool reported unhealthy (*detect*), and seconds from the node's restart to
+their first bytes (they ran on the lost node), requests the gateway moved to
+the other pool, seconds from the kill to the pool reported unhealthy
+(*detect*: a failed request ejects it, or the polls take it down) and to the
+pool down by its polls (*down*), and seconds from the node's restart to
 the pool healthy again and to its first request served (*recover*).
 Results: ``bench/results/node_loss.json``.
 """
@@ -164,22 +166,25 @@ class Load:
                 self.outcomes.append(Outcome(start, time.monotonic(), first, pool, False, f"{type(exc).__name__}: {exc}"[:300]))
 
 
-def pool_healthy(url: str, pool: str) -> bool | None:
+def pool_view(url: str, pool: str) -> dict:
     try:
         pools = httpx.get(f"{url}/v1/fleet", params={"profiles": "false"}, timeout=5).json()["pools"]
     except (httpx.HTTPError, ValueError, KeyError):
-        return None
-    return next(p["healthy"] for p in pools if p["name"] == pool)
+        return {}
+    return next(p for p in pools if p["name"] == pool)
 
 
-def wait_pool(url: str, pool: str, healthy: bool, seconds: float, every_s: float = 0.2) -> float:
-    """The monotonic time at which ``/v1/fleet`` first showed ``pool`` as ``healthy``."""
+def wait_pool(url: str, pool: str, key: str, value: bool, seconds: float, every_s: float = 0.2) -> float:
+    """The monotonic time at which ``/v1/fleet`` first showed ``pool``'s ``key`` (healthy, ready) as ``value``.
+
+    ``healthy`` falls with the first failed request (ejection) or the polls (down); ``ready`` only with the polls.
+    """
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if pool_healthy(url, pool) is healthy:
+        if pool_view(url, pool).get(key) is value:
             return time.monotonic()
         time.sleep(every_s)
-    raise AssertionError(f"pool {pool} was not {'healthy' if healthy else 'unhealthy'} within {seconds:.0f} s")
+    raise AssertionError(f"pool {pool} did not show {key}={value} within {seconds:.0f} s")
 
 
 def served_on(url: str, pool: str, seconds: float) -> float:
@@ -209,22 +214,24 @@ def lose_and_recover(cluster: LocalCluster, worker, url: str, load: Load, down_s
     ``down_s``, restart it with the same resources, wait until the pool serves again. ``on_down(url)`` runs
     while the pool is down (the test's checks)."""
     pool = "rngd"
+    begun = time.monotonic()
     time.sleep(2)  # load on both pools
     retried = retries_from(url, pool)
     killed = time.monotonic()
     cluster.lose(worker)
-    detected = wait_pool(url, pool, False, 120)
+    detected = wait_pool(url, pool, "healthy", False, 120)
+    down = wait_pool(url, pool, "ready", False, 120)
     if on_down is not None:
         on_down(url)
     time.sleep(down_s)
     restarted = time.monotonic()
     back = cluster.add_worker(LOST)
     node_up = time.monotonic()
-    healthy = wait_pool(url, pool, True, 240)
+    healthy = wait_pool(url, pool, "healthy", True, 240)
     served = served_on(url, pool, 120)
     time.sleep(2)  # load on both pools again
     ended = time.monotonic()
-    during = [o for o in load.outcomes if killed - 30 <= o.end and o.start <= ended]  # fmt: skip
+    during = [o for o in load.outcomes if begun <= o.end < ended]  # each request in the repetition it ended in
     return {
         "worker": back,
         "requests": len(during),
@@ -234,6 +241,7 @@ def lose_and_recover(cluster: LocalCluster, worker, url: str, load: Load, down_s
         "moved_to_another_pool": int(retries_from(url, pool) - retried),
         "errors": sorted({o.error for o in during if o.error})[:5],
         "detect_s": round(detected - killed, 2),
+        "down_s": round(down - killed, 2),
         "node_start_s": round(node_up - restarted, 2),
         "recover_healthy_s": round(healthy - node_up, 2),
         "recover_served_s": round(served - node_up, 2),
@@ -273,7 +281,7 @@ def main() -> int:
         summary = {
             k: {"median": statistics.median(r[k] for r in reps), "min": min(r[k] for r in reps),
                 "max": max(r[k] for r in reps)}
-            for k in ("detect_s", "recover_healthy_s", "recover_served_s", "failed_before_first_byte",
+            for k in ("detect_s", "down_s", "recover_healthy_s", "recover_served_s", "failed_before_first_byte",
                       "broken_after_first_byte", "moved_to_another_pool", "requests")
         }  # fmt: skip
         import ray

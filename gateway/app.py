@@ -73,7 +73,7 @@ class Gateway:
             self.fleet.pools, outliers=OutlierDetector(failover.ejection_base_s, failover.ejection_max_s),
             down_after_failed_polls=self.fleet.gateway.down_after_failed_polls,
         )
-        down_watch = DownWatch()
+        down_watch = DownWatch(is_down=lambda pool: self.state.pools[pool].down)
         self.state.on_down(down_watch.pool_down)
         self.profiles = ProfileStore(self.fleet, Path(base_dir) if base_dir else None)
         self.state.profiles = self.profiles.profiles

@@ -13,7 +13,7 @@ client's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gateway import errors
@@ -26,7 +26,10 @@ class PoolDown(errors.Unavailable):
 
 
 class DownWatch:
-    def __init__(self) -> None:
+    """``is_down(pool)``: whether the pool is down now (a retry may pick one that fell meanwhile)."""
+
+    def __init__(self, is_down: Callable[[str], bool] = lambda pool: False) -> None:
+        self._is_down = is_down
         self._waiting: dict[str, set[asyncio.Future]] = {}
 
     def pool_down(self, pool: str) -> None:
@@ -37,6 +40,10 @@ class DownWatch:
 
     async def guard(self, pool: str, opening: Awaitable[T]) -> T:
         """Await ``opening`` (a request's first items on ``pool``) unless the pool goes down first."""
+        if self._is_down(pool):
+            if asyncio.iscoroutine(opening):
+                opening.close()  # never started: nothing to cancel or release
+            raise self._down(pool)
         task = asyncio.ensure_future(opening)
         signal = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(pool, set()).add(signal)
@@ -53,4 +60,8 @@ class DownWatch:
             return task.result()
         task.cancel()  # the opening cancels its pool streams and releases the pool itself
         await asyncio.gather(task, return_exceptions=True)
-        raise PoolDown(f"pool {pool} went down (its replicas stopped answering) before the request started")
+        raise self._down(pool)
+
+    @staticmethod
+    def _down(pool: str) -> PoolDown:
+        return PoolDown(f"pool {pool} is down (its replicas stopped answering) and the request had not started")

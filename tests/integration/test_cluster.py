@@ -1,8 +1,12 @@
 """A Ray cluster of a head and two worker raylets on this machine, each worker
-holding a different custom resource: `hetserve serve --address` places each
-pool on the node holding its resource and serves across nodes; a wrong token
-is refused with one line; the Serve config `hetserve config` writes deploys
-with `serve deploy`.
+holding a different custom resource (``bench/_cluster.py``): a wrong token is
+refused with one line; the Serve config `hetserve config` writes deploys with
+`serve deploy`, and a changed one reaches the running gateway (its routing
+policy) without a dropped request; `hetserve serve --address` places each
+pool on the node holding its resource (the gateway on the head) and serves
+across nodes; a worker node killed under load takes its pool down, no request
+that had not started streaming is lost, and the pool serves again once the
+node is back.
 
 Marked ``cluster`` (run alone: ``pytest -m cluster``). It runs its own
 ``ray start`` processes beside any other Ray cluster and ends only those.
@@ -11,13 +15,10 @@ Marked ``cluster`` (run alone: ``pytest -m cluster``). It runs its own
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,99 +26,28 @@ import httpx
 import pytest
 import yaml
 
+from bench import node_loss
+from bench._cluster import BIN
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-MODEL = "m"
-FLEET = {
-    "routing": {"policy": "least-load"},
-    "pools": [
-        {"name": name, "hardware": hw, "engine": "emulated", "model": "llama-3.1-8b", "models": [MODEL],
-         "engine_args": {"time_scale": 20}, "resources": {resource: 1}}
-        for name, hw, resource in (("h100", "h100", "h100"), ("rngd", "rngd", "FURIOSA"))
-    ],
-}  # fmt: skip
-
-
-def _ray(*args: str, env: dict) -> None:
-    subprocess.run([str(BIN / "ray"), *args], env=env, check=True, capture_output=True, timeout=120)
-
-
-def _python(code: str, env: dict) -> str:
-    return subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True,
-                          timeout=120).stdout  # fmt: skip
+MODEL = node_loss.MODEL
+# Fast polls: the node-loss test waits for the gateway to see the pool fall and come back.
+FLEET = node_loss.fleet(gateway={"poll_interval_s": 0.5})
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     if shutil.which("ray", path=str(BIN)) is None:
         pytest.skip("no ray command beside this Python")
-    temp = tempfile.mkdtemp(prefix="hsc-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
-    env.pop("RAY_ADDRESS", None)
-    port, dashboard = free_port(), free_port()
-    address = f"127.0.0.1:{port}"
-    _ray("start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp}", "--include-dashboard=true",
-         f"--dashboard-port={dashboard}", "--object-store-memory=100000000", env=env)  # fmt: skip
+    running, workers = node_loss.start_cluster()
     try:
-        for resources in ({"h100": 1}, {"FURIOSA": 1}):
-            _ray("start", f"--address={address}", "--num-cpus=1", f"--resources={json.dumps(resources)}",
-                 "--object-store-memory=80000000", env=env)  # fmt: skip
-        yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env,
-               "dir": tmp_path_factory.mktemp("cluster")}  # fmt: skip
+        yield {"address": running.address, "dashboard": running.dashboard, "env": running.env,
+               "dir": tmp_path_factory.mktemp("cluster"), "cluster": running, "workers": workers}  # fmt: skip
     finally:
-        _stop_cluster((temp, address))
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _stop_cluster(marks: tuple[str, ...]) -> None:
-    """End this cluster's processes by id: those whose command line names its temp dir or GCS address,
-    and their children (agents retitle themselves ``ray::DashboardAgent``), found before any is ended.
-
-    Not `ray stop`, which ends every Ray process on the machine, the session's own cluster included.
-    """
-    parents, matched = {}, set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if any(mark in cmdline for mark in marks):
-            matched.add(int(proc.name))
-    grown = True
-    while grown:
-        children = {pid for pid, parent in parents.items() if parent in matched} - matched
-        matched |= children
-        grown = bool(children)
-    pids = sorted(matched)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 15
-        while sig == signal.SIGTERM and time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-            time.sleep(0.5)
-
-
-def _wait_ok(url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{url} did not become healthy in {seconds:.0f} s")
+        running.stop()
 
 
 def _complete(url: str, n: int, pin: str | None = None) -> list[str]:
@@ -136,8 +66,8 @@ PLACEMENT = """
 import json, ray
 from ray.util.state import list_actors
 ray.init(address="{address}", logging_level="ERROR")
-nodes = {{n["NodeID"]: sorted(k for k in n["Resources"] if k in ("h100", "FURIOSA")) for n in ray.nodes() if n["Alive"]}}
-replicas = [a for a in list_actors(address="{address}", filters=[("state", "=", "ALIVE")], limit=1000) if a.class_name.startswith("ServeReplica:hetserve:") and not a.class_name.endswith(":gateway")]
+nodes = {{n["NodeID"]: sorted(k for k in n["Resources"] if k in ("h100", "FURIOSA", "hetserve_gateway")) for n in ray.nodes() if n["Alive"]}}
+replicas = [a for a in list_actors(address="{address}", filters=[("state", "=", "ALIVE")], limit=1000) if a.class_name.startswith("ServeReplica:hetserve:")]
 print(json.dumps([[a.class_name.rsplit(":", 1)[1], nodes.get(a.node_id)] for a in replicas]))
 """
 
@@ -154,24 +84,13 @@ def _placement(cluster, attempts: int = 6) -> str:
     raise AssertionError(f"the state API did not answer after {attempts} tries: {done.stderr[-2000:]}")
 
 
-def test_pools_land_on_the_nodes_holding_their_resources_and_serve(cluster):
-    fleet = cluster["dir"] / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump(FLEET))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(BIN / "hetserve"), "serve", "--fleet", str(fleet), "--address", cluster["address"], "--port", str(port)],
-        env=cluster["env"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        _wait_ok(url, 180)
-        assert _complete(url, 5, pin="h100") + _complete(url, 5, pin="rngd") == ["h100"] * 5 + ["rngd"] * 5
-        placed = json.loads(_placement(cluster))
-        assert sorted(placed) == [["h100", ["h100"]], ["rngd", ["FURIOSA"]]]
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=120)
-    assert "hetserve: serving" in out
+def _requests_total(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("hetserve_requests_total{"))
+
+
+def _policy(url: str) -> str:
+    return httpx.get(f"{url}/v1/fleet", params={"profiles": "false"}, timeout=10).json()["policy"]
 
 
 def test_a_wrong_token_is_refused_in_one_line(cluster):
@@ -183,7 +102,7 @@ def test_a_wrong_token_is_refused_in_one_line(cluster):
     assert "cannot join" in line and "RAY_AUTH_MODE=token" in line and "RAY_AUTH_TOKEN" in line
 
 
-def test_serve_deploy_accepts_the_generated_config(cluster):
+def test_serve_deploy_accepts_the_generated_config_and_a_changed_one_reaches_the_running_gateway(cluster):
     fleet, config = cluster["dir"] / "fleet.yaml", cluster["dir"] / "serve.yaml"
     fleet.write_text(yaml.safe_dump(FLEET))
     port = free_port()
@@ -191,19 +110,97 @@ def test_serve_deploy_accepts_the_generated_config(cluster):
                     "--host", "127.0.0.1", "--port", str(port)], check=True, env=cluster["env"], cwd=ROOT)  # fmt: skip
     serve = [str(BIN / "serve")]
     env = cluster["env"]
+
+    def deploy() -> None:
+        subprocess.run([*serve, "deploy", str(config), "--address", cluster["dashboard"]], check=True, env=env,
+                       cwd=ROOT, capture_output=True, timeout=120)  # fmt: skip
+
     # Serve's HTTP options are fixed while Serve runs: start it afresh with this config's.
     subprocess.run([*serve, "shutdown", "-y", "--address", cluster["dashboard"]], env=env, capture_output=True, timeout=120)
-    subprocess.run([*serve, "deploy", str(config), "--address", cluster["dashboard"]], check=True, env=env, cwd=ROOT,
-                   capture_output=True, timeout=120)  # fmt: skip
+    deploy()
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_ok(url, 180)
+        node_loss.wait_ready(url, 180)
         assert set(_complete(url, 4)) <= {"h100", "rngd"}
         status = yaml.safe_load(subprocess.run([*serve, "status", "--address", cluster["dashboard"]], env=env,
                                                capture_output=True, text=True, timeout=60, check=True).stdout)  # fmt: skip
         app = status["applications"]["hetserve"]
         assert app["status"] == "RUNNING"
         assert set(app["deployments"]) == {"gateway", "h100", "rngd"}
+
+        # Edit the gateway's user_config and deploy again, with requests streaming all along.
+        edited = yaml.safe_load(config.read_text())
+        (gateway,) = [d for d in edited["applications"][0]["deployments"] if d["name"] == "gateway"]
+        assert _policy(url) == gateway["user_config"]["routing"]["policy"] == "least-load"
+        gateway["user_config"]["routing"] = {"policy": "round-robin"}
+        config.write_text(yaml.safe_dump(edited, sort_keys=False))
+        before = _requests_total(url)
+        with node_loss.Load(url, clients=2, max_tokens=4) as load:
+            deploy()
+            deadline = time.monotonic() + 120
+            while _policy(url) != "round-robin":
+                assert time.monotonic() < deadline, "the new policy did not reach the gateway"
+                time.sleep(0.5)
+            served = len(load.outcomes)
+            while len(load.outcomes) < served + 4:  # requests under the new policy too
+                assert time.monotonic() < deadline + 60, "requests stopped flowing"
+                time.sleep(0.2)
+        outcomes = load.stop()
+        assert outcomes and all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
+        # The same gateway replica, reconfigured rather than restarted: its counters carried on.
+        assert _requests_total(url) >= before + len(outcomes)
     finally:
         subprocess.run([*serve, "shutdown", "-y", "--address", cluster["dashboard"]], env=env, capture_output=True,
                        timeout=120)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served(cluster):
+    """`hetserve serve --address` on the cluster, the URL once every pool answers."""
+    fleet = cluster["dir"] / "served" / "fleet.yaml"
+    fleet.parent.mkdir()
+    fleet.write_text(yaml.safe_dump(FLEET))
+    port = free_port()
+    proc = node_loss.serve(cluster["cluster"], fleet, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        node_loss.wait_ready(url, 240)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert "hetserve: serving" in (fleet.parent / "serve.log").read_text()
+
+
+def test_pools_land_on_the_nodes_holding_their_resources_and_serve(cluster, served):
+    assert _complete(served, 5, pin="h100") + _complete(served, 5, pin="rngd") == ["h100"] * 5 + ["rngd"] * 5
+    placed = json.loads(_placement(cluster))
+    assert sorted(placed) == [["gateway", ["hetserve_gateway"]], ["h100", ["h100"]], ["rngd", ["FURIOSA"]]]
+
+
+def test_a_lost_node_takes_its_pool_down_loses_no_request_not_yet_streaming_and_serves_again_when_back(
+    cluster, served
+):
+    seen = {}
+
+    def while_down(url: str) -> None:
+        seen["pools"] = {p["name"]: p for p in httpx.get(f"{url}/v1/fleet", params={"profiles": "false"}).json()["pools"]}
+        deadline = time.monotonic() + 30  # /metrics is refreshed at the end of each round of polls
+        while 'hetserve_pool_ready{pool="rngd"} 0.0' not in httpx.get(f"{url}/metrics").text:
+            assert time.monotonic() < deadline, "hetserve_pool_ready did not fall"
+            time.sleep(0.5)
+        seen["served"] = _complete(url, 3)
+
+    with node_loss.Load(served, clients=3) as load:
+        rep = node_loss.lose_and_recover(cluster["cluster"], cluster["workers"]["rngd"], served, load, 1.0, while_down)
+    cluster["workers"]["rngd"] = rep["worker"]
+    assert rep["failed_before_first_byte"] == 0, rep["errors"]
+    assert rep["ok"] > 0
+    down, other = seen["pools"]["rngd"], seen["pools"]["h100"]
+    assert (down["healthy"], down["ready"], other["healthy"]) == (False, False, True) and down["last_error"]
+    assert seen["served"] == ["h100"] * 3
+    # lose_and_recover waited for the pool to be healthy and serve a pinned request once the node was back.
+    assert _complete(served, 2, pin="rngd") == ["rngd"] * 2

@@ -91,3 +91,14 @@ async def test_the_guard_passes_results_and_failures_through_and_forgets_its_wai
         await asyncio.sleep(0)
         watch.pool_down("a")
         await waiting
+
+
+async def test_a_pool_already_down_fails_the_guard_without_starting_the_request():
+    started = []
+
+    async def opening():
+        started.append(1)
+
+    with pytest.raises(PoolDown):
+        await DownWatch(is_down=lambda pool: pool == "a").guard("a", opening())
+    assert started == []
