@@ -78,8 +78,8 @@ VARIANTS = {
     "rayllm": Variant("ray.serve.llm", "rayllm"),
     "rayllm-fast": Variant("ray.serve.llm fast", "rayllm", FAST_RAYLLM_ENV),
     "hetserve": Variant("hetserve", "hetserve"),
-    # Ray Serve's HAProxy ingress in front of hetserve's gateway (docs/architecture.md: measured, not kept).
-    "hetserve-haproxy": Variant("hetserve haproxy", "hetserve", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+    # hetserve behind Ray Serve's default Python proxy instead of HAProxy (deploy/ingress.py), to re-measure.
+    "hetserve-serve-proxy": Variant("hetserve serve-proxy", "hetserve", {"RAY_SERVE_ENABLE_HA_PROXY": "0"}),
 }
 
 #: The cells the targets are stated on.
