@@ -78,8 +78,8 @@ VARIANTS = {
     "rayllm": Variant("ray.serve.llm", "rayllm"),
     "rayllm-fast": Variant("ray.serve.llm fast", "rayllm", FAST_RAYLLM_ENV),
     "hetserve": Variant("hetserve", "hetserve"),
-    # Ray Serve's HAProxy ingress in front of hetserve's gateway (docs/architecture.md: measured, not kept).
-    "hetserve-haproxy": Variant("hetserve haproxy", "hetserve", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+    # hetserve behind Ray Serve's default Python proxy instead of HAProxy (deploy/ingress.py), to re-measure.
+    "hetserve-serve-proxy": Variant("hetserve serve-proxy", "hetserve", {"RAY_SERVE_ENABLE_HA_PROXY": "0"}),
 }
 
 #: The cells the targets are stated on.
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 servers[v.label] = _servers.start_server(v.kind, label=v.label.replace(" ", "_").replace(".", "_"),
                                                          log_dir=log_dir, env=v.env)
             except RuntimeError as exc:  # a configuration that does not run here is a finding, not a crash
-                failed[v.label] = str(exc).splitlines()[0][:300]
+                failed[v.label] = str(exc).strip().splitlines()[-1][:300]  # the log tail's last line: the error
                 print(f"   did not start: {failed[v.label]}", flush=True)
                 continue
             started[v.label] = servers[v.label].started_s

@@ -1,8 +1,9 @@
-"""Merge engine deltas into fewer, larger Ray items.
+"""Merge engine deltas into fewer, larger relayed lines when many streams share a replica.
 
-Through Ray Serve a streamed item costs far more than its bytes (see
-DESIGN.md: one item per token caps the relay near 1,100 tok/s on these
-machines). The relay sends a delta at once when nothing was sent in the last
+Every relayed line costs the gateway a read, a decode and an SSE write
+(``bench/gateway_alone.py``), so a replica busy with many streams merges
+their deltas; one stream alone gets every delta (the replica sizes the
+window, ``workers.pool``). The relay sends a delta at once when nothing was sent in the last
 ``window_s`` (so time to first token is untouched) and otherwise sends what
 accumulated when the window since the previous send closes: a token waits at
 most ``window_s`` longer than it would unmerged.
@@ -11,8 +12,7 @@ The window may be a callable, read before every send: a replica sizes it to
 its load (:func:`adaptive_window`), short when one stream runs alone, longer
 when many share the replica's budget of Ray items per second.
 
-An item is a tuple ``(text, prompt_tokens, output_tokens, finish_reason)``:
-plain tuples serialise cheaper than dataclasses.
+An item is a tuple ``(text, prompt_tokens, output_tokens, finish_reason)``.
 """
 
 from __future__ import annotations
