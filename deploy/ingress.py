@@ -8,4 +8,43 @@ or the driver of a local cluster). Measured against the default proxy in
 docs/architecture.md and docs/benchmarks.md.
 """
 
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+
 RAY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+#: HAProxy's own listeners. Ray's fixed defaults (8404, 9101) let only one
+#: Serve instance per host start, so a local cluster takes free ports for them.
+LISTENER_PORT_VARS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_cluster_env() -> Iterator[None]:
+    """The environment a local Ray cluster starts in (its processes inherit it): the
+    ingress on, HAProxy's listeners on free ports unless the operator set them.
+
+    Restored afterwards, so processes this one starts later (another gateway,
+    ``ray start``) do not inherit ports already taken.
+    """
+    wanted = {**RAY_ENV, **{k: str(_free_port()) for k in LISTENER_PORT_VARS}}
+    saved = {k: os.environ.get(k) for k in wanted}
+    for key, value in wanted.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

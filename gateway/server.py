@@ -19,7 +19,7 @@ import ray
 from ray import serve
 from ray.exceptions import AuthenticationError
 
-from deploy.ingress import RAY_ENV
+from deploy.ingress import local_cluster_env
 from deploy.placement import unplaceable
 from gateway.build import build_app
 from fleet.config import FleetConfig
@@ -69,9 +69,8 @@ def start(
         else:
             # A fresh local cluster: never attach to a stale one left by an earlier run.
             os.environ.pop("RAY_ADDRESS", None)
-            for key, value in RAY_ENV.items():  # Ray's processes inherit them (deploy.ingress)
-                os.environ.setdefault(key, value)
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace="hetserve")
+            with local_cluster_env():  # Ray's processes inherit it (deploy.ingress)
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace="hetserve")
     running = Running(f"http://{host}:{port}", time.monotonic() - t0, owns)
     missing = unplaceable(fleet.pools, ray.nodes())
     if missing:
