@@ -133,6 +133,12 @@ class SchedulingProfile:
     picker: Picker
 
     def rank(self, shape: RequestShape, cands: Sequence[Candidate]) -> list[RankedPool]:
+        if len(self.scorers) == 1:  # the common case, without the weighted sum
+            scorer = self.scorers[0][0]
+            name = scorer.name
+            ranked = [RankedPool(c.pool.name, v, {name: v}, c.cell, c.batch, c.pool, c.prediction)
+                      for c, v in zip(cands, scorer.score(shape, cands))]
+            return self.picker.pick(ranked)
         total_weight = sum(w for _, w in self.scorers) or 1.0
         columns = [(s.name, w, s.score(shape, cands)) for s, w in self.scorers]
         ranked = []
@@ -267,7 +273,10 @@ class Router:
                 c.prediction = predict(c.pool, shape, c.batch, c.cell)
         missed = None
         for profile in self.profiles:
-            kept = [c for c in cands if all(f.keep(shape, c) for f in profile.filters)]
+            kept = cands
+            for f in profile.filters:
+                keep = f.keep
+                kept = [c for c in kept if keep(shape, c)]
             if kept:
                 break
             missed = missed or profile
