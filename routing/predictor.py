@@ -86,6 +86,14 @@ class Prediction:
                 pool.price_per_hour, per_token(buckets, col.tpot_ms, joined, seqs, out, mean_out, own_ms, arrivals))
         return self._cost
 
+    def to_dict(self) -> dict:
+        """The forecast as ``explain`` shows it (``*_uncorrected_ms``: before the online correction)."""
+        return {
+            "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "queued": self.queued,
+            "marginal_j_per_token": self.marginal_j_per_token, "marginal_cost_per_mtok": self.marginal_cost_per_mtok,
+            "ttft_uncorrected_ms": self.ttft_raw_ms, "tpot_uncorrected_ms": self.tpot_raw_ms,
+        }
+
     def e2e_ms(self, max_new_tokens: int) -> float:
         return self.ttft_ms + self.tpot_ms * max(max_new_tokens - 1, 0)
 
