@@ -9,11 +9,15 @@ sequences whose mean output is ``L̄`` keeps them company for about
 steps (the longest of ``b`` uniformly advanced sequences has about
 ``L̄ · b / (b + 1)`` left), steps the replica would otherwise have spent idle:
 
-    marginal joules  = (L - x) · (E(b + s) - E(b)) + x · E(s)
-    marginal seconds = (L - x) · (τ(b + s) - τ(b)) + x · τ(s)
+    marginal joules  = (L - x) · (E(b + s) - E(b)) + x · E(s) / (1 + a · x)
+    marginal seconds = (L - x) · (τ(b + s) - τ(b)) + x · τ(s) / (1 + a · x)
 
-An idle replica (``b = 0``, ``x = L``) charges the request its whole
-attributed energy; its idle draw is paid anyway and never counts. A busy one
+Requests that arrive on the replica meanwhile share that tail: with ``a``
+arrivals per step recently, the tail term is divided by ``1 + a · x``. (So a
+replica that traffic keeps busy is cheap to join, one about to go idle is
+not.) An idle replica (``b = 0``, ``x = L``) charges the request its whole
+attributed energy, shared the same way; its idle draw is paid anyway and
+never counts. A busy one
 charges what a bigger batch does to every running sequence's step, plus
 the tail it keeps the replica busy for. ``E`` and ``τ`` are interpolated
 between batch buckets, on static-shape NPUs too: a batch moves across

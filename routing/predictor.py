@@ -45,8 +45,6 @@ from routing.state import PoolState
 #: Prefill share of a replica's time beyond which TPOT is no longer stretched.
 MAX_PREFILL_SHARE = 0.8
 _UNCORRECTED = (1.0, 1.0)
-
-
 _UNSET = object()
 
 
