@@ -145,12 +145,16 @@ class LatencyPredictor:
         load = pool.load
         n = load // reps  # the least-loaded replica, which the request joins
         running = n - pool.prefilling // reps
-        step_now = tpots[min(bisect_left(buckets, running), last)] or 0.0 if running > 0 else 0.0
+        step_now = 0.0
+        if running > 0:
+            i = bisect_left(buckets, running)
+            step_now = tpots[i if i < last else last] or 0.0
         mean_out = pool.decode_tokens / load if pool.decode_tokens and load else shape.max_new_tokens
         queued = n + sequences - slots
         wait_ms = 0.0
         if queued > 0:
-            full = tpots[min(bisect_left(buckets, slots), last)] or cell.tpot_ms
+            i = bisect_left(buckets, slots)
+            full = tpots[i if i < last else last] or cell.tpot_ms
             wait_ms = queued * mean_out / slots * full
         else:
             queued = 0
@@ -166,9 +170,9 @@ class LatencyPredictor:
         chunks = -(-pending // pool.prefill_chunk) if pool.prefill_chunk else 1
         ttft = 0.5 * step_now + wait_ms + prefill_ms + chunks * step_now
         share = pool.prompt_rate / reps * prefill_ms / pending / 1e3 if pool.prompt_rate else 0.0
-        tpot = cell.tpot_ms / (1.0 - min(share, MAX_PREFILL_SHARE))
+        tpot = cell.tpot_ms / (1.0 - (share if share < MAX_PREFILL_SHARE else MAX_PREFILL_SHARE))
         f_ttft, f_tpot = self._factors.get(pool.name, _UNCORRECTED)
-        joined = min(n, slots - sequences) if slots > sequences else 0
+        joined = (n if n < slots - sequences else slots - sequences) if slots > sequences else 0
         own_ms = prefill_ms * prompt / pending
         arrivals = pool.arrival_rate / reps * cell.tpot_ms / 1e3  # per step, sharing the tail
         inputs = (buckets, col, joined, sequences, max(shape.max_new_tokens, 1), mean_out, own_ms, pool, arrivals)

@@ -133,7 +133,9 @@ class EfficiencyProfile:
         """
         bb, sb = self.batch_buckets, self.seq_buckets
         si = bucket_index(sb, seq_len)
-        bi = min(bucket_index(bb, batch), len(bb) - 1)
+        bi = bucket_index(bb, batch)
+        if bi == len(bb):  # past the last batch bucket: clamp
+            bi -= 1
         if si == len(sb):
             return Cell(bb[bi], seq_len, feasible=False)
         return self._grid[bi][si]
