@@ -154,6 +154,8 @@ def to_api_error(exc: BaseException) -> APIError:
         return ModelNotFound(str(exc), param="model")
     if isinstance(exc, routing_errors.NoFeasiblePool):
         return InvalidRequest(str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, routing_errors.UnsupportedFeature):
+        return InvalidRequest(str(exc), param=exc.missing[0], code="unsupported_parameter")
     if isinstance(exc, routing_errors.NoHealthyPool):
         return Unavailable(str(exc))
     if isinstance(exc, routing_errors.AllPoolsSaturated):

@@ -125,6 +125,7 @@ class FleetState:
                     batch_buckets=tuple(rec.hardware.batch_buckets or ()),
                     price_per_hour=rec.price_per_hour,
                     emulated=s.emulated,
+                    capabilities=s.capabilities(),
                     profile=self.profiles.get(name),
                 )
             )

@@ -35,11 +35,11 @@ from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.responses import CHAT, ChunkWriter, completion_body, usage
 from gateway.shaping import OutputLengthEstimator, build_shape
 from gateway.tokens import TokenCounter
-from gateway.unsupported import refuse_unsupported
+from gateway.unsupported import engine_params, refuse_unsupported, request_features
 from workers import tracing
 from workers.engine import SamplingParams
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
-from routing import NoFeasiblePool, NoHealthyPool, RequestShape
+from routing import NoFeasiblePool, NoHealthyPool, RequestShape, UnsupportedFeature
 from gateway.auth import Caller
 from fleet.api import PIN_HEADER, POOL_HEADER, ROUTE_REASON_HEADER, SLO_TPOT_HEADER, SLO_TTFT_HEADER
 
@@ -172,9 +172,12 @@ class CompletionService:
         shape = build_shape(
             req.model, prompts, req.n, req.requested_max_tokens(), self.counters[req.model], self.outputs,
             self._slo(headers, SLO_TTFT_HEADER), self._slo(headers, SLO_TPOT_HEADER),
+            request_features(kind, _feature_params(req)),
         )
         try:
             decision = self._router().choose(shape, self._candidates(headers, req.model))
+        except UnsupportedFeature as exc:
+            raise errors.InvalidRequest(str(exc), param=exc.missing[0], code="unsupported_parameter") from None
         except NoFeasiblePool as exc:
             raise errors.InvalidRequest(
                 str(exc), param="messages" if kind == CHAT else "prompt", code="context_length_exceeded"
@@ -260,6 +263,7 @@ class CompletionService:
             "seed": req.seed,
             "stop": req.stop_list(),
             "ignore_eos": req.ignore_eos,
+            **engine_params(kind, _feature_params(req)),
         }
         self.budget.request()
         ranked = decision.ranked[: self.failover.max_attempts]
@@ -537,6 +541,14 @@ class _Context:
 def _pool_failed(exc: BaseException) -> bool:
     """A failure of the pool (5xx), not of the request: worth another pool, and an ejection."""
     return errors.to_api_error(exc).status >= 500
+
+
+def _feature_params(req) -> dict[str, Any]:
+    """The parameters only some engines honour, as the client sent them (``response_format`` is an extra field)."""
+    return {
+        "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
+        "logit_bias": req.logit_bias, "response_format": (req.model_extra or {}).get("response_format"),
+    }
 
 
 def _header_safe(text: str) -> str:

@@ -10,6 +10,7 @@ from routing.errors import (
     ProfileError,
     RoutingConfigError,
     RoutingError,
+    UnsupportedFeature,
 )
 from routing.framework import (
     Candidate,
@@ -49,6 +50,7 @@ __all__ = [
     "RoutingConfig",
     "RoutingConfigError",
     "RoutingError",
+    "UnsupportedFeature",
     "SCORERS",
     "SchedulingProfile",
     "Scorer",

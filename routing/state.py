@@ -33,6 +33,7 @@ class PoolState:
     price_per_hour: float = 0.0
     emulated: bool = False
     profile: "EfficiencyProfile | None" = field(default=None, compare=False)
+    capabilities: frozenset[str] = frozenset()  # request features its engine honours (RequestShape.features)
 
     @property
     def load(self) -> int:

@@ -39,6 +39,17 @@ def server(tmp_path_factory):
     serve_process.stop(s)
 
 
+def test_vllm_honours_penalties_and_structured_output_and_emulated_pools_refuse_them(server):
+    body = {"messages": [{"role": "user", "content": "json please"}], "max_tokens": 8, "presence_penalty": 0.5,
+            "frequency_penalty": 0.5, "logit_bias": {"5": -100}, "response_format": {"type": "json_object"}}
+    r = httpx.post(f"{server.url}/v1/chat/completions", json={"model": REAL_MODEL, **body}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-hetserve-pool"] == "cpu-vllm"
+    r = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "m-ok", **body}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_parameter"
+    assert r.json()["error"]["param"] in body
+
+
 def test_a_killed_engine_process_gets_clean_503s_and_its_pool_ejected(server):
     (engine,) = server.find("EngineCore")
     engine.kill()
