@@ -78,5 +78,6 @@ def test_sigterm_to_the_process_group_drains_then_stops_everything(server):
     )
     # 1: Serve's shutdown overran its bound and the leftovers were killed (vLLM's teardown is slow on a busy
     # machine); either way every process is gone, which check_graceful_stop asserted.
+    print(f"\nSIGTERM to the process group: {seen}")
     assert seen["returncode"] in (0, 1), server.output()[-2000:]
     assert "hetserve: stopped" in server.output()
