@@ -423,7 +423,8 @@ class _Context:
         """The stream's next item, or :class:`errors.PoolTimeout` after ``timeouts.idle_s`` without one."""
         idle_s = self.s.timeouts.idle_s
         try:
-            return await asyncio.wait_for(seq.stream.__anext__(), idle_s)
+            async with asyncio.timeout(idle_s):  # a timer per item, no task (this is the streaming hot path)
+                return await seq.stream.__anext__()
         except TimeoutError:
             raise errors.PoolTimeout(f"pool {self.pool} sent no token for {idle_s:g} s") from None
 
