@@ -177,7 +177,7 @@ async def main_async(args) -> dict:
     finally:
         stopped = server.stop()
     return {
-        "command": " ".join(sys.argv), "fleet": FLEET, "factor": args.factor, "max_tokens": args.max_tokens,
+        "command": "python " + " ".join(sys.argv), "fleet": FLEET, "factor": args.factor, "max_tokens": args.max_tokens,
         "slo": {"ttft_ms": args.slo_ttft_ms, "tpot_ms": args.slo_tpot_ms},
         "capacity_phase": {"clients": CAPACITY, "sustained_per_s": round(sustained, 2),
                            **summarize(base, args.capacity_s, args.slo_ttft_ms, args.slo_tpot_ms)},

@@ -111,7 +111,7 @@ def main() -> int:
     finally:
         stopped = server.stop()
     result = {
-        "command": " ".join(sys.argv), "operations": report, "stop": stopped,
+        "command": "python " + " ".join(sys.argv), "operations": report, "stop": stopped,
         "cases": sum(r["cases"] for r in report.values()),
         "server_errors": sum(r["by_status"].get(s, 0) for r in report.values() for s in r["by_status"]
                              if s == "connection" or (s.isdigit() and int(s) >= 500)),
