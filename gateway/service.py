@@ -357,14 +357,15 @@ class CompletionService:
                         f"{request_id}-{index}", SamplingParams(**seq_params), trace=trace, whole=whole, **prompt,
                     )
                     seqs.append(_Sequence(index, self.pools.stream(pool, request)))
+            # A whole (non-streamed) answer is one item at the end: allow what a stream could take, the first
+            # token's bound plus the idle bound per token.
+            t = self.timeouts
+            limit = t.first_token_s + (params["max_tokens"] * t.idle_s if whole else 0.0)
             try:
-                firsts = await asyncio.wait_for(
-                    asyncio.gather(*(s.stream.__anext__() for s in seqs)), self.timeouts.first_token_s
-                )
+                firsts = await asyncio.wait_for(asyncio.gather(*(s.stream.__anext__() for s in seqs)), limit)
             except TimeoutError:
-                raise errors.PoolTimeout(
-                    f"pool {pool} sent no first token within {self.timeouts.first_token_s:g} s"
-                ) from None
+                what = "no answer" if whole else "no first token"
+                raise errors.PoolTimeout(f"pool {pool} sent {what} within {limit:g} s") from None
         except BaseException:
             for s in seqs:
                 s.stream.cancel()

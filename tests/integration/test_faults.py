@@ -59,7 +59,7 @@ def _metric(server, name: str, **labels) -> float:
 
 
 def test_a_pool_that_hangs_before_its_first_token_is_failed_over_and_ejected(server):
-    bodies = [{"model": "m-hang", "prompt": f"hang {i}", "max_tokens": 4} for i in range(4)]
+    bodies = [{"model": "m-hang", "prompt": f"hang {i}", "max_tokens": 4, "stream": True} for i in range(4)]
     results: list = [None] * len(bodies)
 
     def send(i):
@@ -71,6 +71,7 @@ def test_a_pool_that_hangs_before_its_first_token_is_failed_over_and_ejected(ser
     for t in threads:
         t.join()
     assert [r.status_code for r in results] == [200] * len(bodies), [r.text for r in results]
+    assert all(r.text.rstrip().endswith("data: [DONE]") and '"error"' not in r.text for r in results)
     assert {r.headers["x-hetserve-pool"] for r in results} == {"fast-a"}
     hung = _fleet(server)["hung"]
     assert hung["healthy"] is False and "no first token" in hung["ejection_reason"]

@@ -63,7 +63,7 @@ async def test_a_pool_without_a_first_token_is_left_for_the_next_and_ejected():
     assert pools.calls == [first, second]
     assert pools.streams[0].cancelled
     fleet = {p.name: p for p in state.describe()}
-    assert fleet[first].healthy is False and "no first token" in fleet[first].ejection_reason
+    assert fleet[first].healthy is False and "sent no answer within" in fleet[first].ejection_reason
     assert _metric(metrics, "hetserve_retries_total", model="m", failed_pool=first) == 1
     assert all(r.in_flight == 0 for r in state.pools.values())
 
