@@ -99,6 +99,8 @@ class FleetServer:
 def start(fleet: dict | None, out_dir: Path, probe_model: str, timeout_s: float = 300) -> FleetServer:
     """Start ``hetserve serve`` (``fleet`` None: the embedded default fleet) on a free port; wait for ``probe_model``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A SIGTERM to the benchmark (timeout, Ctrl-C's cousin) unwinds it, so its finally stops the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     port = free_port()
     cmd = [sys.executable, "-m", "hetserve.cli", "serve", "--port", str(port), "--num-cpus", "2"]
     if fleet is not None:

@@ -217,7 +217,7 @@ async def main_async(args) -> dict:
     mem = growth(samples, args.warmup_s, args.window_s)
     total = sum(tally.counts.values())
     return {
-        "command": " ".join(sys.argv),
+        "command": "python " + " ".join(sys.argv),
         "duration_s": args.duration_s, "wall_s": round(wall, 1), "rate": args.rate, "seed": args.seed,
         "requests": total, "outcomes": tally.counts, "by_kind": tally.by_kind, "lost": tally.counts.get("lost", 0),
         "lost_examples": tally.lost, "in_flight_after": left, "stop": stopped,

@@ -256,9 +256,14 @@ class Gateway:
         return await self._complete(TEXT, request)
 
     async def _complete(self, kind: str, request: Request):
-        caller = self._authorize(request)
-        body = await self._body(request)
-        return await self.service.handle(kind, body, request.headers, _serve_request_id(request), caller)
+        try:
+            caller = self._authorize(request)
+            body = await self._body(request)
+            return await self.service.handle(kind, body, request.headers, _serve_request_id(request), caller)
+        except Exception as exc:  # answered here: raised, Serve logs each one with its traceback (a 429 storm's cost)
+            answer = errors.error_body(exc)
+            self.metrics.error(answer.payload["error"]["type"], answer.status)
+            return answer.response()
 
     def _finished(self, f: Finished) -> None:
         self.profiles.observe(f)

@@ -89,6 +89,12 @@ class ShuttingDown(Unavailable):
     code = "shutting_down"
 
 
+class ClientClosed(APIError):
+    """The client went away and Serve cancelled the request: nobody reads this answer, and no pool failed."""
+
+    status, type, code = 499, "client_closed_request", "client_closed_request"
+
+
 class PoolTimeout(APIError):
     """A pool sent no first token, or no next token, within the gateway's timeouts (a hung pool)."""
 
@@ -154,12 +160,16 @@ def to_api_error(exc: BaseException) -> APIError:
         return ModelNotFound(str(exc), param="model")
     if isinstance(exc, routing_errors.NoFeasiblePool):
         return InvalidRequest(str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, routing_errors.UnsupportedFeature):
+        return InvalidRequest(str(exc), param=exc.missing[0], code="unsupported_parameter")
     if isinstance(exc, routing_errors.NoHealthyPool):
         return Unavailable(str(exc))
     if isinstance(exc, routing_errors.AllPoolsSaturated):
         return Overloaded(str(exc), headers={"Retry-After": str(min(60, max(1, math.ceil(exc.retry_after_s))))})
     if isinstance(exc, (worker_errors.EngineFailure, worker_errors.EngineStartError)):
         return Unavailable(f"the pool failed: {exc}")
+    if type(exc).__module__.startswith("ray.") and type(exc).__name__ == "TaskCancelledError":
+        return ClientClosed("the client closed the request")
     if type(exc).__module__.startswith("ray.") and type(exc).__name__ in _RAY_POOL_FAILURES:
         return Unavailable(f"the pool is unavailable: {type(exc).__name__}: {str(exc)[:300]}")
     log.exception("unexpected error", exc_info=exc)

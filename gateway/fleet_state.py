@@ -203,6 +203,7 @@ class FleetState:
                     batch_buckets=tuple(rec.hardware.batch_buckets or ()),
                     price_per_hour=rec.price_per_hour,
                     emulated=s.emulated,
+                    capabilities=s.capabilities(),
                     profile=self.profiles.get(name),
                     prefilling=rec.prefilling,
                     prefill_tokens=rec.prefill_tokens,

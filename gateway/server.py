@@ -154,8 +154,9 @@ def stop(running: Running | None = None, timeout_s: float = 20.0) -> bool:
         done, _ = _bounded(lambda: serve.delete(APP_NAME), timeout_s)
         return done
     children = psutil.Process().children(recursive=True)  # before Ray reparents anything
-    serve_done, _ = _bounded(serve.shutdown, timeout_s / 2)
-    ray_done, _ = _bounded(ray.shutdown, timeout_s / 2)
+    # Serve's shutdown waits for the replicas' own (a vLLM engine takes 5 s or more to tear down); Ray's is quick.
+    serve_done, _ = _bounded(serve.shutdown, timeout_s * 0.75)
+    ray_done, _ = _bounded(ray.shutdown, timeout_s * 0.25)
     return _kill_left(children) == 0 and serve_done and ray_done
 
 

@@ -36,11 +36,11 @@ from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.responses import CHAT, ChunkWriter, completion_body, usage
 from gateway.shaping import OutputLengthEstimator, build_shape
 from gateway.tokens import TokenCounter
-from gateway.unsupported import refuse_unsupported
+from gateway.unsupported import engine_params, refuse_unsupported, request_features
 from workers import tracing
 from workers.engine import SamplingParams
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
-from routing import NoFeasiblePool, NoHealthyPool, Prediction, RequestShape
+from routing import NoFeasiblePool, NoHealthyPool, Prediction, RequestShape, UnsupportedFeature
 from gateway.auth import Caller
 from fleet.api import PIN_HEADER, POOL_HEADER, ROUTE_REASON_HEADER, SLO_TPOT_HEADER, SLO_TTFT_HEADER
 
@@ -181,9 +181,12 @@ class CompletionService:
         shape = build_shape(
             req.model, prompts, req.n, req.requested_max_tokens(), self.counters[req.model], self.outputs,
             self._slo(headers, SLO_TTFT_HEADER), self._slo(headers, SLO_TPOT_HEADER),
+            request_features(kind, _feature_params(req)),
         )
         try:
             decision = self._router().choose(shape, self._candidates(headers, req.model))
+        except UnsupportedFeature as exc:
+            raise errors.InvalidRequest(str(exc), param=exc.missing[0], code="unsupported_parameter") from None
         except NoFeasiblePool as exc:
             raise errors.InvalidRequest(
                 str(exc), param="messages" if kind == CHAT else "prompt", code="context_length_exceeded"
@@ -269,6 +272,7 @@ class CompletionService:
             "seed": req.seed,
             "stop": req.stop_list(),
             "ignore_eos": req.ignore_eos,
+            **engine_params(kind, _feature_params(req)),
         }
         self.budget.request()
         ranked = decision.ranked[: self.failover.max_attempts]
@@ -364,14 +368,15 @@ class CompletionService:
                         f"{request_id}-{index}", SamplingParams(**seq_params), trace=trace, whole=whole, **prompt,
                     )
                     seqs.append(_Sequence(index, self.pools.stream(pool, request)))
+            # A whole (non-streamed) answer is one item at the end: allow what a stream could take, the first
+            # token's bound plus the idle bound per token.
+            t = self.timeouts
+            limit = t.first_token_s + (params["max_tokens"] * t.idle_s if whole else 0.0)
             try:
-                firsts = await asyncio.wait_for(
-                    asyncio.gather(*(s.stream.__anext__() for s in seqs)), self.timeouts.first_token_s
-                )
+                firsts = await asyncio.wait_for(asyncio.gather(*(s.stream.__anext__() for s in seqs)), limit)
             except TimeoutError:
-                raise errors.PoolTimeout(
-                    f"pool {pool} sent no first token within {self.timeouts.first_token_s:g} s"
-                ) from None
+                what = "no answer" if whole else "no first token"
+                raise errors.PoolTimeout(f"pool {pool} sent {what} within {limit:g} s") from None
         except BaseException:
             for s in seqs:
                 s.stream.cancel()
@@ -433,7 +438,8 @@ class _Context:
         """The stream's next item, or :class:`errors.PoolTimeout` after ``timeouts.idle_s`` without one."""
         idle_s = self.s.timeouts.idle_s
         try:
-            return await asyncio.wait_for(seq.stream.__anext__(), idle_s)
+            async with asyncio.timeout(idle_s):  # a timer per item, no task (this is the streaming hot path)
+                return await seq.stream.__anext__()
         except TimeoutError:
             raise errors.PoolTimeout(f"pool {self.pool} sent no token for {idle_s:g} s") from None
 
@@ -551,6 +557,14 @@ class _Context:
 def _pool_failed(exc: BaseException) -> bool:
     """A failure of the pool (5xx), not of the request: worth another pool, and an ejection."""
     return errors.to_api_error(exc).status >= 500
+
+
+def _feature_params(req) -> dict[str, Any]:
+    """The parameters only some engines honour, as the client sent them (``response_format`` is an extra field)."""
+    return {
+        "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
+        "logit_bias": req.logit_bias, "response_format": (req.model_extra or {}).get("response_format"),
+    }
 
 
 def _header_safe(text: str) -> str:

@@ -34,6 +34,7 @@ def build_shape(
     outputs: OutputLengthEstimator,
     slo_ttft_ms: float | None = None,
     slo_tpot_ms: float | None = None,
+    features: frozenset[str] = frozenset(),
 ) -> RequestShape:
     return RequestShape(
         model=model,
@@ -42,4 +43,5 @@ def build_shape(
         sequences=len(prompts) * n,
         slo_ttft_ms=slo_ttft_ms,
         slo_tpot_ms=slo_tpot_ms,
+        features=features,
     )

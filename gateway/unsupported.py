@@ -1,11 +1,13 @@
-"""OpenAI parameters no pool honours yet: refused with a 400 rather than silently ignored.
+"""OpenAI parameters that change the answer: routed to pools that honour them, refused where none can.
 
-A parameter is refused only when it would change the answer: clients such
-as LangChain send ``presence_penalty: 0`` or ``logprobs: false`` by default,
-and those neutral values pass. None of hetserve's engines applies
-penalties, logit bias, log-probabilities, tools or structured output today
-(``workers.engine.SamplingParams`` carries none of them), so a client that
-asks for them learns so instead of getting an answer that ignored them.
+A parameter counts only when it would change the answer: clients such as
+LangChain send ``presence_penalty: 0`` or ``logprobs: false`` by default,
+and those neutral values pass. Parameters some engines honour (penalties,
+logit bias, structured output: vLLM's) become the request's *features*; the
+router's capability filter sends the request only to pools whose engine has
+them all (``workers.spec.ENGINE_CAPABILITIES``), else a 400 names them. The
+rest (log-probabilities, tools, audio, ...) no pool honours yet: refused with
+a 400 that names them, rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -47,29 +49,32 @@ def _more_than_one(v: Any) -> bool:
 
 _Rule = Callable[[Any], bool]
 
-_COMMON: dict[str, _Rule] = {
+#: Parameters some engines honour: each in effect is a routing feature of the request.
+_FEATURES: dict[str, _Rule] = {
     "frequency_penalty": _nonzero,
     "presence_penalty": _nonzero,
     "logit_bias": _truthy,
 }
+FEATURES: dict[str, dict[str, _Rule]] = {
+    CHAT: {**_FEATURES, "response_format": _not_text_format},
+    TEXT: dict(_FEATURES),
+}
 
+#: Parameters no engine honours yet.
 RULES: dict[str, dict[str, _Rule]] = {
     CHAT: {
-        **_COMMON,
         "logprobs": _truthy,
         "top_logprobs": _nonzero,
         "tools": _truthy,
         "tool_choice": _not_none_choice,
         "functions": _truthy,
         "function_call": _not_none_choice,
-        "response_format": _not_text_format,
         "audio": _set,
         "modalities": _not_text_only,
         "prediction": _set,
         "web_search_options": _set,
     },
     TEXT: {
-        **_COMMON,
         "logprobs": _set,
         "best_of": _more_than_one,
     },
@@ -85,3 +90,39 @@ def refuse_unsupported(kind: str, data: dict[str, Any]) -> None:
             param=refused[0],
             code="unsupported_parameter",
         )
+
+
+def request_features(kind: str, data: dict[str, Any]) -> frozenset[str]:
+    """The parameters in ``data`` that only some engines honour (the router filters pools by them)."""
+    return frozenset(name for name, in_effect in FEATURES[kind].items() if name in data and in_effect(data[name]))
+
+
+def engine_params(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Those parameters as ``workers.engine.SamplingParams`` takes them; a malformed one is a 400 naming it."""
+    out: dict[str, Any] = {}
+    for name in ("presence_penalty", "frequency_penalty"):
+        if data.get(name) is not None:
+            out[name] = float(data[name])
+    if data.get("logit_bias"):
+        try:
+            out["logit_bias"] = {int(k): float(v) for k, v in data["logit_bias"].items()}
+        except (TypeError, ValueError):
+            raise errors.InvalidRequest("logit_bias maps token ids to a bias", param="logit_bias") from None
+        if any(not -100 <= v <= 100 for v in out["logit_bias"].values()):
+            raise errors.InvalidRequest("logit_bias values lie in [-100, 100]", param="logit_bias")
+    if kind == CHAT and _not_text_format(data.get("response_format")):
+        out["response_format"] = _response_format(data["response_format"])
+    return out
+
+
+def _response_format(value: Any) -> dict:
+    if not isinstance(value, dict) or value.get("type") not in ("json_object", "json_schema"):
+        raise errors.InvalidRequest(
+            "response_format.type is one of text, json_object, json_schema", param="response_format"
+        )
+    if value["type"] == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise errors.InvalidRequest("response_format.json_schema.schema must be a JSON schema object",
+                                        param="response_format")
+    return value

@@ -10,6 +10,7 @@ from routing.errors import (
     ProfileError,
     RoutingConfigError,
     RoutingError,
+    UnsupportedFeature,
 )
 from routing.framework import (
     Candidate,
@@ -59,6 +60,7 @@ __all__ = [
     "RoutingConfig",
     "RoutingConfigError",
     "RoutingError",
+    "UnsupportedFeature",
     "SCORERS",
     "SchedulingProfile",
     "Scorer",

@@ -53,6 +53,18 @@ class NoFeasiblePool(RoutingError):
         )
 
 
+class UnsupportedFeature(RoutingError):
+    """No pool serving the model honours every feature (request parameter) the request uses."""
+
+    def __init__(self, model: str, missing: tuple[str, ...]):
+        super().__init__(model, missing)
+        self.model = model
+        self.missing = missing
+
+    def __str__(self) -> str:
+        return f"no pool serving '{self.model}' supports {', '.join(self.missing)} (omit it, or send its neutral value)"
+
+
 class AllPoolsSaturated(RoutingError):
     """Every feasible pool is at capacity; the client should retry later."""
 

@@ -22,6 +22,7 @@ from routing.errors import (
     NoFeasiblePool,
     NoHealthyPool,
     RoutingError,
+    UnsupportedFeature,
 )
 from routing.predictor import LatencyPredictor, Prediction
 from routing.profile import Cell
@@ -181,6 +182,10 @@ class _Guard:
     def exhausted(self, shape: RequestShape, cands: Sequence[Candidate]) -> RoutingError:
         raise NotImplementedError
 
+    def why(self, shape: RequestShape, cand: Candidate) -> str:
+        """Why ``cand`` was dropped, for the reason line."""
+        return self.name
+
 
 class ServesModel(_Guard):
     name, shown = "other model", False
@@ -190,6 +195,23 @@ class ServesModel(_Guard):
 
     def exhausted(self, shape, cands):
         return ModelNotServed(shape.model, tuple(sorted({m for c in cands for m in c.pool.models})))
+
+
+class Capable(_Guard):
+    """The pool's engine honours every feature the request uses (logprobs, penalties, ...)."""
+
+    name = "cannot honour"
+
+    def keep(self, shape, cand):
+        return shape.features <= cand.pool.capabilities
+
+    def why(self, shape, cand) -> str:
+        return f"lacks {', '.join(sorted(shape.features - cand.pool.capabilities))}"
+
+    def exhausted(self, shape, cands):
+        # The features the request's pools lack: those no pool has are named first.
+        lacking = {f for c in cands for f in shape.features - c.pool.capabilities}
+        return UnsupportedFeature(shape.model, tuple(sorted(lacking)))
 
 
 class Healthy(_Guard):
@@ -262,7 +284,7 @@ class Router:
             raise ValueError("the last scheduling profile must have no filters (it is the fallback)")
         self.profiles = tuple(profiles)
         self.guards: tuple[_Guard, ...] = (
-            ServesModel(), Healthy(), Feasible(), HasCapacity(saturation, retry_after_s),
+            ServesModel(), Capable(), Healthy(), Feasible(), HasCapacity(saturation, retry_after_s),
         )
         self.clock = clock
         self.shown = shown
@@ -277,7 +299,8 @@ class Router:
             if not kept:
                 raise guard.exhausted(shape, cands)
             if guard.shown and len(kept) < len(cands):
-                dropped += [Dropped(c.pool.name, guard.name) for c in cands if c not in kept]
+                ids = {id(c) for c in kept}
+                dropped += [Dropped(c.pool.name, guard.why(shape, c)) for c in cands if id(c) not in ids]
             cands = kept
         if self.predictor is not None:
             predict = self.predictor.predict

@@ -22,6 +22,7 @@ class RequestShape:
     sequences: int = 1
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
+    features: frozenset[str] = frozenset()  # request parameters in effect that some engines cannot honour
 
     @property
     def total_tokens(self) -> int:

@@ -55,6 +55,7 @@ class PoolState:
     max_batch: int = 0
     prefill_chunk: int = 0
     dynamic_watts: float = 0.0
+    capabilities: frozenset[str] = frozenset()  # request features its engine honours (RequestShape.features)
 
     load: int = field(init=False, repr=False, compare=False)  # sequences busy with, as best known
 

@@ -21,6 +21,12 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    # Honoured only by engines that advertise them (workers.spec.capabilities); the router sends
+    # requests that set them nowhere else.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
+    response_format: dict | None = None  # OpenAI's: {"type": "json_object"} or {"type": "json_schema", ...}
 
 
 @dataclass(slots=True)

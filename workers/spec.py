@@ -24,6 +24,15 @@ class PowerSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+#: Request features (OpenAI parameters in effect) each engine honours; the router's capability filter
+#: sends a request using any of them only to pools whose engine has them all.
+ENGINE_CAPABILITIES: dict[str, frozenset[str]] = {
+    "vllm": frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "response_format"}),
+    "furiosa": frozenset(),
+    "emulated": frozenset(),
+}
+
+
 class FaultSpec(BaseModel):
     """Test-only faults of an emulated pool (``engine_args.fault``), for fault-injection tests and benchmarks.
 
@@ -190,6 +199,9 @@ class PoolSpec(BaseModel):
             largest = _largest_bucket(self.hardware)
             args["max_batch"] = min(self.max_ongoing_requests, largest or self.max_ongoing_requests)
         return args
+
+    def capabilities(self) -> frozenset[str]:
+        return ENGINE_CAPABILITIES[self.engine]
 
     @property
     def emulated(self) -> bool:

@@ -120,6 +120,10 @@ class VLLMEngine(EngineAdapter):
         from vllm.sampling_params import RequestOutputKind
 
         p = request.params
+        if p.logit_bias:
+            vocab = len(self._tokenizer)
+            if any(t < 0 or t >= vocab for t in p.logit_bias):
+                raise InvalidRequest(f"logit_bias token ids must lie in [0, {vocab})", param="logit_bias")
         return VSamplingParams(
             max_tokens=p.max_tokens,
             temperature=p.temperature,
@@ -127,6 +131,10 @@ class VLLMEngine(EngineAdapter):
             seed=p.seed,
             stop=p.stop or None,
             ignore_eos=p.ignore_eos,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
+            logit_bias=p.logit_bias or None,
+            structured_outputs=_structured_outputs(p.response_format),
             output_kind=RequestOutputKind.DELTA,
         )
 
@@ -155,6 +163,8 @@ class VLLMEngine(EngineAdapter):
         except Exception as exc:
             if self._engine.errored:  # EngineDeadError: its EngineCore process is gone
                 raise EngineFailure(f"the vLLM engine died: {type(exc).__name__}") from None
+            if isinstance(exc, ValueError) and not produced:  # vLLM's input validation (e.g. a bad schema)
+                raise InvalidRequest(f"the engine refused the request: {exc}") from None
             raise
         finally:
             self._stats.output_tokens_total += produced
@@ -180,6 +190,17 @@ class VLLMEngine(EngineAdapter):
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+
+def _structured_outputs(response_format: dict | None):
+    """OpenAI's ``response_format`` as vLLM's structured outputs (the gateway validated its shape)."""
+    if not response_format or response_format.get("type") == "text":
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if response_format["type"] == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    return StructuredOutputsParams(json=response_format["json_schema"]["schema"])
 
 
 def _finish_reason(reason: str | None) -> str | None:

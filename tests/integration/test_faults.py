@@ -59,7 +59,7 @@ def _metric(server, name: str, **labels) -> float:
 
 
 def test_a_pool_that_hangs_before_its_first_token_is_failed_over_and_ejected(server):
-    bodies = [{"model": "m-hang", "prompt": f"hang {i}", "max_tokens": 4} for i in range(4)]
+    bodies = [{"model": "m-hang", "prompt": f"hang {i}", "max_tokens": 4, "stream": True} for i in range(4)]
     results: list = [None] * len(bodies)
 
     def send(i):
@@ -71,6 +71,7 @@ def test_a_pool_that_hangs_before_its_first_token_is_failed_over_and_ejected(ser
     for t in threads:
         t.join()
     assert [r.status_code for r in results] == [200] * len(bodies), [r.text for r in results]
+    assert all(r.text.rstrip().endswith("data: [DONE]") and '"error"' not in r.text for r in results)
     assert {r.headers["x-hetserve-pool"] for r in results} == {"fast-a"}
     hung = _fleet(server)["hung"]
     assert hung["healthy"] is False and "no first token" in hung["ejection_reason"]
@@ -125,6 +126,8 @@ def test_a_replica_killed_under_load_loses_no_request_that_had_not_started_strea
         assert result.get("done") and ("exception" not in result), result
         assert result["errors"] or result["chunks"][-1]["choices"][0]["finish_reason"] == "length"
     broken = sum(1 for _, _, r in streams if r["errors"])
+    print(f"\nkill under load: {n_whole}/{n_whole} whole requests answered 200; "
+          f"{broken}/{n_streams} streams already streaming ended with an error event and [DONE], the rest finished")
     assert broken >= 1  # streams of fast-b were in flight: round-robin gave it half of them
     assert _fleet(server)["fast-b"]["ejection_reason"]
     assert _metric(server, "hetserve_pool_ejected", pool="fast-b") == 1
@@ -134,4 +137,5 @@ def test_sigterm_to_the_process_drains_then_stops_everything(server):
     seen = check_graceful_stop(
         server, "m-ok", 500, lambda: server.proc.send_signal(signal.SIGTERM), stop_bound_s=90,
     )
+    print(f"\nSIGTERM to the process: {seen}")
     assert seen["returncode"] == 0, server.output()[-2000:]

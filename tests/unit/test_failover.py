@@ -221,3 +221,19 @@ async def test_draining_refuses_new_requests_and_counts_streams_until_they_end()
     assert errors.error_body(info.value).status == 503
     await _body(resp)
     assert service.active == 0
+
+
+async def test_a_request_cancelled_because_its_client_left_ejects_no_pool():
+    class TaskCancelledError(Exception):
+        """What Ray raises into the gateway when Serve cancels a request whose client disconnected."""
+
+    TaskCancelledError.__module__ = "ray.exceptions"
+    service, state, metrics, _ = make(FlakyPools())
+    first, _ = _pool_order(service)
+    service.pools.failures = {first: TaskCancelledError("cancelled")}
+    with pytest.raises(TaskCancelledError) as info:
+        await service.handle(TEXT, BODY, {}, "rid")
+    assert errors.error_body(info.value).status == 499
+    assert service.pools.calls == [first]  # not retried elsewhere
+    assert all(p.healthy for p in state.describe())
+    assert _metric(metrics, "hetserve_pool_failures_total", pool=first) == 0
