@@ -311,9 +311,16 @@ class CompletionService:
         pool = choice.name
         self.metrics.routed(req.model, pool)
         whole = not req.stream
-        seqs = await self.down_watch.guard(pool, self._open(
-            pool, request_id, prompts, req.n, params, shape, tracing.carrier_for(root), whole
-        ))
+        # Counted before the first await: a request routed meanwhile must see this one's load.
+        self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens)
+        try:
+            seqs = await self.down_watch.guard(pool, self._open(
+                pool, request_id, prompts, req.n, params, tracing.carrier_for(root), whole
+            ))
+        except BaseException:
+            self.state.release(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, prefilled=False)
+            raise
+        self.state.first_tokens(pool, shape.sequences, shape.prompt_tokens)
         self.state.outliers.success(pool)
         ttft = self.clock() - start
         # Ray Serve's proxy sets x-request-id (the client's, or its own): request_id is that one.
@@ -351,11 +358,9 @@ class CompletionService:
         return pinned
 
     async def _open(
-        self, pool: str, request_id: str, prompts, n: int, params: dict, shape: RequestShape, trace: dict | None,
-        whole: bool,
+        self, pool: str, request_id: str, prompts, n: int, params: dict, trace: dict | None, whole: bool,
     ) -> list[_Sequence]:
-        """Start one pool stream per sequence and wait for each one's first item."""
-        self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens)
+        """Start one pool stream per sequence and wait for each one's first item (the caller counts the load)."""
         seqs = []
         try:
             for p_index, prompt in enumerate(prompts):
@@ -380,9 +385,7 @@ class CompletionService:
         except BaseException:
             for s in seqs:
                 s.stream.cancel()
-            self.state.release(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, prefilled=False)
             raise
-        self.state.first_tokens(pool, shape.sequences, shape.prompt_tokens)
         for s, first in zip(seqs, firsts):
             s.first = first
         return seqs
