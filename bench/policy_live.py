@@ -93,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             outcome = live_run(args.base_url, trace, policy, len(records))
             live = live_figures(outcome)
+            # before: the simulator as it was (no online learning, fresh profiles, no request path)
+            before, _ = sim_figures(specs, records, {"policy": policy}, learn=False)
             bare, _ = sim_figures(specs, records, {"policy": policy}, profiles=learned)
             sim, learned = sim_figures(specs, records, {"policy": policy}, profiles=learned,
                                        dispatch_s=probe["dispatch_s"])
             row = {"rate": rate, "policy": policy, "probe": probe, "live": live, "sim": sim,
                    "fidelity": compare(live, sim), "fidelity_no_path": compare(live, bare),
+                   "fidelity_before": compare(live, before),
                    "wall_s": time.monotonic() - started}
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("rate", "policy", "probe", "fidelity")}), flush=True)
