@@ -65,13 +65,22 @@ class Dropped:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Ranked pools, best first, a one-line human-readable reason, and the
-    pools dropped on the way (with their forecasts, for ``explain``)."""
+    pools dropped on the way (with their forecasts, for ``explain``).
+
+    The reason is written when first read: the simulator never reads it."""
 
     ranked: list[RankedPool]
-    reason: str
     policy: str  # the scheduling profile that ranked them
     at: float  # the injected clock's reading
     dropped: tuple[Dropped, ...] = ()
+    _write: Callable[[], str] = field(default=lambda: "", repr=False, compare=False)
+    _memo: list = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def reason(self) -> str:
+        if not self._memo:
+            self._memo.append(self._write())
+        return self._memo[0]
 
     @property
     def best(self) -> RankedPool:
@@ -124,6 +133,12 @@ class SchedulingProfile:
     picker: Picker
 
     def rank(self, shape: RequestShape, cands: Sequence[Candidate]) -> list[RankedPool]:
+        if len(self.scorers) == 1:  # the common case, without the weighted sum
+            scorer = self.scorers[0][0]
+            name = scorer.name
+            ranked = [RankedPool(c.pool.name, v, {name: v}, c.cell, c.batch, c.pool, c.prediction)
+                      for c, v in zip(cands, scorer.score(shape, cands))]
+            return self.picker.pick(ranked)
         total_weight = sum(w for _, w in self.scorers) or 1.0
         columns = [(s.name, w, s.score(shape, cands)) for s, w in self.scorers]
         ranked = []
@@ -258,7 +273,10 @@ class Router:
                 c.prediction = predict(c.pool, shape, c.batch, c.cell)
         missed = None
         for profile in self.profiles:
-            kept = [c for c in cands if all(f.keep(shape, c) for f in profile.filters)]
+            kept = cands
+            for f in profile.filters:
+                keep = f.keep
+                kept = [c for c in kept if keep(shape, c)]
             if kept:
                 break
             missed = missed or profile
@@ -268,8 +286,8 @@ class Router:
                     f = next(f for f in profile.filters if not f.keep(shape, c))
                     dropped.append(Dropped(c.pool.name, f.why(shape, c), c.prediction))
         ranked = profile.rank(shape, kept)
-        reason = self._reason(shape, profile, ranked, missed, dropped)
-        return Decision(ranked, reason, profile.name, self.clock(), tuple(dropped))
+        return Decision(ranked, profile.name, self.clock(), tuple(dropped),
+                        lambda: self._reason(shape, profile, ranked, missed, dropped))
 
     def _reason(self, shape, profile, ranked, missed, dropped) -> str:
         lead = profile.lead

@@ -29,63 +29,59 @@ per million tokens.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 
 from routing.profile import EfficiencyProfile
 
 
-def _per_step(prof: EfficiencyProfile, batch: float, seq: int, metric: str) -> float | None:
-    """Joules (``j``) or ms (``t``) of one step at ``batch``, or None without data."""
+def per_step(buckets: Sequence[int], values: Sequence[float | None], batch: float) -> float | None:
+    """A per-step quantity (a profile ``Column``'s ``step_j`` or ``tpot_ms``) at
+    ``batch``, interpolated between batch buckets; None without data."""
     if batch <= 0:
         return 0.0
-    buckets = prof.batch_buckets
-    i = min(bisect_left(buckets, batch), len(buckets) - 1)
-    hi = _value(prof, buckets[i], seq, metric)
-    if hi is None:
-        return None
-    if buckets[i] <= batch:  # on a bucket, or past the last one
+    i = bisect_left(buckets, batch)
+    if i == len(buckets):
+        i -= 1
+    hi = values[i]
+    if hi is None or buckets[i] <= batch:  # no data, on a bucket, or past the last one
         return hi
-    lo_b = buckets[i - 1] if i else 0
-    lo = _value(prof, lo_b, seq, metric) if i else 0.0
+    if not i:
+        return hi * batch / buckets[0]
+    lo = values[i - 1]
     if lo is None:
         return hi
+    lo_b = buckets[i - 1]
     return lo + (hi - lo) * (batch - lo_b) / (buckets[i] - lo_b)
 
 
-def _value(prof: EfficiencyProfile, batch: int, seq: int, metric: str) -> float | None:
-    cell = prof.lookup(batch, seq)
-    if cell is None:
-        return None
-    if metric == "j":
-        return None if cell.j_per_token is None else cell.j_per_token * cell.batch
-    return cell.tpot_ms
-
-
-def _marginal(prof: EfficiencyProfile, metric: str, running: int, sequences: int, output: int,
-              mean_output: float, seq: int, prefill: float) -> float | None:
-    """Marginal joules or ms of the request, per output token of it (see module doc)."""
-    alone = _per_step(prof, sequences, seq, metric)
+def per_token(buckets: Sequence[int], values: Sequence[float | None], running: int, sequences: int,
+              output: int, mean_output: float, own: float = 0.0) -> float | None:
+    """Marginal joules (``step_j``) or ms (``tpot_ms``) per output token of a request
+    of ``sequences`` × ``output`` tokens joining ``running`` sequences (see module doc);
+    ``own`` is what its prefill adds."""
+    alone = per_step(buckets, values, sequences)
     if alone is None:
         return None
     if running <= 0:
-        return (output * alone + prefill) / (output * sequences)
-    after = _per_step(prof, running + sequences, seq, metric)
-    before = _per_step(prof, running, seq, metric)
+        return (output * alone + own) / (output * sequences)
+    after = per_step(buckets, values, running + sequences)
+    before = per_step(buckets, values, running)
     if after is None or before is None:
         return None
     tail = max(0.0, output - mean_output * running / (running + 1))
-    return ((output - tail) * max(after - before, 0.0) + tail * alone + prefill) / (output * sequences)
+    return ((output - tail) * max(after - before, 0.0) + tail * alone + own) / (output * sequences)
 
 
 def marginal_energy(prof: EfficiencyProfile, running: int, sequences: int, output: int,
                     mean_output: float, seq: int, prefill_j: float = 0.0) -> float | None:
     """Joules above idle per output token of a request joining ``running`` sequences."""
-    return _marginal(prof, "j", running, sequences, output, mean_output, seq, prefill_j)
+    col = prof.column(seq)
+    return None if col is None else per_token(prof.batch_buckets, col.step_j, running, sequences, output,
+                                              mean_output, prefill_j)
 
 
-def marginal_cost(prof: EfficiencyProfile, price_per_hour: float, running: int, sequences: int,
-                  output: int, mean_output: float, seq: int, prefill_ms: float = 0.0) -> float | None:
-    """The replica's price × the extra busy time, per million output tokens of the request."""
-    if price_per_hour <= 0:
+def cost_per_mtok(price_per_hour: float, marginal_ms_per_token: float | None) -> float | None:
+    """The replica's price × marginal busy ms per token, per million tokens."""
+    if price_per_hour <= 0 or marginal_ms_per_token is None:
         return None
-    ms = _marginal(prof, "t", running, sequences, output, mean_output, seq, prefill_ms)
-    return None if ms is None else price_per_hour / 3600 * ms / 1e3 * 1e6
+    return price_per_hour / 3600 * marginal_ms_per_token / 1e3 * 1e6

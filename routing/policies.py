@@ -12,11 +12,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from itertools import count
+from operator import attrgetter
 
 from routing.framework import Candidate, RankedPool
 from routing.shape import RequestShape
 
 NEUTRAL = 0.5
+_score = attrgetter("score")
 
 
 class _LowerIsBetter:
@@ -211,7 +213,8 @@ class PredictedSloFilter:
         self.tpot_ms = tpot_ms
 
     def keep(self, shape, cand):
-        ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
+        ttft = shape.slo_ttft_ms if shape.slo_ttft_ms is not None else self.ttft_ms
+        tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
         if ttft is None and tpot is None:
             return True
         pred = cand.prediction
@@ -288,7 +291,7 @@ class MaxScorePicker:
     name = "max-score"
 
     def pick(self, ranked):
-        return sorted(ranked, key=lambda r: -r.score)
+        return sorted(ranked, key=_score, reverse=True)  # stable: ties keep their order
 
 
 class RoundRobinPicker:

@@ -35,31 +35,63 @@ what the request does to the pool.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from bisect import bisect_left
 
-from routing.marginal import marginal_cost, marginal_energy
+from routing.marginal import cost_per_mtok, per_token
 from routing.profile import Cell, EfficiencyProfile
 from routing.shape import RequestShape
 from routing.state import PoolState
 
 #: Prefill share of a replica's time beyond which TPOT is no longer stretched.
 MAX_PREFILL_SHARE = 0.8
+_UNCORRECTED = (1.0, 1.0)
 
 
-@dataclass(frozen=True, slots=True)
+_UNSET = object()
+
+
 class Prediction:
-    """A pool's forecast for one request; ``*_raw`` before the online correction."""
+    """A pool's forecast for one request; ``*_raw_ms`` before the online correction.
 
-    ttft_ms: float
-    tpot_ms: float
-    ttft_raw_ms: float
-    tpot_raw_ms: float
-    queued: int  # sequences ahead of the request waiting for a batch slot (per replica)
-    marginal_j_per_token: float | None  # joules above idle the pool spends per output token of it
-    marginal_cost_per_mtok: float | None  # the pool's price × extra busy time, per million output tokens
+    The marginal energy and cost are worked out when first read: a pool the
+    SLO filter drops is never asked."""
+
+    __slots__ = ("ttft_ms", "tpot_ms", "ttft_raw_ms", "tpot_raw_ms", "queued", "_inputs", "_energy", "_cost")
+
+    def __init__(self, ttft_ms: float, tpot_ms: float, ttft_raw_ms: float, tpot_raw_ms: float, queued: int,
+                 inputs: tuple):
+        self.ttft_ms = ttft_ms
+        self.tpot_ms = tpot_ms
+        self.ttft_raw_ms = ttft_raw_ms
+        self.tpot_raw_ms = tpot_raw_ms
+        self.queued = queued  # sequences ahead of the request waiting for a batch slot (per replica)
+        self._inputs = inputs  # (batch buckets, column, joined, sequences, output, mean output, own prefill ms, pool)
+        self._energy = self._cost = _UNSET
+
+    @property
+    def marginal_j_per_token(self) -> float | None:
+        """Joules above idle the pool spends per output token of the request (``routing.marginal``)."""
+        if self._energy is _UNSET:
+            buckets, col, joined, seqs, out, mean_out, own_ms, pool = self._inputs
+            self._energy = per_token(buckets, col.step_j, joined, seqs, out, mean_out,
+                                     own_ms / 1e3 * pool.dynamic_watts)
+        return self._energy
+
+    @property
+    def marginal_cost_per_mtok(self) -> float | None:
+        """The pool's price × the extra busy time the request causes, per million output tokens."""
+        if self._cost is _UNSET:
+            buckets, col, joined, seqs, out, mean_out, own_ms, pool = self._inputs
+            self._cost = None if pool.price_per_hour <= 0 else cost_per_mtok(
+                pool.price_per_hour, per_token(buckets, col.tpot_ms, joined, seqs, out, mean_out, own_ms))
+        return self._cost
 
     def e2e_ms(self, max_new_tokens: int) -> float:
         return self.ttft_ms + self.tpot_ms * max(max_new_tokens - 1, 0)
+
+    def __repr__(self) -> str:
+        return (f"Prediction(ttft_ms={self.ttft_ms:.1f}, tpot_ms={self.tpot_ms:.2f}, queued={self.queued}, "
+                f"marginal_j_per_token={self.marginal_j_per_token})")
 
 
 class LatencyPredictor:
@@ -70,71 +102,75 @@ class LatencyPredictor:
         self.alpha = alpha
         self.min_factor = min_factor
         self.max_factor = max_factor
-        self._factors: dict[str, list[float]] = {}  # pool -> [log ttft factor, log tpot factor]
+        self._logs: dict[str, list[float]] = {}  # pool -> [log TTFT factor, log TPOT factor]
+        self._factors: dict[str, tuple[float, float]] = {}
 
     def factors(self, pool: str) -> tuple[float, float]:
         """The pool's (TTFT, TPOT) correction factors."""
-        logs = self._factors.get(pool)
-        return (1.0, 1.0) if logs is None else (math.exp(logs[0]), math.exp(logs[1]))
+        return self._factors.get(pool, _UNCORRECTED)
 
     def observe(self, pool: str, predicted: Prediction, ttft_ms: float, tpot_ms: float | None) -> None:
         """Fold one finished request's observed TTFT (and TPOT, when it had 2+ tokens) into the pool's factors."""
-        logs = self._factors.setdefault(pool, [0.0, 0.0])
+        logs = self._logs.setdefault(pool, [0.0, 0.0])
         lo, hi = math.log(self.min_factor), math.log(self.max_factor)
         for i, raw, seen in ((0, predicted.ttft_raw_ms, ttft_ms), (1, predicted.tpot_raw_ms, tpot_ms)):
             if seen is None or seen <= 0 or raw <= 0:
                 continue
             target = min(hi, max(lo, math.log(seen / raw)))
             logs[i] += self.alpha * (target - logs[i])
+        self._factors[pool] = (math.exp(logs[0]), math.exp(logs[1]))
 
     def predict(self, pool: PoolState, shape: RequestShape, batch: int, cell: Cell | None) -> Prediction | None:
         """The forecast for ``shape`` joining ``pool`` at ``batch`` (its cell ``cell``);
-        None when the pool's profile gives no TPOT for the shape."""
+        None when the pool's profile gives no TPOT for the shape. Prefill time: the
+        batch-1 TTFT of the bucket whose prompt share (half the sequence, as
+        modelled profiles assume) holds the tokens, scaled linearly."""
         prof = pool.profile
         if cell is None or cell.tpot_ms is None or prof is None:
             return None
-        reps = max(pool.replicas, 1)
-        slots = pool.slots
         seq = shape.total_tokens
-        n = pool.load // reps  # the least-loaded replica, which the request joins
-        running = max(n - pool.prefilling // reps, 0)
-        step_now = _tpot(prof, running, seq) if running else 0.0
-        mean_out = pool.decode_tokens / pool.load if pool.decode_tokens and pool.load else shape.max_new_tokens
-        queued = max(n + shape.sequences - slots, 0)
-        wait_ms = queued * mean_out / slots * (_tpot(prof, slots, seq) or cell.tpot_ms) if queued else 0.0
-        prompt = shape.prompt_tokens * shape.sequences
+        col = prof.column(seq)
+        buckets = prof.batch_buckets
+        last = len(buckets) - 1
+        tpots = col.tpot_ms
+        reps = pool.replicas if pool.replicas > 1 else 1
+        slots = pool.slots
+        sequences = shape.sequences
+        load = pool.load
+        n = load // reps  # the least-loaded replica, which the request joins
+        running = n - pool.prefilling // reps
+        step_now = tpots[min(bisect_left(buckets, running), last)] or 0.0 if running > 0 else 0.0
+        mean_out = pool.decode_tokens / load if pool.decode_tokens and load else shape.max_new_tokens
+        queued = n + sequences - slots
+        wait_ms = 0.0
+        if queued > 0:
+            full = tpots[min(bisect_left(buckets, slots), last)] or cell.tpot_ms
+            wait_ms = queued * mean_out / slots * full
+        else:
+            queued = 0
+        prompt = shape.prompt_tokens * sequences
         pending = pool.prefill_tokens / reps + prompt
-        prefill_ms = _prefill_ms(prof, pending)
-        if prefill_ms is None:  # no batch-1 TTFT: the joined cell's TTFT, scaled by the queue
-            prefill_ms = (cell.ttft_ms or 0.0) * pending / max(prompt, 1)
-        chunks = math.ceil(pending / pool.prefill_chunk) if pool.prefill_chunk else 1
+        pcol = prof.column(int(2 * pending))
+        if pcol is not None and pcol.ttft_ms[0] is not None:
+            prefill_ms = pcol.ttft_ms[0] * 2 * pending / pcol.seq_len
+        else:
+            prefill_ms = _prefill_ms(prof, pending)
+            if prefill_ms is None:  # no batch-1 TTFT: the joined cell's TTFT, scaled by the queue
+                prefill_ms = (cell.ttft_ms or 0.0) * pending / max(prompt, 1)
+        chunks = -(-pending // pool.prefill_chunk) if pool.prefill_chunk else 1
         ttft = 0.5 * step_now + wait_ms + prefill_ms + chunks * step_now
         share = pool.prompt_rate / reps * prefill_ms / pending / 1e3 if pool.prompt_rate else 0.0
         tpot = cell.tpot_ms / (1.0 - min(share, MAX_PREFILL_SHARE))
-        f_ttft, f_tpot = self.factors(pool.name)
-        joined = min(n, slots - shape.sequences) if slots > shape.sequences else 0
-        out = max(shape.max_new_tokens, 1)
-        own_prefill_ms = prefill_ms * prompt / pending
-        return Prediction(
-            ttft * f_ttft, tpot * f_tpot, ttft, tpot, queued,
-            marginal_energy(prof, joined, shape.sequences, out, mean_out, seq,
-                            own_prefill_ms / 1e3 * pool.dynamic_watts),
-            marginal_cost(prof, pool.price_per_hour, joined, shape.sequences, out, mean_out, seq, own_prefill_ms),
-        )
-
-
-def _tpot(prof: EfficiencyProfile, batch: int, seq: int) -> float:
-    cell = prof.lookup(batch, seq)
-    return cell.tpot_ms if cell is not None and cell.tpot_ms is not None else 0.0
+        f_ttft, f_tpot = self._factors.get(pool.name, _UNCORRECTED)
+        joined = min(n, slots - sequences) if slots > sequences else 0
+        own_ms = prefill_ms * prompt / pending
+        inputs = (buckets, col, joined, sequences, max(shape.max_new_tokens, 1), mean_out, own_ms, pool)
+        return Prediction(ttft * f_ttft, tpot * f_tpot, ttft, tpot, queued, inputs)
 
 
 def _prefill_ms(prof: EfficiencyProfile, tokens: float) -> float | None:
-    """Time to prefill ``tokens`` prompt tokens: the batch-1 TTFT of the bucket whose
-    prompt share (half the sequence, as modelled profiles assume) holds them, scaled linearly."""
-    cell = prof.lookup(1, int(2 * tokens))
-    if cell is None or not cell.feasible or cell.ttft_ms is None:  # past the grid: the longest cell known
-        cell = next((c for s in reversed(prof.seq_buckets)
-                     if (c := prof.lookup(1, s)) is not None and c.ttft_ms is not None), None)
-        if cell is None:
-            return None
-    return cell.ttft_ms * 2 * tokens / cell.seq_len
+    """Prefill time of ``tokens`` past the grid (or where its bucket has no
+    batch-1 TTFT): the longest bucket that has one, scaled linearly."""
+    col = next((c for s in reversed(prof.seq_buckets)
+                if (c := prof.column(s)) is not None and c.ttft_ms[0] is not None), None)
+    return None if col is None else col.ttft_ms[0] * 2 * tokens / col.seq_len

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -66,6 +66,16 @@ class Cell:
         return self.samples / (self.samples + CONFIDENCE_HALF)
 
 
+class Column(NamedTuple):
+    """One sequence bucket's cells across the batch buckets (None: no data there),
+    for code that reads several batches of one sequence length per decision."""
+
+    seq_len: int
+    tpot_ms: tuple[float | None, ...]
+    step_j: tuple[float | None, ...]  # j_per_token × batch: joules above idle per step
+    ttft_ms: tuple[float | None, ...]
+
+
 class EfficiencyProfile:
     """The measured grid of one pool for one model."""
 
@@ -92,6 +102,7 @@ class EfficiencyProfile:
             if why := check_buckets(buckets):
                 raise ProfileError(f"{axis}: {why}")
         self._grid: list[list[Cell | None]] = [[None] * len(self.seq_buckets) for _ in self.batch_buckets]
+        self._columns: list[Column | None] = [None] * len(self.seq_buckets)  # built on demand
         for cell in cells:
             self.put(cell)
 
@@ -108,6 +119,7 @@ class EfficiencyProfile:
         """Place ``cell`` at its bucket (its ``batch`` and ``seq_len`` must be buckets)."""
         bi, si = self._index(cell.batch, cell.seq_len)
         self._grid[bi][si] = cell
+        self._columns[si] = None
 
     def cells(self) -> Iterator[Cell]:
         """Cells that hold data, batch-major."""
@@ -125,6 +137,23 @@ class EfficiencyProfile:
         if si == len(sb):
             return Cell(bb[bi], seq_len, feasible=False)
         return self._grid[bi][si]
+
+    def column(self, seq_len: int) -> Column | None:
+        """The column of ``seq_len``'s bucket; None past the last bucket."""
+        si = bucket_index(self.seq_buckets, seq_len)
+        if si == len(self.seq_buckets):
+            return None
+        col = self._columns[si]
+        if col is None:
+            cells = [row[si] for row in self._grid]
+            col = self._columns[si] = Column(
+                self.seq_buckets[si],
+                tuple(c.tpot_ms if c is not None else None for c in cells),
+                tuple(c.j_per_token * c.batch if c is not None and c.j_per_token is not None else None
+                      for c in cells),
+                tuple(c.ttft_ms if c is not None else None for c in cells),
+            )
+        return col
 
     def observe(self, batch: int, seq_len: int, **metrics: float) -> Cell | None:
         """Fold one served request's measurements into its cell (see module doc).
@@ -151,6 +180,7 @@ class EfficiencyProfile:
         new = replace(old, **updates, samples=samples, online_samples=online,
                       provenance=provenance, feasible=True)
         self._grid[bi][si] = new
+        self._columns[si] = None
         return new
 
     def to_dict(self) -> dict:

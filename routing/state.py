@@ -54,10 +54,12 @@ class PoolState:
     prefill_chunk: int = 0
     dynamic_watts: float = 0.0
 
-    @property
-    def load(self) -> int:
-        """Sequences the pool is busy with, as best known."""
-        return max(self.in_flight, self.running + self.waiting)
+    load: int = field(init=False, repr=False, compare=False)  # sequences busy with, as best known
+
+    def __post_init__(self) -> None:
+        # read several times per decision: worked out once
+        busy = self.running + self.waiting
+        object.__setattr__(self, "load", self.in_flight if self.in_flight > busy else busy)
 
     @property
     def saturated(self) -> bool:
