@@ -1,12 +1,15 @@
 """Decision time of the router, in process: 8 pools with profiles.
 
-Run: python bench/bench_router.py [--decisions 100000] [--policy efficiency]
-Prints median and p99 microseconds per ``Router.choose`` call.
+Run: python bench/bench_router.py [--decisions 100000] [--policy efficiency] [--rounds 3]
+Prints median and p99 microseconds per ``Router.choose`` call, and the same
+with the human-readable reason written (the gateway reads it; the simulator
+does not), policies interleaved over rounds; JSON to bench/results/router.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -60,7 +63,7 @@ def _fleet(rng):
     ]
 
 
-def bench(policy: str, decisions: int) -> tuple[float, float]:
+def bench(policy: str, decisions: int, reason: bool = False) -> tuple[float, float]:
     rng = random.Random(0)
     config = load_routing_config({"policy": policy, "slo": {"ttft_ms": 500, "tpot_ms": 30}})
     router = build_router(config, rng=random.Random(1))
@@ -72,7 +75,10 @@ def bench(policy: str, decisions: int) -> tuple[float, float]:
     for i in range(decisions):
         shape, fleet = shapes[i & 1023], fleets[i & 15]
         t0 = clock()
-        router.choose(shape, fleet)
+        if reason:
+            router.choose(shape, fleet).reason
+        else:
+            router.choose(shape, fleet)
         times.append(clock() - t0)
     times.sort()
     return statistics.median(times) / 1000, times[int(len(times) * 0.99)] / 1000
@@ -82,11 +88,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--decisions", type=int, default=100_000)
     ap.add_argument("--policy", choices=POLICIES, action="append")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results/router.json"))
     args = ap.parse_args()
-    print(f"{'policy':<16}{'median µs':>10}{'p99 µs':>10}   ({args.decisions} decisions, {len(POOLS)} pools)")
-    for policy in args.policy or POLICIES:
-        med, p99 = bench(policy, args.decisions)
-        print(f"{policy:<16}{med:>10.1f}{p99:>10.1f}")
+    print(f"{'round':<6}{'policy':<16}{'median µs':>10}{'p99 µs':>10}{'+reason med':>12}"
+          f"   ({args.decisions} decisions, {len(POOLS)} pools)")
+    rows = []
+    for rnd in range(args.rounds):
+        for policy in args.policy or POLICIES:
+            med, p99 = bench(policy, args.decisions)
+            with_reason, _ = bench(policy, args.decisions, reason=True)
+            print(f"{rnd:<6}{policy:<16}{med:>10.1f}{p99:>10.1f}{with_reason:>12.1f}", flush=True)
+            rows.append({"round": rnd, "policy": policy, "median_us": med, "p99_us": p99,
+                         "median_us_with_reason": with_reason})
+    Path(args.out).write_text(json.dumps({"decisions": args.decisions, "pools": len(POOLS), "rows": rows},
+                                         indent=1) + "\n")
 
 
 if __name__ == "__main__":

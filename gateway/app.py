@@ -286,25 +286,15 @@ class Gateway:
                     "scores": r.scores,
                     "batch": r.batch,
                     "cell": dataclasses.asdict(r.cell) if r.cell else None,
-                    "prediction": _prediction(r.prediction),
+                    "prediction": r.prediction and r.prediction.to_dict(),
                 }
                 for r in decision.ranked
             ],
             "dropped": [
-                {"pool": d.name, "why": d.why, "prediction": _prediction(d.prediction)} for d in decision.dropped
+                {"pool": d.name, "why": d.why, "prediction": d.prediction and d.prediction.to_dict()}
+                for d in decision.dropped
             ],
         }
-
-
-def _prediction(p) -> dict[str, Any] | None:
-    """A forecast for ``explain``: predicted TTFT/TPOT (corrected), marginal J and cost per token."""
-    if p is None:
-        return None
-    return {
-        "ttft_ms": p.ttft_ms, "tpot_ms": p.tpot_ms, "queued": p.queued,
-        "marginal_j_per_token": p.marginal_j_per_token, "marginal_cost_per_mtok": p.marginal_cost_per_mtok,
-        "ttft_uncorrected_ms": p.ttft_raw_ms, "tpot_uncorrected_ms": p.tpot_raw_ms,
-    }
 
 
 from gateway.build import build  # noqa: E402,F401  Serve's import path: `serve run gateway.app:build fleet=FILE`

@@ -41,6 +41,7 @@ class PoolRecord:
     prefill_tokens: int = 0  # their prompt tokens
     decode_tokens: int = 0  # output tokens (max_tokens) owed to sequences in flight
     prompts: RateMeter = field(default_factory=RateMeter)  # prompt tokens sent per second
+    arrivals: RateMeter = field(default_factory=RateMeter)  # sequences sent per second
 
     @property
     def slots(self) -> int:
@@ -95,7 +96,9 @@ class FleetState:
         rec.prefilling += sequences
         rec.prefill_tokens += sequences * prompt_tokens
         rec.decode_tokens += sequences * max_new_tokens
-        rec.prompts.add(sequences * prompt_tokens, self._clock())
+        now = self._clock()
+        rec.prompts.add(sequences * prompt_tokens, now)
+        rec.arrivals.add(sequences, now)
 
     def first_tokens(self, pool: str, sequences: int, prompt_tokens: int = 0) -> None:
         """Their first tokens arrived: the prefills are done."""
@@ -165,6 +168,7 @@ class FleetState:
                     prefill_tokens=rec.prefill_tokens,
                     decode_tokens=rec.decode_tokens,
                     prompt_rate=rec.prompts.rate(now),
+                    arrival_rate=rec.arrivals.rate(now),
                     max_batch=rec.slots,
                     prefill_chunk=rec.prefill_chunk,
                     dynamic_watts=rec.hardware.peak_watts_replica - rec.hardware.idle_watts_replica,

@@ -9,11 +9,15 @@ sequences whose mean output is ``L̄`` keeps them company for about
 steps (the longest of ``b`` uniformly advanced sequences has about
 ``L̄ · b / (b + 1)`` left), steps the replica would otherwise have spent idle:
 
-    marginal joules  = (L - x) · (E(b + s) - E(b)) + x · E(s)
-    marginal seconds = (L - x) · (τ(b + s) - τ(b)) + x · τ(s)
+    marginal joules  = (L - x) · (E(b + s) - E(b)) + x · E(s) / (1 + a · x)
+    marginal seconds = (L - x) · (τ(b + s) - τ(b)) + x · τ(s) / (1 + a · x)
 
-An idle replica (``b = 0``, ``x = L``) charges the request its whole
-attributed energy; its idle draw is paid anyway and never counts. A busy one
+Requests that arrive on the replica meanwhile share that tail: with ``a``
+arrivals per step recently, the tail term is divided by ``1 + a · x``. (So a
+replica that traffic keeps busy is cheap to join, one about to go idle is
+not.) An idle replica (``b = 0``, ``x = L``) charges the request its whole
+attributed energy, shared the same way; its idle draw is paid anyway and
+never counts. A busy one
 charges what a bigger batch does to every running sequence's step, plus
 the tail it keeps the replica busy for. ``E`` and ``τ`` are interpolated
 between batch buckets, on static-shape NPUs too: a batch moves across
@@ -55,21 +59,25 @@ def per_step(buckets: Sequence[int], values: Sequence[float | None], batch: floa
 
 
 def per_token(buckets: Sequence[int], values: Sequence[float | None], running: int, sequences: int,
-              output: int, mean_output: float, own: float = 0.0) -> float | None:
+              output: int, mean_output: float, own: float = 0.0, arrivals_per_step: float = 0.0) -> float | None:
     """Marginal joules (``step_j``) or ms (``tpot_ms``) per output token of a request
     of ``sequences`` × ``output`` tokens joining ``running`` sequences (see module doc);
-    ``own`` is what its prefill adds."""
+    ``own`` is what its prefill adds; ``arrivals_per_step`` the replica's recent
+    arrivals per step, who will share the tail."""
     alone = per_step(buckets, values, sequences)
     if alone is None:
         return None
     if running <= 0:
-        return (output * alone + own) / (output * sequences)
-    after = per_step(buckets, values, running + sequences)
-    before = per_step(buckets, values, running)
-    if after is None or before is None:
-        return None
-    tail = max(0.0, output - mean_output * running / (running + 1))
-    return ((output - tail) * max(after - before, 0.0) + tail * alone + own) / (output * sequences)
+        tail = output
+        shared = 0.0
+    else:
+        after = per_step(buckets, values, running + sequences)
+        before = per_step(buckets, values, running)
+        if after is None or before is None:
+            return None
+        tail = max(0.0, output - mean_output * running / (running + 1))
+        shared = (output - tail) * max(after - before, 0.0)
+    return (shared + tail * alone / (1.0 + arrivals_per_step * tail) + own) / (output * sequences)
 
 
 def marginal_energy(prof: EfficiencyProfile, running: int, sequences: int, output: int,

@@ -45,8 +45,6 @@ from routing.state import PoolState
 #: Prefill share of a replica's time beyond which TPOT is no longer stretched.
 MAX_PREFILL_SHARE = 0.8
 _UNCORRECTED = (1.0, 1.0)
-
-
 _UNSET = object()
 
 
@@ -72,19 +70,27 @@ class Prediction:
     def marginal_j_per_token(self) -> float | None:
         """Joules above idle the pool spends per output token of the request (``routing.marginal``)."""
         if self._energy is _UNSET:
-            buckets, col, joined, seqs, out, mean_out, own_ms, pool = self._inputs
+            buckets, col, joined, seqs, out, mean_out, own_ms, pool, arrivals = self._inputs
             self._energy = per_token(buckets, col.step_j, joined, seqs, out, mean_out,
-                                     own_ms / 1e3 * pool.dynamic_watts)
+                                     own_ms / 1e3 * pool.dynamic_watts, arrivals)
         return self._energy
 
     @property
     def marginal_cost_per_mtok(self) -> float | None:
         """The pool's price × the extra busy time the request causes, per million output tokens."""
         if self._cost is _UNSET:
-            buckets, col, joined, seqs, out, mean_out, own_ms, pool = self._inputs
+            buckets, col, joined, seqs, out, mean_out, own_ms, pool, arrivals = self._inputs
             self._cost = None if pool.price_per_hour <= 0 else cost_per_mtok(
-                pool.price_per_hour, per_token(buckets, col.tpot_ms, joined, seqs, out, mean_out, own_ms))
+                pool.price_per_hour, per_token(buckets, col.tpot_ms, joined, seqs, out, mean_out, own_ms, arrivals))
         return self._cost
+
+    def to_dict(self) -> dict:
+        """The forecast as ``explain`` shows it (``*_uncorrected_ms``: before the online correction)."""
+        return {
+            "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "queued": self.queued,
+            "marginal_j_per_token": self.marginal_j_per_token, "marginal_cost_per_mtok": self.marginal_cost_per_mtok,
+            "ttft_uncorrected_ms": self.ttft_raw_ms, "tpot_uncorrected_ms": self.tpot_raw_ms,
+        }
 
     def e2e_ms(self, max_new_tokens: int) -> float:
         return self.ttft_ms + self.tpot_ms * max(max_new_tokens - 1, 0)
@@ -164,7 +170,8 @@ class LatencyPredictor:
         f_ttft, f_tpot = self._factors.get(pool.name, _UNCORRECTED)
         joined = min(n, slots - sequences) if slots > sequences else 0
         own_ms = prefill_ms * prompt / pending
-        inputs = (buckets, col, joined, sequences, max(shape.max_new_tokens, 1), mean_out, own_ms, pool)
+        arrivals = pool.arrival_rate / reps * cell.tpot_ms / 1e3  # per step, sharing the tail
+        inputs = (buckets, col, joined, sequences, max(shape.max_new_tokens, 1), mean_out, own_ms, pool, arrivals)
         return Prediction(ttft * f_ttft, tpot * f_tpot, ttft, tpot, queued, inputs)
 
 

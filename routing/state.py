@@ -23,7 +23,8 @@ class PoolState:
     ``prefilling`` sequences sent but without a first token yet and their
     ``prefill_tokens`` (prompt tokens), ``decode_tokens`` the output tokens
     still owed to sequences in flight (their ``max_new_tokens`` until done),
-    ``prompt_rate`` prompt tokens per second recently sent (``RateMeter``).
+    ``prompt_rate`` prompt tokens and ``arrival_rate`` sequences per second
+    recently sent (``RateMeter``).
     ``max_batch`` is one replica's batch slots (0: ``capacity / replicas``);
     ``prefill_chunk`` the engine's per-step prefill token budget (0: whole
     prompts are prefilled in the step that admits them, the emulated engine);
@@ -50,6 +51,7 @@ class PoolState:
     prefill_tokens: int = 0
     decode_tokens: int = 0
     prompt_rate: float = 0.0
+    arrival_rate: float = 0.0
     max_batch: int = 0
     prefill_chunk: int = 0
     dynamic_watts: float = 0.0

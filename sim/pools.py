@@ -118,6 +118,7 @@ class SimPool:
         self.prefill_tokens = 0  # their prompt tokens
         self.decode_tokens = 0  # output tokens owed to sequences in flight
         self.prompt_meter = RateMeter()
+        self.arrival_meter = RateMeter()
         self.max_batch = batchers[0].max_batch
         self.requests = 0
         self.output_tokens = 0
@@ -141,7 +142,7 @@ class SimPool:
             self.capacity, len(self.replicas), 1.0 - usage / len(self.replicas), self.max_seq_len,
             self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
             self.prefilling, self.prefill_tokens, self.decode_tokens, self.prompt_meter.rate(now),
-            self.max_batch, 0, self.dynamic_watts,
+            self.arrival_meter.rate(now), self.max_batch, 0, self.dynamic_watts,
         )
 
     def replica(self) -> SimReplica:
@@ -158,6 +159,7 @@ class SimPool:
         self.prefill_tokens += prompt
         self.decode_tokens += output
         self.prompt_meter.add(prompt, now)
+        self.arrival_meter.add(1, now)
 
     def add_in_flight(self, delta: int, now: float) -> None:
         self._load_area += self.in_flight * (now - self._load_since)

@@ -18,14 +18,25 @@ def _set_policy(url: str, routing: dict) -> httpx.Response:
     return httpx.put(f"{url}/admin/routing", json=routing, headers=ADMIN, timeout=10)
 
 
+def _restore_default(url: str) -> None:
+    """Back to the embedded default fleet's routing (slo-energy)."""
+    from fleet.config import load_fleet
+
+    _set_policy(url, load_fleet(None)[0].routing.model_dump(mode="json", exclude_none=True))
+
+
 def test_explain_ranks_pools_without_running(gateway_url):
     body = {"model": EMULATED_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64}
     before = httpx.get(f"{gateway_url}/v1/fleet?profiles=false").json()
     r = httpx.post(f"{gateway_url}/v1/routing/explain", json=body, timeout=10)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert {p["pool"] for p in out["ranked"]} == {"h100", "rngd", "atom"}
+    assert {p["pool"] for p in out["ranked"]} | {d["pool"] for d in out["dropped"]} == {"h100", "rngd", "atom"}
     assert out["shape"]["max_new_tokens"] == 64 and out["reason"]
+    # the default policy forecasts every pool: TTFT/TPOT and marginal joules
+    assert out["policy"] in ("slo-energy", "slo-energy-shared", "best-outcome")
+    for p in out["ranked"]:
+        assert p["prediction"]["ttft_ms"] > 0 and p["prediction"]["marginal_j_per_token"] > 0
     after = httpx.get(f"{gateway_url}/v1/fleet?profiles=false").json()
     tokens = lambda f: sum(p["output_tokens"] for p in f["pools"])  # noqa: E731
     assert tokens(after) == tokens(before)
@@ -68,7 +79,7 @@ def test_live_retuning_changes_decisions_without_dropping_requests(gateway_url):
         assert set(rr) == {"h100", "rngd", "atom"}
         assert httpx.get(f"{gateway_url}/admin/routing", headers=ADMIN).json()["policy"] == "round-robin"
     finally:
-        _set_policy(gateway_url, {"policy": "least-load"})
+        _restore_default(gateway_url)
 
 
 def test_efficiency_policy_names_joules_in_its_reason(gateway_url):
@@ -80,7 +91,7 @@ def test_efficiency_policy_names_joules_in_its_reason(gateway_url):
         assert r.status_code == 200
         assert "J/tok" in r.headers["x-hetserve-route-reason"]
     finally:
-        _set_policy(gateway_url, {"policy": "least-load"})
+        _restore_default(gateway_url)
 
 
 def test_profiles_learn_online(gateway_url):
