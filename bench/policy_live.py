@@ -32,13 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleet.config import load_fleet  # noqa: E402
 from fleet.trace import write_trace  # noqa: E402
+from routing import DEFAULT_POLICY  # noqa: E402
 from loadtests import runner  # noqa: E402
 from loadtests.config import DataSpec, LoadSpec, RunSpec  # noqa: E402
 from sim.scenarios import SCENARIOS, scenario_trace  # noqa: E402
 from sim_fidelity import compare, live_figures, markdown_rows, probe_dispatch, sim_figures  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
-POLICIES = ["efficiency", "slo-efficiency", "latency", "least-load", "round-robin"]
+POLICIES = [DEFAULT_POLICY, "efficiency", "slo-efficiency", "latency", "least-load", "round-robin"]
 
 
 def wait_idle(base: str, timeout_s: float = 120) -> None:
@@ -93,11 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             outcome = live_run(args.base_url, trace, policy, len(records))
             live = live_figures(outcome)
+            # before: the simulator as it was (no online learning, fresh profiles, no request path)
+            before, _ = sim_figures(specs, records, {"policy": policy}, learn=False)
             bare, _ = sim_figures(specs, records, {"policy": policy}, profiles=learned)
             sim, learned = sim_figures(specs, records, {"policy": policy}, profiles=learned,
                                        dispatch_s=probe["dispatch_s"])
             row = {"rate": rate, "policy": policy, "probe": probe, "live": live, "sim": sim,
                    "fidelity": compare(live, sim), "fidelity_no_path": compare(live, bare),
+                   "fidelity_before": compare(live, before),
                    "wall_s": time.monotonic() - started}
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("rate", "policy", "probe", "fidelity")}), flush=True)
