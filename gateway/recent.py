@@ -6,6 +6,7 @@ readers ask for what came ``after`` the last sequence number they saw.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Callable
 
@@ -28,12 +29,10 @@ class RecentRequest(BaseModel):
 
 
 class RecentRequests:
-    def __init__(self, size: int = 256, clock: Callable[[], float] | None = None):
-        import time
-
+    def __init__(self, size: int = 256, clock: Callable[[], float] = time.time):
         self._ring: deque[RecentRequest] = deque(maxlen=size)
         self._seq = 0
-        self._clock = clock or time.time
+        self._clock = clock
 
     def add(
         self, model: str, pool: str, route_reason: str, prompt_tokens: int, output_tokens: int,

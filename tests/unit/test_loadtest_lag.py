@@ -12,7 +12,7 @@ from loadtests.config import DataSpec, LoadSpec, RunSpec
 from loadtests.fake_server import FakeConfig, FakeOpenAI
 from loadtests.lag import CLIENT_BOUND_SHARE, LoopLagProbe, judge
 from loadtests.report import console_summary
-from loadtests.runner import run
+from loadtests.runner import RunOutcome, run
 
 
 def test_verdict_compares_the_larger_lag_with_the_smaller_median():
@@ -71,10 +71,4 @@ def test_a_starved_client_says_it_was_client_bound_and_by_how_much():
     assert s.client_lag.client_bound
     assert s.client_lag.share > CLIENT_BOUND_SHARE
     assert s.client_loop_lag_ms.p99 >= 10  # blocked 20 ms at a time
-    assert "CLIENT-BOUND" in console_summary(_outcome_for_report(spec, s))
-
-
-def _outcome_for_report(spec, summary):
-    from loadtests.runner import RunOutcome
-
-    return RunOutcome(spec, [], summary)
+    assert "CLIENT-BOUND" in console_summary(RunOutcome(spec, [], s))

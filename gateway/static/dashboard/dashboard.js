@@ -5,6 +5,7 @@
 const POLL_MS = 1000;          // /v1/fleet and /v1/requests/recent
 const PROFILE_EVERY = 10;      // profiles (heat maps) every N polls
 const WINDOW_S = 300;          // charts show the last five minutes
+const JPT_POLLS = 5;           // J/token over the last five polls: one poll's few tokens make spikes
 const PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d", "#ff9da6", "#bab0ac"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -15,7 +16,7 @@ const state = {
   polls: 0, lastSeq: 0, requestsSeen: 0,
   colours: {},        // pool -> colour
   samples: [],        // {t, pools: {name: {load, watts, jpt, share}}}
-  prev: null,         // the previous /v1/fleet pools by name (for deltas)
+  recentPolls: [],    // the last JPT_POLLS+1 /v1/fleet pools by name (for J/token deltas)
   totals: [],         // {t, energy, tokens} of the whole fleet, for the last-minute figures
   finished: [],       // Unix times of finished requests seen, for req/s
 };
@@ -70,9 +71,10 @@ function record(now, pools, fresh) {
   for (const r of fresh) counts[r.pool] = (counts[r.pool] || 0) + 1;
   const sample = { t: now, pools: {} };
   let energy = 0, tokens = 0;
+  const past = state.recentPolls.length ? state.recentPolls[0] : null;
   for (const p of pools) {
     colour(p.name);
-    const prev = state.prev && state.prev[p.name];
+    const prev = past && past[p.name];
     const dTok = prev ? p.output_tokens - prev.output_tokens : 0;
     const dJ = prev ? p.energy_joules - prev.energy_joules : 0;
     sample.pools[p.name] = {
@@ -84,7 +86,8 @@ function record(now, pools, fresh) {
     energy += p.energy_joules;
     tokens += p.output_tokens;
   }
-  state.prev = Object.fromEntries(pools.map(p => [p.name, p]));
+  state.recentPolls.push(Object.fromEntries(pools.map(p => [p.name, p])));
+  if (state.recentPolls.length > JPT_POLLS) state.recentPolls.shift();
   state.samples.push(sample);
   state.totals.push({ t: now, energy, tokens });
   while (state.samples.length && state.samples[0].t < now - WINDOW_S) state.samples.shift();
