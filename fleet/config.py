@@ -84,7 +84,7 @@ class GatewaySpec(BaseModel):
     max_body_bytes: int = Field(default=4 << 20, ge=1024, description="larger request bodies get 413")
     max_json_depth: int = Field(default=32, ge=2, description="bodies nesting arrays/objects deeper get 400")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM: longest wait for requests in flight")
-    shutdown_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM: longest wait for Serve and Ray to stop")
+    shutdown_timeout_s: float = Field(default=40.0, gt=0, description="SIGTERM: longest wait for Serve and Ray to stop")
     failover: FailoverSpec = Field(default_factory=FailoverSpec)
     timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
 

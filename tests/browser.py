@@ -74,14 +74,18 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout_s: float = 30):
-        """Poll until ``expression`` is truthy in the page; returns its value."""
+        """Poll until ``expression`` is truthy in the page; returns its value. Until then an
+        exception in the page (no ``document.body`` yet while it loads) counts as not yet."""
         deadline = time.monotonic() + timeout_s
         while True:
-            value = self.evaluate(expression)
+            try:
+                value, error = self.evaluate(expression), None
+            except RuntimeError as exc:
+                value, error = None, exc
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"not true within {timeout_s} s: {expression}")
+                raise AssertionError(f"not true within {timeout_s} s: {expression}" + (f" ({error})" if error else ""))
             time.sleep(0.25)
 
     def screenshot(self, path: Path) -> None:

@@ -43,7 +43,10 @@ def encode_request(request: PoolRequest) -> bytes:
 
 def decode_request(body: bytes) -> PoolRequest:
     data = json.loads(body)
-    data["params"] = SamplingParams(**data["params"])
+    params = data["params"]
+    if params.get("logit_bias"):  # JSON object keys are strings; token ids are ints
+        params["logit_bias"] = {int(k): v for k, v in params["logit_bias"].items()}
+    data["params"] = SamplingParams(**params)
     return PoolRequest(**data)
 
 

@@ -26,7 +26,7 @@ FLEET = {
         "timeouts": {"first_token_s": 3, "idle_s": 3},
         "failover": {"max_attempts": 2, "retry_budget_min": 100, "ejection_base_s": 30},
         "drain_timeout_s": 30,
-        "shutdown_timeout_s": 20,
+        "shutdown_timeout_s": 40,
     },
     "routing": {"policy": "round-robin"},
     "pools": [

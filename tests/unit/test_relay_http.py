@@ -7,7 +7,6 @@ import asyncio
 import socket
 import uuid
 
-import httpx
 import openai
 import pytest
 import uvicorn
@@ -25,6 +24,7 @@ from gateway.tokens import TokenCounter
 from routing import build_router, load_routing_config
 from workers.errors import ContextLengthExceeded, EngineFailure
 from workers.http_endpoint import EndpointApp, EndpointServer
+from workers.engine import SamplingParams
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
 
 MODEL = "m"
@@ -265,3 +265,13 @@ async def test_a_client_that_disconnects_aborts_the_engine_sequence(gateway, rep
     for t in pending:
         t.cancel()
     assert done
+
+
+def test_a_request_crosses_the_wire_with_its_typed_sampling_params():
+    from workers import wire
+
+    params = SamplingParams(max_tokens=4, logit_bias={50: -100.0, 7: 2.5}, presence_penalty=0.5)
+    request = PoolRequest("r-0", params, prompt="hi")
+    back = wire.decode_request(wire.encode_request(request))
+    assert back == request
+    assert all(isinstance(t, int) for t in back.params.logit_bias)
