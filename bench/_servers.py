@@ -201,6 +201,11 @@ def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dic
     return server
 
 
+def _all_pools_ready(url: str) -> bool:
+    r = httpx.get(f"{url}/ready", timeout=30)
+    return r.status_code == 200 and bool(r.json().get("all_pools_ready"))
+
+
 def _wait_ready(server: Server, t0: float) -> None:
     body = {"model": MODEL_NAME, "prompt": "warm up", "max_tokens": 2}
     while True:
@@ -209,7 +214,8 @@ def _wait_ready(server: Server, t0: float) -> None:
             raise RuntimeError(f"{server.label} exited with {server.proc.returncode} before answering:\n{tail}")
         try:
             r = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30)
-            if r.status_code == 200:
+            # hetserve also says when every pool of its fleet can serve (GET /ready).
+            if r.status_code == 200 and (server.kind != "hetserve" or _all_pools_ready(server.url)):
                 return
         except httpx.HTTPError:
             pass

@@ -8,6 +8,8 @@ writes for a two-pool emulated fleet (H100 and ATOM, both autoscaled with
 ``serve deploy`` does (the controller's ``apply_config``), holds concurrent
 streaming requests through the gateway for a while, then stops them, and
 records each pool's running replicas once a second from ``serve.status()``.
+``--rule serve`` runs the same fleet under Serve's own per-pool rule
+(``workers.autoscaling.sequences_policy``) instead.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from fleet.config import parse_fleet
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SCALING = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2, "upscale_delay_s": 2,
-           "downscale_delay_s": 10, "startup_s": 2, "efficiency": True}
+           "downscale_delay_s": 10, "startup_s": 2}
 
 
-def fleet(port: int) -> dict:
+def fleet(port: int, efficiency: bool) -> dict:
     pool = {"engine": "emulated", "model": "llama-3.1-8b", "models": [MODEL], "max_ongoing_requests": 8,
-            "engine_args": {"max_batch": 8}, "autoscaling": SCALING}
+            "engine_args": {"max_batch": 8}, "autoscaling": {**SCALING, "efficiency": efficiency}}
     return {"gateway": {"port": port, "host": "127.0.0.1"},
             "routing": {"policy": "efficiency", "slo": {"ttft_ms": 5000, "tpot_ms": 200}},
             "pools": [{**pool, "name": "h100", "hardware": "h100"}, {**pool, "name": "atom", "hardware": "atom"}]}
@@ -81,10 +83,14 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=12)
     ap.add_argument("--load-s", type=float, default=40.0)
     ap.add_argument("--quiet-s", type=float, default=45.0)
-    ap.add_argument("--out", default="bench/results/autoscale_live.json")
+    ap.add_argument("--rule", choices=("efficiency", "serve"), default="efficiency",
+                    help="the efficiency-aware application policy, or Serve's own rule per pool")
+    ap.add_argument("--out", default=None, help="default: bench/results/autoscale_live[_serve].json")
     a = ap.parse_args()
+    out = a.out or f"bench/results/autoscale_live{'' if a.rule == 'efficiency' else '_serve'}.json"
     os.environ.pop("RAY_ADDRESS", None)
-    config = serve_config(parse_fleet(fleet(a.port)), host="127.0.0.1", port=a.port)
+    spec = fleet(a.port, a.rule == "efficiency")
+    config = serve_config(parse_fleet(spec), host="127.0.0.1", port=a.port)
     with tempfile.TemporaryDirectory() as tmp:
         ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="hetserve-bench",
                  _temp_dir=str(Path(tmp) / "ray"))
@@ -96,10 +102,14 @@ def main() -> None:
         finally:
             serve.shutdown()
             ray.shutdown()
-    doc = {"fleet": fleet(a.port), "autoscaling_policy": config["applications"][0]["autoscaling_policy"]["policy_function"],
-           "streams": a.streams, "load_s": a.load_s, "timeline": timeline}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(doc, indent=1) + "\n")
+    app = config["applications"][0]
+    policy = (app["autoscaling_policy"]["policy_function"] if "autoscaling_policy" in app else
+              next(d["autoscaling_config"] for d in app["deployments"] if "autoscaling_config" in d)
+              ["policy"]["policy_function"])
+    doc = {"fleet": spec, "autoscaling_policy": policy, "streams": a.streams, "load_s": a.load_s,
+           "timeline": timeline}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(doc, indent=1) + "\n")
     for row in timeline:
         print(yaml.safe_dump(row, default_flow_style=True).strip())
 

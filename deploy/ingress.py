@@ -22,9 +22,14 @@ RAY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
 #: own 30 s stay-reachable period would only stretch every shutdown by 30 s.
 LOCAL_DRAIN_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 
-#: HAProxy's own listeners. Ray's fixed defaults (8404, 9101) let only one
-#: Serve instance per host start, so a local cluster takes free ports for them.
-LISTENER_PORT_VARS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+#: Listeners Ray gives fixed default ports: HAProxy's stats and metrics (8404,
+#: 9101) and the fallback proxy HAProxy forwards to while no gateway replica is
+#: up (8500; gRPC 9500). With a second Serve instance on the host, the first
+#: two keep it from starting, and the fallback proxy's port is the *first*
+#: instance's: HAProxy then hands requests to the other cluster's gateway. So a
+#: local cluster takes free ports for all of them.
+LISTENER_PORT_VARS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                      "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
 
 
 def _free_port() -> int:

@@ -89,6 +89,8 @@ def fleet_figures(pools: list[PoolSpec], profiles: Mapping[str, EfficiencyProfil
 
 #: Where Ray Serve imports the application-level policy from (``workers.autoscaling``).
 POLICY_IMPORT_PATH = "workers.autoscaling:EfficiencyPolicy"
+#: Serve's default rule on the replicas' reported sequences, for pools it scales alone.
+DEPLOYMENT_POLICY_IMPORT_PATH = "workers.autoscaling:sequences_policy"
 
 
 def app_policy_driven(pools: list[PoolSpec]) -> bool:
@@ -101,10 +103,14 @@ def serve_autoscaling_config(spec: PoolSpec, figures: PoolFigures, *, app_policy
 
     Under the application-level policy (``app_policy``) Serve's own delays are
     0: Serve applies a deployment's delays on top of any policy's decision, and
-    ``routing.scaler`` already waits out the fleet file's.
+    ``routing.scaler`` already waits out the fleet file's. Otherwise the pool
+    gets Serve's default rule on the sequences its replicas report
+    (``workers.autoscaling.sequences_policy``).
     """
     a = spec.autoscaling
+    policy = {} if app_policy else {"policy": {"policy_function": DEPLOYMENT_POLICY_IMPORT_PATH}}
     return {
+        **policy,
         "min_replicas": a.min_replicas,
         "max_replicas": a.max_replicas,
         "initial_replicas": spec.start_replicas,

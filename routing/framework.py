@@ -158,7 +158,8 @@ class SchedulingProfile:
 def join_batch(pool: PoolState, sequences: int) -> int:
     """Batch a request would run in: one replica's share of the load plus its
     sequences, rounded up to the pool's static bucket on NPUs."""
-    batch = -(-pool.load // max(pool.replicas, 1)) + sequences
+    reps = pool.replicas
+    batch = (-(-pool.load // reps) if reps > 1 else pool.load) + sequences
     return round_up(pool.batch_buckets, batch) if pool.batch_buckets else batch
 
 
@@ -294,14 +295,7 @@ class Router:
         """Rank the pools for ``shape``; raise a ``RoutingError`` when none can take it."""
         cands = [candidate(p, shape) for p in pools]
         dropped: list[Dropped] = []
-        for guard in self.guards:
-            kept = [c for c in cands if guard.keep(shape, c)]
-            if not kept:
-                raise guard.exhausted(shape, cands)
-            if guard.shown and len(kept) < len(cands):
-                ids = {id(c) for c in kept}
-                dropped += [Dropped(c.pool.name, guard.why(shape, c)) for c in cands if id(c) not in ids]
-            cands = kept
+        cands = self._screen(shape, cands, dropped)
         if self.predictor is not None:
             predict = self.predictor.predict
             for c in cands:
@@ -323,6 +317,48 @@ class Router:
         ranked = profile.rank(shape, kept)
         return Decision(ranked, profile.name, self.clock(), tuple(dropped),
                         lambda: self._reason(shape, profile, ranked, missed, dropped))
+
+    def _screen(self, shape: RequestShape, cands: list[Candidate], dropped: list[Dropped]) -> list[Candidate]:
+        """The guards in one pass over the pools (the hot path): the pools that pass them all;
+        ``dropped`` gets those a shown guard dropped, grouped by guard as ``_guard`` lists them.
+        When no pool passes, ``_guard`` runs them one after another to raise the right error.
+        ``tests/unit/test_router.py`` checks both agree."""
+        model, features, tokens = shape.model, shape.features, shape.total_tokens
+        saturation = self.guards[-1].saturation
+        kept, failed = [], []
+        for c in cands:
+            p, cell = c.pool, c.cell
+            if model not in p.models:
+                continue  # ServesModel: never shown
+            if not features <= p.capabilities:
+                failed.append((1, c))
+            elif not p.healthy:
+                failed.append((2, c))
+            elif tokens > p.max_seq_len or (cell is not None and not cell.feasible):
+                failed.append((3, c))
+            elif p.load >= saturation * p.capacity:
+                failed.append((4, c))
+            else:
+                kept.append(c)
+        if not kept:
+            return self._guard(shape, cands, dropped)
+        if failed:
+            failed.sort(key=lambda fc: fc[0])  # stable: pools keep their order within a guard
+            guards = self.guards
+            dropped += [Dropped(c.pool.name, guards[g].why(shape, c)) for g, c in failed]
+        return kept
+
+    def _guard(self, shape: RequestShape, cands: list[Candidate], dropped: list[Dropped]) -> list[Candidate]:
+        """The guards one after another: the pools they keep; ``dropped`` gets the shown ones they drop."""
+        for guard in self.guards:
+            kept = [c for c in cands if guard.keep(shape, c)]
+            if not kept:
+                raise guard.exhausted(shape, cands)
+            if guard.shown and len(kept) < len(cands):
+                ids = {id(c) for c in kept}
+                dropped += [Dropped(c.pool.name, guard.why(shape, c)) for c in cands if id(c) not in ids]
+            cands = kept
+        return cands
 
     def _reason(self, shape, profile, ranked, missed, dropped) -> str:
         lead = profile.lead

@@ -19,6 +19,7 @@ online samples accumulate. ``confidence = n / (n + CONFIDENCE_HALF)``.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -132,8 +133,8 @@ class EfficiencyProfile:
         bucket returns an infeasible cell. ``None`` means no data for the shape.
         """
         bb, sb = self.batch_buckets, self.seq_buckets
-        si = bucket_index(sb, seq_len)
-        bi = bucket_index(bb, batch)
+        si = bisect_left(sb, seq_len)
+        bi = bisect_left(bb, batch)
         if bi == len(bb):  # past the last batch bucket: clamp
             bi -= 1
         if si == len(sb):
@@ -142,7 +143,7 @@ class EfficiencyProfile:
 
     def column(self, seq_len: int) -> Column | None:
         """The column of ``seq_len``'s bucket; None past the last bucket."""
-        si = bucket_index(self.seq_buckets, seq_len)
+        si = bisect_left(self.seq_buckets, seq_len)
         if si == len(self.seq_buckets):
             return None
         col = self._columns[si]

@@ -58,11 +58,13 @@ class PoolState:
     capabilities: frozenset[str] = frozenset()  # request features its engine honours (RequestShape.features)
 
     load: int = field(init=False, repr=False, compare=False)  # sequences busy with, as best known
+    slots: int = field(init=False, repr=False, compare=False)  # batch slots of one replica
 
     def __post_init__(self) -> None:
         # read several times per decision: worked out once
         busy = self.running + self.waiting
         object.__setattr__(self, "load", self.in_flight if self.in_flight > busy else busy)
+        object.__setattr__(self, "slots", self.max_batch or max(1, self.capacity // max(self.replicas, 1)))
 
     @property
     def saturated(self) -> bool:
@@ -70,11 +72,6 @@ class PoolState:
 
     def serves(self, model: str) -> bool:
         return model in self.models
-
-    @property
-    def slots(self) -> int:
-        """Batch slots of one replica."""
-        return self.max_batch or max(1, self.capacity // max(self.replicas, 1))
 
 
 class RateMeter:

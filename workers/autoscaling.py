@@ -10,6 +10,13 @@ running, load = ongoing requests averaged over ``look_back_period_s``), on the
 context's clock, and returns the scaler's replica counts. Serve then applies
 each deployment's bounds (and its delays, 0 here: the scaler keeps the fleet
 file's own).
+
+Tokens reach the gateway over each replica's own HTTP endpoint, not through
+Serve handles, so Serve's ``total_num_requests`` does not see a pool's load.
+Each replica reports its running and waiting sequences instead
+(``PoolReplica.record_autoscaling_stats``, metric :data:`SEQUENCES_METRIC`),
+and both policies here read that: :class:`EfficiencyPolicy` and, for pools
+scaled by Serve's own rule, :func:`sequences_policy`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,27 @@ from typing import Any
 from routing.scaler import PoolFigures, Scaler
 
 logger = logging.getLogger("ray.serve")
+
+#: The custom autoscaling metric every pool replica reports: running + waiting sequences.
+SEQUENCES_METRIC = "sequences"
+
+
+def pool_load(ctx: Any) -> float:
+    """Sequences a deployment holds now: the sum of its replicas' reports, averaged by Serve
+    over ``look_back_period_s``; ``total_num_requests`` until the first reports arrive."""
+    reported = (ctx.aggregated_metrics or {}).get(SEQUENCES_METRIC)
+    if not reported:
+        return float(ctx.total_num_requests)
+    return float(sum(reported.values()))
+
+
+def sequences_policy(ctx: Any) -> tuple[float, dict]:
+    """Serve's default rule (replicas = load / ``target_ongoing_requests``) on :func:`pool_load`.
+
+    Serve's wrapper applies the deployment's bounds, delays and scaling factors."""
+    if ctx.current_num_replicas == 0:
+        return ctx.target_num_replicas, {}
+    return pool_load(ctx) / ctx.config.get_target_ongoing_requests(), {}
 
 
 class EfficiencyPolicy:
@@ -42,7 +70,7 @@ class EfficiencyPolicy:
             ready = ctx.current_num_replicas
             starting = max(0, ctx.target_num_replicas - ready)
             ids.append(dep_id)
-            loads.append(figures.load(ready, starting, float(ctx.total_num_requests)))
+            loads.append(figures.load(ready, starting, pool_load(ctx)))
         decisions = {}
         for dep_id, d in zip(ids, self.scaler.decide(loads)):
             decisions[dep_id] = d.replicas

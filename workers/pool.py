@@ -22,6 +22,7 @@ from ray import serve
 
 from workers import tracing
 from workers.adapters import make_engine
+from workers.autoscaling import SEQUENCES_METRIC
 from workers.engine import EngineRequest
 from workers.hardware import get_hardware
 from workers.http_endpoint import EndpointApp, EndpointServer
@@ -137,6 +138,12 @@ class PoolReplica:
         """Feeds Ray Serve's request router: sequences this replica is busy with."""
         s = self.engine.stats()
         return {"running": s.running, "waiting": s.waiting}
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Feeds Ray Serve's autoscaler (``workers.autoscaling``): requests reach this replica over
+        its own endpoint, which Serve's request counts do not see."""
+        s = self.engine.stats()
+        return {SEQUENCES_METRIC: float(s.running + s.waiting)}
 
     async def check_health(self) -> None:
         """Serve's health check: a replica whose engine died is restarted."""

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import yaml
 from ray.serve._private.common import DeploymentID
-from ray.serve.autoscaling_policy import _apply_app_level_autoscaling_config
+from ray.serve.autoscaling_policy import _apply_app_level_autoscaling_config, _apply_autoscaling_config
 from ray.serve.config import AutoscalingConfig, AutoscalingContext
 from ray.serve.schema import ServeDeploySchema
 
 from deploy.serve_config import serve_config
-from fleet.autoscaling import POLICY_IMPORT_PATH
+from fleet.autoscaling import DEPLOYMENT_POLICY_IMPORT_PATH, POLICY_IMPORT_PATH
 from fleet.config import FleetConfigError, parse_fleet
 from routing.config import SloConfig
 from routing.scaler import PoolLoad, Scaler, ScalerLimits
@@ -20,7 +20,7 @@ from sim.pools import build_pools
 from sim.run import simulate
 from sim.workload import Workload
 from fleet.autoscaling import fleet_figures
-from workers.autoscaling import EfficiencyPolicy
+from workers.autoscaling import SEQUENCES_METRIC, EfficiencyPolicy, sequences_policy
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 LIMITS = ScalerLimits(min_replicas=1, max_replicas=3, target_ongoing=10, upscale_delay_s=10,
@@ -198,14 +198,35 @@ def test_without_efficiency_serves_own_rule_keeps_the_delays():
     assert "autoscaling_policy" not in app
     h100 = next(d for d in app["deployments"] if d["name"] == "h100")["autoscaling_config"]
     assert (h100["upscale_delay_s"], h100["downscale_delay_s"]) == (20, 300)
+    assert h100["policy"] == {"policy_function": DEPLOYMENT_POLICY_IMPORT_PATH}
+    ServeDeploySchema.model_validate(doc)
 
 
-def _context(name: str, config: dict, running: int, target: int, requests: float, now: float) -> AutoscalingContext:
+def test_serves_rule_scales_on_the_sequences_replicas_report():
+    """Serve's default rule reads only the requests Serve counts (the gateway's stats polls)."""
+    from ray.serve.autoscaling_policy import replica_queue_length_autoscaling_policy
+
+    app = serve_config(_fleet(efficiency=False))["applications"][0]
+    config = next(d for d in app["deployments"] if d["name"] == "h100")["autoscaling_config"]
+    # Serve's delays run on the wall clock: without them the wrapper decides at once.
+    config = {**config, "upscale_delay_s": 0, "downscale_delay_s": 0}
+    target = config["target_ongoing_requests"]
+    busy = _context("h100", config, 1, 1, 3 * target, 1000.0)
+    assert _apply_autoscaling_config(replica_queue_length_autoscaling_policy)(busy)[0] == 1
+    assert _apply_autoscaling_config(sequences_policy)(busy)[0] == 3
+    idle = _context("h100", config, 3, 3, 0.0, 1000.0)
+    assert _apply_autoscaling_config(sequences_policy)(idle)[0] == config["min_replicas"]
+
+
+def _context(name: str, config: dict, running: int, target: int, sequences: float, now: float) -> AutoscalingContext:
+    """Serve's context as the HTTP data path leaves it: requests counted by Serve are only the
+    gateway's stats polls (0.2 here); the load is in the replicas' reported sequences."""
     dep = DeploymentID(name=name, app_name="hetserve")
+    per_replica = {f"r{i}": sequences / running for i in range(running)} if running else {}
     return AutoscalingContext(
         deployment_id=dep, deployment_name=name, app_name="hetserve", current_num_replicas=running,
-        target_num_replicas=target, running_replicas=[], total_num_requests=requests, total_queued_requests=0.0,
-        aggregated_metrics={}, raw_metrics={}, capacity_adjusted_min_replicas=config["min_replicas"],
+        target_num_replicas=target, running_replicas=[], total_num_requests=0.2, total_queued_requests=0.0,
+        aggregated_metrics={SEQUENCES_METRIC: per_replica}, raw_metrics={}, capacity_adjusted_min_replicas=config["min_replicas"],
         capacity_adjusted_max_replicas=config["max_replicas"], policy_state={}, last_scale_up_time=None,
         last_scale_down_time=None, current_time=now, config=AutoscalingConfig.model_validate(config),
     )
@@ -268,3 +289,13 @@ def test_simulated_autoscaled_fleet_scales_and_pays_idle_only_while_up():
     by = {p.name: p for p in r.pools}
     assert 1.0 <= by["h100"].mean_replicas <= 4.0 and by["rngd"].mean_replicas <= 2.0
     assert r.completed > 0.9 * r.requests
+
+
+def test_pool_replica_reports_its_running_and_waiting_sequences_to_serves_autoscaler():
+    from types import SimpleNamespace
+
+    from workers.engine import EngineStats
+    from workers.pool import PoolReplica
+
+    replica = SimpleNamespace(engine=SimpleNamespace(stats=lambda: EngineStats(running=5, waiting=3)))
+    assert PoolReplica.record_autoscaling_stats(replica) == {SEQUENCES_METRIC: 8.0}

@@ -199,3 +199,20 @@ def test_the_gateway_is_pinned_where_the_fleet_says_and_proxies_follow_the_fleet
     schema = ServeDeploySchema.model_validate(yaml.safe_load(capsys.readouterr().out))
     gateway = next(d for d in schema.applications[0].deployments if d.name == GATEWAY_DEPLOYMENT)
     assert gateway.ray_actor_options.resources == {"head": 1} and schema.proxy_location == "HeadOnly"
+
+
+def test_a_local_cluster_takes_free_ports_for_every_listener_ray_fixes(monkeypatch):
+    """A second Serve instance on the host must not share the first one's HAProxy
+    listeners or fallback proxy (whose port would hand its requests to the other cluster)."""
+    import os
+
+    from deploy.ingress import LISTENER_PORT_VARS, local_cluster_env
+
+    for var in LISTENER_PORT_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"} <= set(LISTENER_PORT_VARS)
+    with local_cluster_env():
+        ports = [int(os.environ[var]) for var in LISTENER_PORT_VARS]
+        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert len(set(ports)) == len(ports) and all(p not in (8404, 9101, 8500, 9500) for p in ports)
+    assert not any(var in os.environ for var in LISTENER_PORT_VARS)  # restored for later processes

@@ -164,3 +164,47 @@ def test_last_profile_must_be_unfiltered():
     first, _ = build_policy("slo-efficiency")
     with pytest.raises(ValueError, match="fallback"):
         Router([first])
+
+
+def _guarded(router, shape, pools):
+    """What the guards keep and drop, or the error they raise."""
+    from routing.framework import candidate
+
+    try:
+        dropped = []
+        kept = router._screen(shape, [candidate(p, shape) for p in pools], dropped)
+        return [c.pool.name for c in kept], [(d.name, d.why) for d in dropped]
+    except Exception as exc:  # noqa: BLE001 - compared by type and message
+        return type(exc).__name__, str(exc)
+
+
+def _guarded_one_by_one(router, shape, pools):
+    from routing.framework import candidate
+
+    try:
+        dropped = []
+        kept = router._guard(shape, [candidate(p, shape) for p in pools], dropped)
+        return [c.pool.name for c in kept], [(d.name, d.why) for d in dropped]
+    except Exception as exc:  # noqa: BLE001
+        return type(exc).__name__, str(exc)
+
+
+def test_one_pass_screen_agrees_with_the_guards_one_by_one():
+    """The router's hot path checks every guard in one pass; it must keep, drop
+    (with the same reasons, in the same order) and refuse exactly as the guards do."""
+    import random
+
+    rng = random.Random(7)
+    router = _router("least-load")
+    for _ in range(400):
+        pools = []
+        for i in range(rng.randrange(1, 6)):
+            pools.append(PoolState(
+                f"p{i}", "nvidia-h100", (rng.choice((MODEL, "other")),), running=rng.randrange(0, 40),
+                capacity=rng.choice((8, 32)), max_seq_len=rng.choice((2048, 8192)),
+                healthy=rng.random() > 0.2, capabilities=frozenset(rng.sample(["logprobs", "tools"], rng.randrange(3))),
+                replicas=rng.randrange(0, 4), batch_buckets=rng.choice(((), (1, 4, 16, 64))),
+                profile=_grid(f"p{i}", "nvidia-h100", 0.5, 0.3, rng.choice((1024, 32768)))))
+        shape = RequestShape(MODEL, rng.randrange(16, 4000), rng.randrange(1, 2000),
+                             features=frozenset(rng.sample(["logprobs", "tools"], rng.randrange(2))))
+        assert _guarded(router, shape, pools) == _guarded_one_by_one(router, shape, pools)
