@@ -75,8 +75,10 @@ def per_token(buckets: Sequence[int], values: Sequence[float | None], running: i
         before = per_step(buckets, values, running)
         if after is None or before is None:
             return None
-        tail = max(0.0, output - mean_output * running / (running + 1))
-        shared = (output - tail) * max(after - before, 0.0)
+        tail = output - mean_output * running / (running + 1)
+        if tail < 0.0:
+            tail = 0.0
+        shared = (output - tail) * (after - before if after > before else 0.0)
     return (shared + tail * alone / (1.0 + arrivals_per_step * tail) + own) / (output * sequences)
 
 

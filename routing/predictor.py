@@ -175,7 +175,8 @@ class LatencyPredictor:
         joined = (n if n < slots - sequences else slots - sequences) if slots > sequences else 0
         own_ms = prefill_ms * prompt / pending
         arrivals = pool.arrival_rate / reps * cell.tpot_ms / 1e3  # per step, sharing the tail
-        inputs = (buckets, col, joined, sequences, max(shape.max_new_tokens, 1), mean_out, own_ms, pool, arrivals)
+        out = shape.max_new_tokens if shape.max_new_tokens > 1 else 1
+        inputs = (buckets, col, joined, sequences, out, mean_out, own_ms, pool, arrivals)
         return Prediction(ttft * f_ttft, tpot * f_tpot, ttft, tpot, queued, inputs)
 
 

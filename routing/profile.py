@@ -104,6 +104,7 @@ class EfficiencyProfile:
                 raise ProfileError(f"{axis}: {why}")
         self._grid: list[list[Cell | None]] = [[None] * len(self.seq_buckets) for _ in self.batch_buckets]
         self._columns: list[Column | None] = [None] * len(self.seq_buckets)  # built on demand
+        self._n_batch, self._n_seq = len(self.batch_buckets), len(self.seq_buckets)  # read per lookup
         for cell in cells:
             self.put(cell)
 
@@ -135,16 +136,16 @@ class EfficiencyProfile:
         bb, sb = self.batch_buckets, self.seq_buckets
         si = bisect_left(sb, seq_len)
         bi = bisect_left(bb, batch)
-        if bi == len(bb):  # past the last batch bucket: clamp
+        if bi == self._n_batch:  # past the last batch bucket: clamp
             bi -= 1
-        if si == len(sb):
+        if si == self._n_seq:
             return Cell(bb[bi], seq_len, feasible=False)
         return self._grid[bi][si]
 
     def column(self, seq_len: int) -> Column | None:
         """The column of ``seq_len``'s bucket; None past the last bucket."""
         si = bisect_left(self.seq_buckets, seq_len)
-        if si == len(self.seq_buckets):
+        if si == self._n_seq:
             return None
         col = self._columns[si]
         if col is None:

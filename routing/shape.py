@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +23,9 @@ class RequestShape:
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
     features: frozenset[str] = frozenset()  # request parameters in effect that some engines cannot honour
+    #: Longest sequence length the request can reach (prompt + output); read
+    #: several times per pool in a decision, so worked out once.
+    total_tokens: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def total_tokens(self) -> int:
-        """Longest sequence length the request can reach (prompt + output)."""
-        return self.prompt_tokens + self.max_new_tokens
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total_tokens", self.prompt_tokens + self.max_new_tokens)
