@@ -166,26 +166,15 @@ def test_last_profile_must_be_unfiltered():
         Router([first])
 
 
-def _guarded(router, shape, pools):
-    """What the guards keep and drop, or the error they raise."""
+def _guarded(run, shape, pools):
+    """What ``run`` (a router's ``_screen`` or ``_guard``) keeps and drops, or the error it raises."""
     from routing.framework import candidate
 
     try:
         dropped = []
-        kept = router._screen(shape, [candidate(p, shape) for p in pools], dropped)
+        kept = run(shape, [candidate(p, shape) for p in pools], dropped)
         return [c.pool.name for c in kept], [(d.name, d.why) for d in dropped]
     except Exception as exc:  # noqa: BLE001 - compared by type and message
-        return type(exc).__name__, str(exc)
-
-
-def _guarded_one_by_one(router, shape, pools):
-    from routing.framework import candidate
-
-    try:
-        dropped = []
-        kept = router._guard(shape, [candidate(p, shape) for p in pools], dropped)
-        return [c.pool.name for c in kept], [(d.name, d.why) for d in dropped]
-    except Exception as exc:  # noqa: BLE001
         return type(exc).__name__, str(exc)
 
 
@@ -207,4 +196,4 @@ def test_one_pass_screen_agrees_with_the_guards_one_by_one():
                 profile=_grid(f"p{i}", "nvidia-h100", 0.5, 0.3, rng.choice((1024, 32768)))))
         shape = RequestShape(MODEL, rng.randrange(16, 4000), rng.randrange(1, 2000),
                              features=frozenset(rng.sample(["logprobs", "tools"], rng.randrange(2))))
-        assert _guarded(router, shape, pools) == _guarded_one_by_one(router, shape, pools)
+        assert _guarded(router._screen, shape, pools) == _guarded(router._guard, shape, pools)
