@@ -57,7 +57,9 @@ def gateway_url(trace_dir):
                 )
                 if r.status_code == 200:
                     break
-                if r.status_code >= 500:
+                # 503 is the documented answer while a pool is still starting (the gateway
+                # counts a pool ready once a poll answers); any other 5xx is a failure.
+                if r.status_code >= 500 and r.status_code != 503:
                     raise RuntimeError(f"hetserve failed its first request: {r.status_code} {r.text}")
             except httpx.HTTPError:
                 pass
