@@ -33,7 +33,7 @@ from gateway.liveness import DownWatch, PoolDown
 from gateway.metrics import GatewayMetrics
 from gateway.outliers import RetryBudget
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
-from gateway.responses import CHAT, ChunkWriter, completion_body, usage
+from gateway.responses import CHAT, Choice, ChunkWriter, completion_body, usage
 from gateway.shaping import OutputLengthEstimator, build_shape
 from gateway.tokens import TokenCounter
 from gateway.unsupported import engine_params, refuse_unsupported, request_features
@@ -142,6 +142,8 @@ class CompletionService:
         except ValidationError as exc:
             raise errors.to_api_error(exc) from None
         refuse_unsupported(kind, data)
+        if kind == CHAT and req.top_logprobs is not None and not req.logprobs:
+            raise errors.InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
         if req.stream_options is not None and not req.stream:
             raise errors.InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
         return req
@@ -424,14 +426,17 @@ class _Context:
         prompt = sum(self.prompt_tokens.get(i * self.n, 0) for i in range(self.n_prompts))
         return usage(prompt, sum(self.output_tokens.values()))
 
-    async def collect(self, seq: _Sequence) -> tuple[str, str]:
+    async def collect(self, seq: _Sequence) -> Choice:
         parts = []
+        logprobs = None
         item = seq.first
         while True:
             self._note(seq.index, item)
             parts.append(item.text)
+            if item.logprobs is not None:
+                logprobs = (logprobs or []) + item.logprobs
             if item.finish_reason is not None:
-                return "".join(parts), item.finish_reason
+                return Choice("".join(parts), item.finish_reason, logprobs)
             try:
                 item = await self._next(seq)
             except StopAsyncIteration:
@@ -456,7 +461,7 @@ class _Context:
                 raise errors.Unavailable("the pool ended a stream without finishing it") from None
             yield item
 
-    def body(self, results: list[tuple[str, str]]) -> dict:
+    def body(self, results: list[Choice]) -> dict:
         return completion_body(self.kind, self.rid, self.created, self.model, results, self.usage())
 
     async def _items(self, seqs: list[_Sequence]) -> AsyncIterator[tuple[int, tuple]]:
@@ -495,7 +500,7 @@ class _Context:
         try:
             async for index, item in self._items(seqs):
                 self._note(index, item)
-                yield writer.delta(index, item.text, item.finish_reason)
+                yield writer.delta(index, item.text, item.finish_reason, item.logprobs)
             if writer.include_usage:
                 yield writer.usage(self.usage())
             self.ok = True
@@ -567,6 +572,7 @@ def _feature_params(req) -> dict[str, Any]:
     return {
         "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
         "logit_bias": req.logit_bias, "response_format": (req.model_extra or {}).get("response_format"),
+        "logprobs": req.logprobs_k(),
     }
 
 

@@ -3,11 +3,12 @@
 A parameter counts only when it would change the answer: clients such as
 LangChain send ``presence_penalty: 0`` or ``logprobs: false`` by default,
 and those neutral values pass. Parameters some engines honour (penalties,
-logit bias, structured output: vLLM's) become the request's *features*; the
-router's capability filter sends the request only to pools whose engine has
-them all (``workers.spec.ENGINE_CAPABILITIES``), else a 400 names them. The
-rest (log-probabilities, tools, audio, ...) no pool honours yet: refused with
-a 400 that names them, rather than silently ignored.
+logit bias, structured output: vLLM's; log-probabilities: vLLM's and the
+emulated engine's) become the request's *features*; the router's capability
+filter sends the request only to pools whose engine has them all
+(``workers.spec.ENGINE_CAPABILITIES``), else a 400 names them. The rest
+(tools, audio, ...) no pool honours yet: refused with a 400 that names
+them, rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -49,22 +50,21 @@ def _more_than_one(v: Any) -> bool:
 
 _Rule = Callable[[Any], bool]
 
-#: Parameters some engines honour: each in effect is a routing feature of the request.
+#: Parameters some engines honour: each in effect is a routing feature of the request (read from
+#: ``gateway.service._feature_params``, where ``logprobs`` is the number of alternatives or None).
 _FEATURES: dict[str, _Rule] = {
     "frequency_penalty": _nonzero,
     "presence_penalty": _nonzero,
     "logit_bias": _truthy,
 }
 FEATURES: dict[str, dict[str, _Rule]] = {
-    CHAT: {**_FEATURES, "response_format": _not_text_format},
-    TEXT: dict(_FEATURES),
+    CHAT: {**_FEATURES, "response_format": _not_text_format, "logprobs": _set},
+    TEXT: {**_FEATURES, "logprobs": _set},
 }
 
 #: Parameters no engine honours yet.
 RULES: dict[str, dict[str, _Rule]] = {
     CHAT: {
-        "logprobs": _truthy,
-        "top_logprobs": _nonzero,
         "tools": _truthy,
         "tool_choice": _not_none_choice,
         "functions": _truthy,
@@ -75,7 +75,6 @@ RULES: dict[str, dict[str, _Rule]] = {
         "web_search_options": _set,
     },
     TEXT: {
-        "logprobs": _set,
         "best_of": _more_than_one,
     },
 }
@@ -110,6 +109,8 @@ def engine_params(kind: str, data: dict[str, Any]) -> dict[str, Any]:
             raise errors.InvalidRequest("logit_bias maps token ids to a bias", param="logit_bias") from None
         if any(not -100 <= v <= 100 for v in out["logit_bias"].values()):
             raise errors.InvalidRequest("logit_bias values lie in [-100, 100]", param="logit_bias")
+    if data.get("logprobs") is not None:
+        out["logprobs"] = data["logprobs"]
     if kind == CHAT and _not_text_format(data.get("response_format")):
         out["response_format"] = _response_format(data["response_format"])
     return out

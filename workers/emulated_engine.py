@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from workers.emulation.batcher import ContinuousBatcher, Sequence
-from workers.emulation.text import SyntheticText
+from workers.emulation.text import SyntheticText, token_logprob
 from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats
 from workers.errors import ContextLengthExceeded, InvalidRequest
 from workers.hardware.catalog import resolve_hardware, resolve_model
@@ -120,10 +120,10 @@ class EmulatedEngine(EngineAdapter):
         self._stats.prompt_tokens_total += prompt_tokens
         self._wake.set()
         text = SyntheticText(params.seed, prompt, params.stop)
-        return self._stream(request.request_id, prompt_tokens, text)
+        return self._stream(request.request_id, prompt_tokens, text, params.logprobs)
 
     async def _stream(
-        self, request_id: str, prompt_tokens: int, text: SyntheticText
+        self, request_id: str, prompt_tokens: int, text: SyntheticText, logprobs: int | None
     ) -> AsyncIterator[EngineDelta]:
         queue = self._queues[request_id]
         reason: str | None = None
@@ -141,7 +141,8 @@ class EmulatedEngine(EngineAdapter):
                 self._stats.output_tokens_total += 1
                 if reason is not None:
                     self._stats.requests_finished += 1
-                yield EngineDelta(delta, prompt_tokens, output_tokens, reason)
+                lps = None if logprobs is None else [token_logprob(text.last_token, logprobs)]
+                yield EngineDelta(delta, prompt_tokens, output_tokens, reason, lps)
         finally:
             del self._queues[request_id]
             if reason != "length":  # stopped early or cancelled: free its batch slot

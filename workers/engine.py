@@ -27,6 +27,22 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None
     response_format: dict | None = None  # OpenAI's: {"type": "json_object"} or {"type": "json_schema", ...}
+    logprobs: int | None = None  # None: none; k: each sampled token's log-probability and the k most likely
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One sampled token's log-probability and the most likely tokens at its position (most likely first)."""
+
+    token: str
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(slots=True)
@@ -51,6 +67,7 @@ class EngineDelta:
     prompt_tokens: int
     output_tokens: int
     finish_reason: str | None = None  # "stop" | "length" | None while running
+    logprobs: list[TokenLogprob] | None = None  # one per new token, when the request asked for them
 
 
 @dataclass(slots=True)

@@ -88,12 +88,12 @@ class PoolReplica:
         try:
             stream = self.engine.generate(self._engine_request(request))
             items = whole(stream) if request.whole else coalesce(stream, self._window)
-            async for text, n_prompt, n_out, finish in items:
-                telemetry = None
-                if finish is not None:
+            async for item in items:
+                n_out = item.output_tokens
+                if item.finish_reason is not None:
                     energy = self.ledger.attribute(mark, n_out, self.engine.stats().output_tokens_total)
-                    telemetry = Telemetry(energy, time.monotonic() - started, self._counters())
-                yield RelayItem(text, n_prompt, n_out, finish, telemetry)
+                    item = item._replace(telemetry=Telemetry(energy, time.monotonic() - started, self._counters()))
+                yield item
         except BaseException as exc:
             error = exc
             raise

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from workers.engine import SamplingParams
+from workers.engine import SamplingParams, TokenLogprob
 
 
 @dataclass(slots=True)
@@ -72,3 +72,4 @@ class RelayItem(NamedTuple):
     output_tokens: int  # cumulative
     finish_reason: str | None
     telemetry: Telemetry | None = None  # the last item only
+    logprobs: list[TokenLogprob] | None = None  # one per token of ``text``, when the request asked for them

@@ -12,7 +12,7 @@ The window may be a callable, read before every send: a replica sizes it to
 its load (:func:`adaptive_window`), short when one stream runs alone, longer
 when many share the replica's budget of Ray items per second.
 
-An item is a tuple ``(text, prompt_tokens, output_tokens, finish_reason)``.
+Items are ``RelayItem``s without telemetry (the replica adds it to the last).
 """
 
 from __future__ import annotations
@@ -21,15 +21,18 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from workers.engine import EngineDelta
+from workers.protocol import RelayItem
 
-Item = tuple[str, int, int, "str | None"]
 _END = object()
 
 
-def merge(deltas: list[EngineDelta]) -> Item:
+def merge(deltas: list[EngineDelta]) -> RelayItem:
     last = deltas[-1]
-    text = deltas[0].text if len(deltas) == 1 else "".join(d.text for d in deltas)
-    return (text, last.prompt_tokens, last.output_tokens, last.finish_reason)
+    if len(deltas) == 1:
+        return RelayItem(last.text, last.prompt_tokens, last.output_tokens, last.finish_reason, None, last.logprobs)
+    logprobs = [lp for d in deltas for lp in d.logprobs] if last.logprobs is not None else None
+    text = "".join(d.text for d in deltas)
+    return RelayItem(text, last.prompt_tokens, last.output_tokens, last.finish_reason, None, logprobs)
 
 
 def adaptive_window(streams: int, max_window_s: float, items_per_s: float, min_window_s: float = 0.002) -> float:
@@ -37,14 +40,14 @@ def adaptive_window(streams: int, max_window_s: float, items_per_s: float, min_w
     return min(max_window_s, max(min_window_s, streams / items_per_s))
 
 
-async def whole(source: AsyncIterator[EngineDelta]) -> AsyncIterator[Item]:
+async def whole(source: AsyncIterator[EngineDelta]) -> AsyncIterator[RelayItem]:
     """One item for the whole output (non-streaming requests): the fewest Ray items."""
     deltas = [d async for d in source]
     if deltas:
         yield merge(deltas)
 
 
-async def coalesce(source: AsyncIterator[EngineDelta], window_s: float | Callable[[], float]) -> AsyncIterator[Item]:
+async def coalesce(source: AsyncIterator[EngineDelta], window_s: float | Callable[[], float]) -> AsyncIterator[RelayItem]:
     """Yield merged items from ``source``; closing this generator cancels ``source``.
 
     With a window ``<= 0`` every delta becomes its own item.

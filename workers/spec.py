@@ -27,9 +27,9 @@ class PowerSpec(BaseModel):
 #: Request features (OpenAI parameters in effect) each engine honours; the router's capability filter
 #: sends a request using any of them only to pools whose engine has them all.
 ENGINE_CAPABILITIES: dict[str, frozenset[str]] = {
-    "vllm": frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "response_format"}),
+    "vllm": frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "response_format", "logprobs"}),
     "furiosa": frozenset(),
-    "emulated": frozenset(),
+    "emulated": frozenset({"logprobs"}),  # exact: its sampler's uniform distribution (workers.emulation.text)
 }
 
 

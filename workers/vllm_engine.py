@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats
+from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats, TokenLogprob, TopLogprob
 from workers.errors import ContextLengthExceeded, EngineFailure, EngineStartError, InvalidRequest
 
 
@@ -135,6 +135,7 @@ class VLLMEngine(EngineAdapter):
             frequency_penalty=p.frequency_penalty,
             logit_bias=p.logit_bias or None,
             structured_outputs=_structured_outputs(p.response_format),
+            logprobs=p.logprobs,
             output_kind=RequestOutputKind.DELTA,
         )
 
@@ -155,6 +156,7 @@ class VLLMEngine(EngineAdapter):
                     prompt_tokens=n_prompt,
                     output_tokens=produced,
                     finish_reason=reason,
+                    logprobs=None if sampling.logprobs is None else self._logprobs(completion, sampling.logprobs),
                 )
         except (asyncio.CancelledError, GeneratorExit):
             if not finished and not self._engine.errored:
@@ -170,6 +172,20 @@ class VLLMEngine(EngineAdapter):
             self._stats.output_tokens_total += produced
             if finished:
                 self._stats.requests_finished += 1
+
+    def _logprobs(self, completion, k: int) -> list[TokenLogprob]:
+        """vLLM's per-position ``{token_id: Logprob}`` (the sampled token and the ``k`` of rank 1..k) as ours."""
+        out = []
+        for token_id, position in zip(completion.token_ids, completion.logprobs or ()):
+            ranked = sorted((lp.rank, self._token(tid, lp)) for tid, lp in position.items() if lp.rank is not None and lp.rank <= k)
+            chosen = position[token_id]
+            top = tuple(TopLogprob(token, position_lp) for _, (token, position_lp) in ranked)
+            out.append(TokenLogprob(self._token(token_id, chosen)[0], chosen.logprob, top))
+        return out
+
+    def _token(self, token_id: int, lp) -> tuple[str, float]:
+        text = lp.decoded_token if lp.decoded_token is not None else self._tokenizer.decode([token_id])
+        return text, lp.logprob
 
     async def check_health(self) -> None:
         if self._engine is not None and self._engine.errored:

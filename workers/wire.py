@@ -3,7 +3,9 @@
 One sequence per HTTP request. The request body is a ``PoolRequest`` as
 JSON. A streamed answer is newline-delimited JSON, one line per relay item:
 ``[text, prompt_tokens, output_tokens, finish_reason]``, the last one with a
-fifth element, the request's ``Telemetry``; a failure after the first line
+fifth element, the request's ``Telemetry``; when the request asked for
+log-probabilities, every line has a sixth, ``[[token, logprob, [[token,
+logprob], ...]], ...]`` (the fifth ``null`` but on the last line); a failure after the first line
 is a line ``{"error": ...}``. A whole (non-streaming) answer is one such
 item as the body. A failure before the first item is an HTTP error status
 with ``{"error": {"kind", "message", "param"}}``, ``kind`` naming a class of
@@ -21,7 +23,7 @@ import json
 from typing import Any
 
 from workers import errors as worker_errors
-from workers.engine import SamplingParams
+from workers.engine import SamplingParams, TokenLogprob, TopLogprob
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
 
 #: Header that carries the shared secret of one deployment (gateway and its pools).
@@ -52,8 +54,10 @@ def decode_request(body: bytes) -> PoolRequest:
 
 def encode_item(item: RelayItem) -> bytes:
     row: list[Any] = [item.text, item.prompt_tokens, item.output_tokens, item.finish_reason]
-    if item.telemetry is not None:
-        row.append(dataclasses.asdict(item.telemetry))
+    if item.telemetry is not None or item.logprobs is not None:
+        row.append(None if item.telemetry is None else dataclasses.asdict(item.telemetry))
+    if item.logprobs is not None:
+        row.append([[lp.token, lp.logprob, [[t.token, t.logprob] for t in lp.top]] for lp in item.logprobs])
     return json.dumps(row, separators=(",", ":")).encode()
 
 
@@ -65,8 +69,11 @@ def decode_item(line: bytes | str) -> RelayItem:
     if len(row) == 4:
         return RelayItem(*row)
     t = row[4]
-    telemetry = Telemetry(t["energy_j"], t["engine_s"], ReplicaStats(**t["stats"]))
-    return RelayItem(row[0], row[1], row[2], row[3], telemetry)
+    telemetry = None if t is None else Telemetry(t["energy_j"], t["engine_s"], ReplicaStats(**t["stats"]))
+    logprobs = None
+    if len(row) > 5:
+        logprobs = [TokenLogprob(tok, lp, tuple(TopLogprob(*alt) for alt in top)) for tok, lp, top in row[5]]
+    return RelayItem(row[0], row[1], row[2], row[3], telemetry, logprobs)
 
 
 def encode_error(exc: BaseException) -> tuple[int, bytes]:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from workers.engine import EngineDelta
+from workers.protocol import RelayItem
 from workers.relay import coalesce
 
 
@@ -21,8 +22,8 @@ async def _deltas(n: int, gap_s: float, fail_at: int | None = None):
 
 async def test_all_text_arrives_in_order_with_fewer_items():
     items = [i async for i in coalesce(_deltas(100, 0.001), window_s=0.02)]
-    assert "".join(i[0] for i in items) == "".join(f"t{i} " for i in range(100))
-    assert items[-1][2:] == (100, "length")
+    assert "".join(i.text for i in items) == "".join(f"t{i} " for i in range(100))
+    assert (items[-1].output_tokens, items[-1].finish_reason) == (100, "length")
     assert len(items) < 30
 
 
@@ -72,7 +73,7 @@ async def test_closing_the_relay_cancels_the_source():
 async def test_window_can_follow_load():
     widths = iter([0.0001] * 3 + [0.05] * 1000)
     items = [i async for i in coalesce(_deltas(60, 0.001), window_s=lambda: next(widths))]
-    assert "".join(i[0] for i in items) == "".join(f"t{i} " for i in range(60))
+    assert "".join(i.text for i in items) == "".join(f"t{i} " for i in range(60))
     assert 3 <= len(items) < 20
 
 
@@ -89,4 +90,4 @@ async def test_whole_sends_one_item():
     from workers.relay import whole
 
     items = [i async for i in whole(_deltas(10, 0))]
-    assert items == [("".join(f"t{i} " for i in range(10)), 3, 10, "length")]
+    assert items == [RelayItem("".join(f"t{i} " for i in range(10)), 3, 10, "length")]

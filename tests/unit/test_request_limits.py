@@ -56,14 +56,12 @@ async def test_body_size_limit_by_header_and_by_bytes_read():
 @pytest.mark.parametrize(
     "kind,extra,param",
     [
-        (CHAT, {"logprobs": True, "top_logprobs": 2}, "logprobs"),
         (CHAT, {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         (CHAT, {"tool_choice": "auto"}, "tool_choice"),
         (CHAT, {"response_format": {"type": "json_object"}}, "response_format"),
         (CHAT, {"logit_bias": {"50256": -100}}, "logit_bias"),
         (CHAT, {"presence_penalty": 0.5}, "presence_penalty"),
         (TEXT, {"frequency_penalty": 1.0}, "frequency_penalty"),
-        (TEXT, {"logprobs": 0}, "logprobs"),
         (TEXT, {"best_of": 3}, "best_of"),
     ],
 )

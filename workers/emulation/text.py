@@ -1,7 +1,9 @@
 """Deterministic synthetic output text: one word of a fixed vocabulary per token.
 
 The word stream is seeded by ``(seed, prompt)``, so the same request always
-gets the same text. Stop strings are honoured the way vLLM does by default:
+gets the same text. Words are drawn uniformly, so a token's log-probability
+is known exactly (:func:`token_logprob`): the emulated engine reports it when
+a request asks for ``logprobs``. Stop strings are honoured the way vLLM does by default:
 the stop string itself is not emitted, and text that might be the start of a
 stop string is held back until it cannot be.
 """
@@ -9,8 +11,11 @@ stop string is held back until it cannot be.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Sequence
+
+from workers.engine import TokenLogprob, TopLogprob
 
 VOCABULARY: tuple[str, ...] = (
     "the", "a", "model", "token", "energy", "joule", "batch", "watt", "chip",
@@ -20,6 +25,20 @@ VOCABULARY: tuple[str, ...] = (
     "of", "to", "in", "on", "with", "over", "under", "runs", "moves", "holds",
     "finds", "makes", "keeps", "turns", "waits", "serves", "measures", "counts",
 )
+
+
+#: Every word is drawn with probability 1/len(VOCABULARY): the exact log-probability of each token.
+TOKEN_LOGPROB = -math.log(len(VOCABULARY))
+
+
+def token_logprob(token: str, k: int) -> TokenLogprob:
+    """The emulated sampler's true distribution at any position: uniform over the vocabulary, so the
+    sampled token and its ``k - 1`` alternatives (next in vocabulary order, all tied) share one value."""
+    word = token.lstrip(" ")
+    space = token[: len(token) - len(word)]
+    at = VOCABULARY.index(word)
+    alternatives = [VOCABULARY[(at + i) % len(VOCABULARY)] for i in range(min(k, len(VOCABULARY)))]
+    return TokenLogprob(token, TOKEN_LOGPROB, tuple(TopLogprob(space + w, TOKEN_LOGPROB) for w in alternatives))
 
 
 class SyntheticText:
@@ -33,6 +52,7 @@ class SyntheticText:
         self._text = ""
         self._emitted = 0  # characters of _text already returned
         self.stopped = False
+        self.last_token = ""  # the token the last next_token() generated, as the output spells it
 
     def next_token(self) -> str:
         """Generate one token and return the text that is now safe to emit.
@@ -43,7 +63,8 @@ class SyntheticText:
         if self.stopped:
             raise RuntimeError("the text already hit a stop string")
         word = self._rng.choice(VOCABULARY)
-        self._text += word if not self._text else " " + word
+        self.last_token = word if not self._text else " " + word
+        self._text += self.last_token
         cut = self._stop_index()
         if cut is not None:
             self.stopped = True
