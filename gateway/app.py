@@ -94,6 +94,10 @@ class Gateway:
             timeouts=self.fleet.gateway.timeouts, max_active=self.fleet.gateway.max_ongoing_requests,
         )
         errors.install_handlers(api, lambda body: self.metrics.error(body.payload["error"]["type"], body.status))
+        # One round of polls before Serve sends this replica traffic: a gateway that replaces another (a
+        # `serve deploy` that changes the fleet) knows every running pool replica from its first request on.
+        # Bounded by poll_timeout_s per pool; pools still starting are polled on by the loop.
+        await self._poll_once()
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     # -- configuration ----------------------------------------------------
@@ -205,8 +209,8 @@ class Gateway:
 
     async def _poll_forever(self) -> None:
         while True:
-            await self._poll_once()
             await asyncio.sleep(self.fleet.gateway.poll_interval_s)
+            await self._poll_once()
 
     # -- auth -------------------------------------------------------------
 

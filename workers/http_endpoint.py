@@ -139,6 +139,11 @@ class _Server(uvicorn.Server):
         yield
 
 
+#: How long a stopping replica lets its streams finish: within Serve's graceful_shutdown_timeout_s (20 s by
+#: default), after which Serve kills the replica.
+DRAIN_S = 15.0
+
+
 class EndpointServer:
     """uvicorn on a free port of ``host``, run as a task of the current event loop."""
 
@@ -158,9 +163,11 @@ class EndpointServer:
         self.task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[self.sock]))
         return self
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = DRAIN_S) -> None:
+        """Refuse new connections at once (the gateway sends those to another replica) and let the
+        streams in flight finish for up to ``drain_s``."""
         self.server.should_exit = True
         if self.task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self.task, 5)
+                await asyncio.wait_for(self.task, drain_s)
         self.sock.close()

@@ -2,7 +2,8 @@
 holding a different custom resource (``bench/_cluster.py``): a wrong token is
 refused with one line; the Serve config `hetserve config` writes deploys with
 `serve deploy`, and a changed one reaches the running gateway (its routing
-policy) without a dropped request; `hetserve serve --address` places each
+policy), then a pool's replicas change, a pool is added and removed, each by
+`serve deploy` under load, without a dropped request; `hetserve serve --address` places each
 pool on the node holding its resource (the gateway on the head) and serves
 across nodes; a worker node killed under load takes its pool down, no request
 that had not started streaming is lost, and the pool serves again once the
@@ -84,6 +85,10 @@ def _placement(cluster, attempts: int = 6) -> str:
     raise AssertionError(f"the state API did not answer after {attempts} tries: {done.stderr[-2000:]}")
 
 
+def _pools(url: str) -> dict:
+    return {p["name"]: p for p in httpx.get(f"{url}/v1/fleet", params={"profiles": "false"}, timeout=10).json()["pools"]}
+
+
 def _requests_total(url: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("hetserve_requests_total{"))
@@ -102,7 +107,9 @@ def test_a_wrong_token_is_refused_in_one_line(cluster):
     assert "cannot join" in line and "RAY_AUTH_MODE=token" in line and "RAY_AUTH_TOKEN" in line
 
 
-def test_serve_deploy_accepts_the_generated_config_and_a_changed_one_reaches_the_running_gateway(cluster):
+def test_serve_deploy_accepts_the_generated_config_and_changes_reach_the_running_app_without_a_dropped_request(
+    cluster,
+):
     fleet, config = cluster["dir"] / "fleet.yaml", cluster["dir"] / "serve.yaml"
     fleet.write_text(yaml.safe_dump(FLEET))
     port = free_port()
@@ -149,6 +156,36 @@ def test_serve_deploy_accepts_the_generated_config_and_a_changed_one_reaches_the
         assert outcomes and all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
         # The same gateway replica, reconfigured rather than restarted: its counters carried on.
         assert _requests_total(url) >= before + len(outcomes)
+
+        # Pool changes, each an edited fleet written out by `hetserve config` and deployed under load.
+        def redeploy(edit, settled) -> None:
+            changed = json.loads(json.dumps(FLEET))
+            edit(changed)
+            fleet.write_text(yaml.safe_dump(changed))
+            subprocess.run([str(BIN / "hetserve"), "config", "--fleet", str(fleet), "--out", str(config), "--host",
+                            "127.0.0.1", "--port", str(port)], check=True, env=env, cwd=ROOT)  # fmt: skip
+            with node_loss.Load(url, clients=2, max_tokens=4) as load:
+                deploy()
+                deadline = time.monotonic() + 180
+                while not settled(_pools(url)):
+                    assert time.monotonic() < deadline, f"the change did not reach the gateway: {_pools(url)}"
+                    time.sleep(0.5)
+                served = len(load.outcomes)
+                while len(load.outcomes) < served + 4:
+                    assert time.monotonic() < deadline + 60, "requests stopped flowing"
+                    time.sleep(0.2)
+            outcomes = load.stop()
+            assert outcomes and all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
+
+        spare = {**FLEET["pools"][0], "name": "spare", "resources": {node_loss.GATEWAY_RESOURCE: 0.001}}
+
+        def two_h100_replicas(f: dict) -> None:
+            f["pools"][0].update(replicas=2, resources={"h100": 0.5})
+
+        redeploy(two_h100_replicas, lambda pools: pools["h100"]["replicas"] == 2 and pools["h100"]["ready"])
+        redeploy(lambda f: f["pools"].append(spare), lambda pools: pools.get("spare", {}).get("ready"))
+        assert set(_complete(url, 2, pin="spare")) == {"spare"}
+        redeploy(lambda f: None, lambda pools: "spare" not in pools and pools["h100"]["replicas"] == 1)
     finally:
         subprocess.run([*serve, "shutdown", "-y", "--address", cluster["dashboard"]], env=env, capture_output=True,
                        timeout=120)  # fmt: skip

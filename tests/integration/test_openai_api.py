@@ -147,3 +147,42 @@ def test_health_metrics_and_fleet(gateway_url):
     by_name = {p["name"]: p for p in fleet["pools"]}
     assert by_name["cpu-vllm"]["output_tokens"] > 0
     assert by_name["h100"]["emulated"] is True and by_name["h100"]["power_provenance"] == "modelled"
+
+
+@BOTH
+def test_chat_logprobs_come_from_the_engine(client, model):
+    resp = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8, temperature=0,
+        logprobs=True, top_logprobs=3, extra_body={"ignore_eos": True},
+    )
+    content = resp.choices[0].logprobs.content
+    assert len(content) == resp.usage.completion_tokens == 8
+    for token in content:
+        assert token.logprob <= 0 and token.bytes == list(token.token.encode())
+        assert len(token.top_logprobs) == 3
+        values = [t.logprob for t in token.top_logprobs]
+        assert values == sorted(values, reverse=True)
+        # greedy sampling: the sampled token is a most likely one (the tiny model's bf16 values tie often)
+        assert token.logprob == token.top_logprobs[0].logprob
+    if model == EMULATED_MODEL:  # whole-word tokens: they spell the text
+        assert "".join(t.token for t in content) == resp.choices[0].message.content
+
+
+@BOTH
+def test_streamed_completion_logprobs_cover_every_token(client, model):
+    stream = client.completions.create(
+        model=model, prompt="Once upon a time", max_tokens=10, logprobs=2, stream=True,
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+    )
+    tokens, values, offsets, usage = [], [], [], None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            if choice.logprobs is not None:
+                tokens += choice.logprobs.tokens
+                values += choice.logprobs.token_logprobs
+                offsets += choice.logprobs.text_offset
+                assert all(len(top) <= 3 for top in choice.logprobs.top_logprobs)  # 2, plus the sampled one
+    assert len(tokens) == usage.completion_tokens == 10
+    assert all(v <= 0 for v in values)
+    assert offsets == sorted(offsets) and offsets[0] == 0
