@@ -10,9 +10,10 @@ if TYPE_CHECKING:  # avoid an import cycle at run time
     from routing.profile import EfficiencyProfile
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PoolState:
-    """One pool at one instant.
+    """One pool at one instant (a value: never changed once built; not ``frozen`` only because a frozen
+    dataclass's ``__init__`` costs the simulator, which builds one per pool per arrival, about 7 %).
 
     The gateway counts ``in_flight`` (sequences it has sent and not yet seen
     finish) exactly; ``running``/``waiting``/``kv_free`` come from polling the
@@ -63,8 +64,8 @@ class PoolState:
     def __post_init__(self) -> None:
         # read several times per decision: worked out once
         busy = self.running + self.waiting
-        object.__setattr__(self, "load", self.in_flight if self.in_flight > busy else busy)
-        object.__setattr__(self, "slots", self.max_batch or max(1, self.capacity // max(self.replicas, 1)))
+        self.load = self.in_flight if self.in_flight > busy else busy
+        self.slots = self.max_batch or max(1, self.capacity // max(self.replicas, 1))
 
     @property
     def saturated(self) -> bool:

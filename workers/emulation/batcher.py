@@ -78,6 +78,8 @@ class ContinuousBatcher:
         self.max_model_len = min(limit, max_model_len) if max_model_len else limit
         self._kv_capacity = roofline.kv_capacity_tokens(hw, model)
         self._idle_watts = hw.idle_watts_replica
+        self._dynamic_watts = hw.peak_watts_replica - hw.idle_watts_replica
+        self._coster = roofline.StepCoster(hw, model)
         self._step = 0
         self._waiting: OrderedDict[Hashable, Sequence] = OrderedDict()
         self._running: dict[Hashable, _Running] = {}
@@ -139,15 +141,14 @@ class ContinuousBatcher:
         longest = self._longest_offset() + now if decoding and self._offsets else None
         prompts = self._admit(now)
 
-        cost = roofline.combine(
-            roofline.prefill_cost(self.hw, self.model, prompts),
-            roofline.decode_cost(self.hw, self.model, decoding, context, longest),
-        )
+        decode = self._coster.decode(decoding, context, longest)
+        cost = roofline.combine(self._coster.prefill(prompts), decode) if prompts else decode
         token_ids = tuple(self._running)
         finished = self._finish(now)
         self._step = now + 1
 
-        energy = roofline.power_watts(self.hw, cost.utilisation) * cost.duration_s
+        util = cost.utilisation if cost.utilisation < 1.0 else 1.0
+        energy = (self._idle_watts + self._dynamic_watts * util) * cost.duration_s  # roofline.power_watts
         return StepResult(
             duration_s=cost.duration_s,
             energy_j=energy,

@@ -73,31 +73,81 @@ def power_watts(hw: HardwareModel, utilisation: float) -> float:
     return hw.idle_watts_replica + (hw.peak_watts_replica - hw.idle_watts_replica) * util
 
 
+class StepCoster:
+    """Step costs of one model on one hardware replica, its constants worked out once.
+
+    The emulated engine and the simulator cost every engine step (the
+    simulator's inner loop); the module's functions below are the same
+    equations for one-off use.
+    """
+
+    __slots__ = ("hw", "model", "_compute_rate", "_memory_rate", "_overhead_s", "_memory_share", "_flops_per_token",
+                 "_attention", "_weight_bytes", "_kv_bytes", "_static")  # fmt: skip
+
+    def __init__(self, hw: HardwareModel, model: ModelSpec):
+        self.hw, self.model = hw, model
+        self._compute_rate = hw.peak_flops(model.bytes_per_param) * hw.mfu
+        self._memory_rate = hw.bandwidth_bytes_s * hw.mbu
+        self._overhead_s = hw.step_overhead_ms / 1e3
+        self._memory_share = hw.memory_power_share
+        self._flops_per_token = 2 * model.params
+        self._attention = model.attention_flops_per_context_token
+        self._weight_bytes = model.weight_bytes
+        self._kv_bytes = model.kv_bytes_per_token
+        self._static = hw.static_shapes
+
+    def step(self, flops: float, nbytes: float) -> StepCost:
+        """Roofline time of one step moving ``nbytes`` and computing ``flops``."""
+        compute_s = flops / self._compute_rate
+        memory_s = nbytes / self._memory_rate
+        duration = max(compute_s, memory_s) + self._overhead_s
+        util = (compute_s + self._memory_share * memory_s) / duration
+        return StepCost(duration, min(1.0, util))
+
+    def prefill(self, prompt_tokens: Iterable[int]) -> StepCost:
+        """One step that prefills a batch of prompts (compute-bound for real prompts).
+
+        ``2 * params`` FLOPs per token plus causal attention (half of
+        ``4 * layers * hidden * p**2``). Static shapes pay for each prompt's
+        sequence bucket; NPU engines prefill one prompt per graph call, so the
+        batch bucket does not apply here.
+        """
+        lengths = list(prompt_tokens) if self.hw.seq_buckets is None else [padded_seq(self.hw, p) for p in prompt_tokens]
+        if not lengths:
+            return StepCost(0.0, 0.0)
+        tokens = sum(lengths)
+        attention = self._attention * sum(p * p for p in lengths) / 2
+        flops = self._flops_per_token * tokens + attention
+        nbytes = self._weight_bytes + self._kv_bytes * tokens
+        return self.step(flops, nbytes)
+
+    def decode(self, batch: int, context_tokens: int, max_context: int | None = None) -> StepCost:
+        """One decode step: every sequence of the batch emits one token.
+
+        ``context_tokens`` is the sum of the sequences' contexts. Memory reads the
+        weights once plus every sequence's KV cache. A static-shape NPU runs one
+        compiled graph per (batch bucket, sequence bucket): every slot pays for
+        the bucket of the longest context, ``max_context``.
+        """
+        if batch == 0:
+            return StepCost(0.0, 0.0)
+        if self._static:
+            longest = max_context if max_context is not None else math.ceil(context_tokens / batch)
+            batch = padded_batch(self.hw, batch)
+            context_tokens = batch * padded_seq(self.hw, longest)
+        flops = self._flops_per_token * batch + self._attention * context_tokens
+        nbytes = self._weight_bytes + self._kv_bytes * context_tokens
+        return self.step(flops, nbytes)
+
+
 def step_cost(hw: HardwareModel, model: ModelSpec, flops: float, nbytes: float) -> StepCost:
     """Roofline time of one step moving ``nbytes`` and computing ``flops``."""
-    compute_s = flops / (hw.peak_flops(model.bytes_per_param) * hw.mfu)
-    memory_s = nbytes / (hw.bandwidth_bytes_s * hw.mbu)
-    duration = max(compute_s, memory_s) + hw.step_overhead_ms / 1e3
-    util = (compute_s + hw.memory_power_share * memory_s) / duration
-    return StepCost(duration, min(1.0, util))
+    return StepCoster(hw, model).step(flops, nbytes)
 
 
 def prefill_cost(hw: HardwareModel, model: ModelSpec, prompt_tokens: Iterable[int]) -> StepCost:
-    """One step that prefills a batch of prompts (compute-bound for real prompts).
-
-    ``2 * params`` FLOPs per token plus causal attention (half of
-    ``4 * layers * hidden * p**2``). Static shapes pay for each prompt's
-    sequence bucket; NPU engines prefill one prompt per graph call, so the
-    batch bucket does not apply here.
-    """
-    lengths = [padded_seq(hw, p) for p in prompt_tokens]
-    if not lengths:
-        return StepCost(0.0, 0.0)
-    tokens = sum(lengths)
-    attention = model.attention_flops_per_context_token * sum(p * p for p in lengths) / 2
-    flops = 2 * model.params * tokens + attention
-    nbytes = model.weight_bytes + model.kv_bytes_per_token * tokens
-    return step_cost(hw, model, flops, nbytes)
+    """One prefill step (:meth:`StepCoster.prefill`)."""
+    return StepCoster(hw, model).prefill(prompt_tokens)
 
 
 def decode_cost(
@@ -107,22 +157,8 @@ def decode_cost(
     context_tokens: int,
     max_context: int | None = None,
 ) -> StepCost:
-    """One decode step: every sequence of the batch emits one token.
-
-    ``context_tokens`` is the sum of the sequences' contexts. Memory reads the
-    weights once plus every sequence's KV cache. A static-shape NPU runs one
-    compiled graph per (batch bucket, sequence bucket): every slot pays for
-    the bucket of the longest context, ``max_context``.
-    """
-    if batch == 0:
-        return StepCost(0.0, 0.0)
-    if hw.static_shapes:
-        longest = max_context if max_context is not None else math.ceil(context_tokens / batch)
-        batch = padded_batch(hw, batch)
-        context_tokens = batch * padded_seq(hw, longest)
-    flops = 2 * model.params * batch + model.attention_flops_per_context_token * context_tokens
-    nbytes = model.weight_bytes + model.kv_bytes_per_token * context_tokens
-    return step_cost(hw, model, flops, nbytes)
+    """One decode step (:meth:`StepCoster.decode`)."""
+    return StepCoster(hw, model).decode(batch, context_tokens, max_context)
 
 
 def combine(first: StepCost, second: StepCost) -> StepCost:
