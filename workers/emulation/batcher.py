@@ -33,9 +33,10 @@ class Sequence:
     max_new_tokens: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepResult:
-    """What one engine step did, in virtual time."""
+    """What one engine step did, in virtual time (a value, never changed: not ``frozen`` only because
+    a frozen dataclass's ``__init__`` is slow, and the simulator makes one per engine step)."""
 
     duration_s: float
     energy_j: float  # whole replica, idle draw included
