@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.engine import TokenLogprob, TopLogprob
+from workers.tool_calls import ToolCall
 
 CHAT = "chat"
 TEXT = "text"
@@ -27,6 +28,7 @@ class Choice:
     text: str
     finish_reason: str
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 def _alternative(t: TopLogprob) -> dict[str, Any]:
@@ -61,13 +63,20 @@ def text_logprobs(logprobs: list[TokenLogprob] | None, offset: int = 0) -> dict 
     }
 
 
+def _message(text: str, tool_calls: list[ToolCall] | None) -> dict[str, Any]:
+    if not tool_calls:
+        return {"role": "assistant", "content": text, "refusal": None}
+    calls = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in tool_calls]
+    return {"role": "assistant", "content": text or None, "refusal": None, "tool_calls": calls}
+
+
 def completion_body(kind: str, rid: str, created: int, model: str, choices: list[Choice], use: dict) -> dict:
     """A whole (non-streamed) response."""
     if kind == CHAT:
         items = [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": c.text, "refusal": None},
+                "message": _message(c.text, c.tool_calls),
                 "logprobs": chat_logprobs(c.logprobs),
                 "finish_reason": c.finish_reason,
             }
@@ -96,12 +105,21 @@ class ChunkWriter:
         self._started: set[int] = set()
         self._offsets: dict[int, int] = {}  # per choice: characters of its tokens so far (text_offset)
 
-    def delta(self, index: int, text: str, finish_reason: str | None, logprobs: list[TokenLogprob] | None = None) -> str:
+    def delta(
+        self, index: int, text: str, finish_reason: str | None, logprobs: list[TokenLogprob] | None = None,
+        tool_calls: list[ToolCall] | None = None,
+    ) -> str:
         if self.kind == CHAT:
             delta: dict[str, Any] = {"content": text}
             if index not in self._started:
                 self._started.add(index)
                 delta = {"role": "assistant", "content": text}
+            if tool_calls:
+                delta["content"] = text or None
+                delta["tool_calls"] = [
+                    {"index": k, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for k, c in enumerate(tool_calls)
+                ]
             lps = chat_logprobs(logprobs)
             choice = {"index": index, "delta": delta, "logprobs": lps, "finish_reason": finish_reason}
         else:

@@ -40,6 +40,7 @@ from gateway.unsupported import engine_params, refuse_unsupported, request_featu
 from workers import tracing
 from workers.engine import SamplingParams
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
+from workers.tool_calls import forced_name
 from routing import NoFeasiblePool, NoHealthyPool, Prediction, RequestShape, UnsupportedFeature
 from gateway.auth import Caller
 from fleet.api import PIN_HEADER, POOL_HEADER, ROUTE_REASON_HEADER, SLO_TPOT_HEADER, SLO_TTFT_HEADER
@@ -142,8 +143,8 @@ class CompletionService:
         except ValidationError as exc:
             raise errors.to_api_error(exc) from None
         refuse_unsupported(kind, data)
-        if kind == CHAT and req.top_logprobs is not None and not req.logprobs:
-            raise errors.InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
+        if kind == CHAT:
+            _check_chat_options(req)
         if req.stream_options is not None and not req.stream:
             raise errors.InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
         return req
@@ -175,7 +176,7 @@ class CompletionService:
             )
         if kind == CHAT:
             try:
-                prompts = [{"messages": req.message_dicts()}]
+                prompts = [{"messages": req.message_dicts(), **_tool_fields(req)}]
             except ValueError as exc:
                 raise errors.InvalidRequest(str(exc), param="messages") from None
         else:
@@ -312,7 +313,8 @@ class CompletionService:
         """Run the request on one pool; raises before any byte went out, so the caller may try another."""
         pool = choice.name
         self.metrics.routed(req.model, pool)
-        whole = not req.stream
+        # Tool calls are known only at the end of the output: the pool answers a tool request whole.
+        whole = not req.stream or "tools" in shape.features
         # Counted before the first await: a request routed meanwhile must see this one's load.
         self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens)
         try:
@@ -436,7 +438,7 @@ class _Context:
             if item.logprobs is not None:
                 logprobs = (logprobs or []) + item.logprobs
             if item.finish_reason is not None:
-                return Choice("".join(parts), item.finish_reason, logprobs)
+                return Choice("".join(parts), item.finish_reason, logprobs, item.tool_calls)
             try:
                 item = await self._next(seq)
             except StopAsyncIteration:
@@ -500,7 +502,7 @@ class _Context:
         try:
             async for index, item in self._items(seqs):
                 self._note(index, item)
-                yield writer.delta(index, item.text, item.finish_reason, item.logprobs)
+                yield writer.delta(index, item.text, item.finish_reason, item.logprobs, item.tool_calls)
             if writer.include_usage:
                 yield writer.usage(self.usage())
             self.ok = True
@@ -567,12 +569,31 @@ def _pool_failed(exc: BaseException) -> bool:
     return errors.to_api_error(exc).status >= 500
 
 
+def _check_chat_options(req) -> None:
+    if req.top_logprobs is not None and not req.logprobs:
+        raise errors.InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
+    if req.tool_choice not in (None, "none") and not req.tools:
+        raise errors.InvalidRequest("tool_choice is only allowed when tools are specified", param="tool_choice")
+    name = forced_name(req.tool_choice_value())
+    if name is not None and name not in {t.function.name for t in req.tools}:
+        raise errors.InvalidRequest(f"tool_choice names function {name!r}, which is not in tools", param="tool_choice")
+
+
+def _tool_fields(req) -> dict[str, Any]:
+    """What a pool needs of a chat request's tools (``PoolRequest``), nothing when it uses none."""
+    if not req.uses_tools():
+        return {}
+    return {"tools": req.tool_dicts(), "tool_choice": req.tool_choice_value(),
+            "parallel_tool_calls": req.parallel_tool_calls}
+
+
 def _feature_params(req) -> dict[str, Any]:
     """The parameters only some engines honour, as the client sent them (``response_format`` is an extra field)."""
     return {
         "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
         "logit_bias": req.logit_bias, "response_format": (req.model_extra or {}).get("response_format"),
         "logprobs": req.logprobs_k(),
+        "tools": True if req.uses_tools() else None,
     }
 
 

@@ -9,6 +9,8 @@ few tokens each for the template's role markers.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 BYTES_PER_TOKEN = 4
@@ -39,7 +41,8 @@ class TokenCounter:
         if "prompt_token_ids" in prompt:
             return len(prompt["prompt_token_ids"])
         if "messages" in prompt:
-            return self.count_messages(prompt["messages"])
+            tools = prompt.get("tools")  # the chat template renders them into the prompt
+            return self.count_messages(prompt["messages"]) + (self.count_text(json.dumps(tools)) if tools else 0)
         return self.count_text(prompt["prompt"])
 
 

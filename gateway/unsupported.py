@@ -4,11 +4,12 @@ A parameter counts only when it would change the answer: clients such as
 LangChain send ``presence_penalty: 0`` or ``logprobs: false`` by default,
 and those neutral values pass. Parameters some engines honour (penalties,
 logit bias, structured output: vLLM's; log-probabilities: vLLM's and the
-emulated engine's) become the request's *features*; the router's capability
-filter sends the request only to pools whose engine has them all
-(``workers.spec.ENGINE_CAPABILITIES``), else a 400 names them. The rest
-(tools, audio, ...) no pool honours yet: refused with a 400 that names
-them, rather than silently ignored.
+emulated engine's; tools: vLLM pools with a tool-call parser) become the
+request's *features*; the router's capability filter sends the request only
+to pools whose engine has them all (``workers.spec.PoolSpec.capabilities``),
+else a 400 names them. The rest (the deprecated ``functions``, audio, ...)
+no pool honours: refused with a 400 that names them, rather than silently
+ignored.
 """
 
 from __future__ import annotations
@@ -58,15 +59,13 @@ _FEATURES: dict[str, _Rule] = {
     "logit_bias": _truthy,
 }
 FEATURES: dict[str, dict[str, _Rule]] = {
-    CHAT: {**_FEATURES, "response_format": _not_text_format, "logprobs": _set},
+    CHAT: {**_FEATURES, "response_format": _not_text_format, "logprobs": _set, "tools": _set},
     TEXT: {**_FEATURES, "logprobs": _set},
 }
 
 #: Parameters no engine honours yet.
 RULES: dict[str, dict[str, _Rule]] = {
     CHAT: {
-        "tools": _truthy,
-        "tool_choice": _not_none_choice,
         "functions": _truthy,
         "function_call": _not_none_choice,
         "audio": _set,

@@ -174,7 +174,7 @@ class EmulatedEngine(EngineAdapter):
 
     # -- introspection -------------------------------------------------------
 
-    def render_chat(self, messages: list[dict]) -> str:
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         """A Llama-3-style chat template, ending with the assistant header."""
         parts = ["<|begin_of_text|>"]
         for message in messages:

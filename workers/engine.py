@@ -12,6 +12,9 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from workers.errors import InvalidRequest
+from workers.tool_calls import ExtractedToolCalls
+
 
 @dataclass(slots=True)
 class SamplingParams:
@@ -28,6 +31,7 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None
     response_format: dict | None = None  # OpenAI's: {"type": "json_object"} or {"type": "json_schema", ...}
     logprobs: int | None = None  # None: none; k: each sampled token's log-probability and the k most likely
+    tool_call_schema: dict | None = None  # a forced tool call: the output is compact JSON of this schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +99,13 @@ class EngineAdapter(abc.ABC):
         """Stream deltas. Cancelling the iterator aborts the engine request."""
 
     @abc.abstractmethod
-    def render_chat(self, messages: list[dict]) -> str:
-        """Apply the model's chat template to OpenAI-style messages."""
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """Apply the model's chat template to OpenAI-style messages (and function ``tools``, where the
+        engine has a tool-call parser)."""
+
+    def extract_tool_calls(self, text: str, tools: list[dict]) -> ExtractedToolCalls:
+        """The tool calls in a finished free ("auto") output; only engines with a tool-call parser."""
+        raise InvalidRequest("this pool's engine has no tool-call parser", param="tools")
 
     @abc.abstractmethod
     def count_tokens(self, text: str) -> int:

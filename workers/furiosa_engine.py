@@ -95,7 +95,7 @@ class FuriosaEngine(EngineAdapter):
         if finish_reason is None:
             raise EngineFailure(f"furiosa-llm ended request {request.request_id} without a finish reason")
 
-    def render_chat(self, messages: list[dict]) -> str:
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         tokenizer = self._started().tokenizer
         try:
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

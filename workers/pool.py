@@ -12,6 +12,7 @@ broken stream.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from workers.replica_router import router_config
 from workers.sampler import BackgroundSampledMeter
 from workers.spec import PoolSpec
 from workers.telemetry import EnergyLedger
+from workers.tool_calls import forced_schema, parse_forced
 
 #: Longest window for merging deltas into one relayed line (see workers.relay).
 DEFAULT_RELAY_WINDOW_S = 0.05
@@ -73,7 +75,12 @@ class PoolReplica:
 
     def _engine_request(self, request: PoolRequest) -> EngineRequest:
         if request.messages is not None:
-            return EngineRequest(request.request_id, prompt=self.engine.render_chat(request.messages), params=request.params)
+            params = request.params
+            schema = forced_schema(request.tools, request.tool_choice, request.parallel_tool_calls) if request.tools else None
+            if schema is not None:  # "required" or a named function: the output is the call
+                params = dataclasses.replace(params, tool_call_schema=schema)
+            prompt = self.engine.render_chat(request.messages, request.tools)
+            return EngineRequest(request.request_id, prompt=prompt, params=params)
         return EngineRequest(
             request.request_id, prompt=request.prompt, prompt_token_ids=request.prompt_token_ids, params=request.params,
         )
@@ -87,9 +94,11 @@ class PoolReplica:
         self._streams += 1
         try:
             stream = self.engine.generate(self._engine_request(request))
-            items = whole(stream) if request.whole else coalesce(stream, self._window)
+            items = whole(stream) if request.whole or request.tools else coalesce(stream, self._window)
             async for item in items:
                 n_out = item.output_tokens
+                if request.tools:
+                    item = self._with_tool_calls(item, request)
                 if item.finish_reason is not None:
                     energy = self.ledger.attribute(mark, n_out, self.engine.stats().output_tokens_total)
                     item = item._replace(telemetry=Telemetry(energy, time.monotonic() - started, self._counters()))
@@ -100,6 +109,16 @@ class PoolReplica:
         finally:
             self._streams -= 1
             tracing.end_span(span, {"gen_ai.usage.output_tokens": n_out, "hetserve.energy_joules": energy}, error)
+
+    def _with_tool_calls(self, item: RelayItem, request: PoolRequest) -> RelayItem:
+        """A tool request's whole output, split into its calls and the rest."""
+        if forced_schema(request.tools, request.tool_choice, request.parallel_tool_calls) is not None:
+            found = parse_forced(item.text, request.tool_choice)
+        else:
+            found = self.engine.extract_tool_calls(item.text, request.tools)
+        if not found.calls:
+            return item
+        return item._replace(text=found.content or "", finish_reason="tool_calls", tool_calls=found.calls)
 
     def _window(self) -> float:
         if self.relay_window_s <= 0:

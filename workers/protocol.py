@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from workers.engine import SamplingParams, TokenLogprob
+from workers.tool_calls import ToolCall
 
 
 @dataclass(slots=True)
@@ -24,6 +25,9 @@ class PoolRequest:
     prompt_token_ids: list[int] | None = None
     whole: bool = False  # non-streaming: one item with the whole output
     trace: dict[str, str] | None = None  # W3C trace context carrier
+    tools: list[dict[str, Any]] | None = None  # chat: OpenAI's function tools (workers.tool_calls)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass(slots=True)
@@ -73,3 +77,4 @@ class RelayItem(NamedTuple):
     finish_reason: str | None
     telemetry: Telemetry | None = None  # the last item only
     logprobs: list[TokenLogprob] | None = None  # one per token of ``text``, when the request asked for them
+    tool_calls: list[ToolCall] | None = None  # the calls found in a tool request's (whole) output

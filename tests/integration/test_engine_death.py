@@ -6,6 +6,7 @@ process group of its own, as a service manager runs it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -26,7 +27,9 @@ FLEET = {
         {"name": "emu", "hardware": "h100", "engine": "emulated", "model": "llama-3.1-8b", "models": ["m-ok"],
          "engine_args": {"time_scale": 2}},
         {"name": "cpu-vllm", "hardware": "cpu", "engine": "vllm", "model": "tiny-llama", "models": [REAL_MODEL],
-         "engine_args": {"dtype": "bfloat16", "max_model_len": 512, "max_num_seqs": 8},
+         "engine_args": {"dtype": "bfloat16", "max_model_len": 512, "max_num_seqs": 8, "tool_call_parser": "pythonic",
+                         # compact JSON: the tiny model would pad a forced call with whitespace past max_tokens
+                         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}},
          "resources": {"CPU": 1}, "max_ongoing_requests": 8, "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}},
     ],
 }
@@ -48,6 +51,47 @@ def test_vllm_honours_penalties_and_structured_output_and_emulated_pools_refuse_
     r = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "m-ok", **body}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_parameter"
     assert r.json()["error"]["param"] in body
+
+
+WEATHER = {"type": "function", "function": {"name": "weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string", "enum": ["Seoul", "Paris"]}}, "required": ["city"],
+    "additionalProperties": False}}}  # fmt: skip
+
+
+def test_tool_calls_on_the_vllm_pool_through_the_official_client(server):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": "What is the weather in Seoul?"}]
+    forced = {"type": "function", "function": {"name": "weather"}}
+    named = client.chat.completions.create(model=REAL_MODEL, messages=messages, tools=[WEATHER], tool_choice=forced,
+                                           max_tokens=48, temperature=0)  # fmt: skip
+    (call,) = named.choices[0].message.tool_calls
+    assert named.choices[0].finish_reason == "tool_calls" and call.function.name == "weather"
+    assert json.loads(call.function.arguments)["city"] in ("Seoul", "Paris")  # the grammar allows nothing else
+
+    required = client.chat.completions.create(model=REAL_MODEL, messages=messages, tools=[WEATHER],
+                                              tool_choice="required", parallel_tool_calls=False, max_tokens=64,
+                                              temperature=0, stream=True)  # fmt: skip
+    calls = [c for chunk in required for choice in chunk.choices for c in choice.delta.tool_calls or ()]
+    assert [c.function.name for c in calls] == ["weather"] and calls[0].index == 0
+
+    # "auto": the tiny model's free text goes through vLLM's pythonic parser; a call or text, never an error
+    auto = client.chat.completions.create(model=REAL_MODEL, messages=messages, tools=[WEATHER], max_tokens=16)
+    choice = auto.choices[0]
+    assert (choice.finish_reason == "tool_calls") == bool(choice.message.tool_calls)
+    assert choice.message.tool_calls or choice.message.content is not None
+
+    # a follow-up turn that carries the call and its answer renders and runs
+    follow = messages + [named.choices[0].message.model_dump(exclude_none=True),
+                         {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]  # fmt: skip
+    after = client.chat.completions.create(model=REAL_MODEL, messages=follow, tools=[WEATHER], tool_choice="none",
+                                           max_tokens=4)  # fmt: skip
+    assert after.choices[0].message.content is not None and not after.choices[0].message.tool_calls
+    # the emulated pool has no parser: refused by name
+    r = httpx.post(f"{server.url}/v1/chat/completions", timeout=30,
+                   json={"model": "m-ok", "messages": messages, "tools": [WEATHER]})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
 
 
 def test_a_killed_engine_process_gets_clean_503s_and_its_pool_ejected(server):

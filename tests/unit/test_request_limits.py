@@ -57,7 +57,7 @@ async def test_body_size_limit_by_header_and_by_bytes_read():
     "kind,extra,param",
     [
         (CHAT, {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        (CHAT, {"tool_choice": "auto"}, "tool_choice"),
+        (CHAT, {"functions": [{"name": "f"}]}, "functions"),
         (CHAT, {"response_format": {"type": "json_object"}}, "response_format"),
         (CHAT, {"logit_bias": {"50256": -100}}, "logit_bias"),
         (CHAT, {"presence_penalty": 0.5}, "presence_penalty"),
