@@ -112,13 +112,14 @@ class PoolReplica:
 
     def _with_tool_calls(self, item: RelayItem, request: PoolRequest) -> RelayItem:
         """A tool request's whole output, split into its calls and the rest."""
-        if forced_schema(request.tools, request.tool_choice, request.parallel_tool_calls) is not None:
-            found = parse_forced(item.text, request.tool_choice)
-        else:
+        if request.tool_choice == "auto":
             found = self.engine.extract_tool_calls(item.text, request.tools)
+        else:
+            found = parse_forced(item.text, request.tool_choice)
         if not found.calls:
             return item
-        return item._replace(text=found.content or "", finish_reason="tool_calls", tool_calls=found.calls)
+        calls = found.calls[:1] if request.parallel_tool_calls is False else found.calls  # a parser may find more
+        return item._replace(text=found.content or "", finish_reason="tool_calls", tool_calls=calls)
 
     def _window(self) -> float:
         if self.relay_window_s <= 0:
