@@ -36,6 +36,14 @@ class MarginParameters(TargetParameters):
     margin: float = Field(0.1, ge=0, lt=1, description="predicted must be <= (1 - margin) × target")
 
 
+class PackingParameters(BaseModel):
+    """The TPOT target a pool is packed up to; unset, the routing's ``slo``."""
+
+    model_config = _STRICT
+    tpot_ms: float | None = Field(None, gt=0)
+    margin: float = Field(0.1, ge=0, lt=1, description="packed up to (1 - margin) × the TPOT target")
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """What plugins may take from the routing config and the router's owner."""
@@ -60,6 +68,10 @@ def _targets(params: TargetParameters, ctx: BuildContext) -> dict[str, float | N
     }
 
 
+def _tpot(params: PackingParameters, ctx: BuildContext) -> float | None:
+    return params.tpot_ms if params.tpot_ms is not None else ctx.slo_tpot_ms
+
+
 def _plain(cls) -> Callable[[Any, BuildContext], Any]:
     return lambda params, ctx: cls()
 
@@ -72,6 +84,10 @@ PLUGINS: dict[str, PluginType] = {
     "load": PluginType("scorer", NoParameters, _plain(p.LoadScorer)),
     "marginal-energy": PluginType("scorer", NoParameters, _plain(p.MarginalEnergyScorer), predicts=True),
     "marginal-cost": PluginType("scorer", NoParameters, _plain(p.MarginalCostScorer), predicts=True),
+    "packed-energy": PluginType(
+        "scorer", PackingParameters, lambda prm, ctx: p.PackedEnergyScorer(prm.margin, _tpot(prm, ctx))),
+    "packed-cost": PluginType(
+        "scorer", PackingParameters, lambda prm, ctx: p.PackedCostScorer(prm.margin, _tpot(prm, ctx))),
     "slo-violation": PluginType(
         "scorer", TargetParameters, lambda prm, ctx: p.ViolationScorer(**_targets(prm, ctx)), predicts=True),
     # filters

@@ -15,6 +15,7 @@ from itertools import count
 from operator import attrgetter
 
 from routing.framework import Candidate, RankedPool
+from routing.packing import packed_cost_per_mtok, packed_j_per_token
 from routing.shape import RequestShape
 
 NEUTRAL = 0.5
@@ -173,6 +174,51 @@ class MarginalCostScorer(_LowerIsBetter):
         currency = ranked.pool.profile.currency if ranked.pool.profile else ""
         p = ranked.prediction
         return f"{value:.3g} {currency}/Mtok marginal (ttft {p.ttft_ms:.0f} ms, tpot {p.tpot_ms:.1f} ms predicted)"
+
+
+class _Packed(_LowerIsBetter):
+    """A pool's cost per token when filled to the batch the request's TPOT
+    target allows (``routing.packing``); the target is the request's, else
+    ``tpot_ms``, tightened by ``margin``."""
+
+    def __init__(self, margin: float = 0.1, tpot_ms: float | None = None):
+        self.scale = 1.0 - margin
+        self.tpot_ms = tpot_ms
+
+    def limit_ms(self, shape: RequestShape) -> float | None:
+        tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
+        return None if tpot is None else self.scale * tpot
+
+
+class PackedEnergyScorer(_Packed):
+    """Joules above idle per output token at the packed batch: fills the pool
+    that is cheapest when full first (``routing.packing``)."""
+
+    name = "packed-energy"
+
+    def metric(self, shape, cand):
+        pool = cand.pool
+        prof = pool.profile
+        return None if prof is None else packed_j_per_token(prof, shape.total_tokens, pool.slots, self.limit_ms(shape))
+
+    def format(self, value, ranked):
+        return f"{value:.3f} J/tok when packed (batch {ranked.batch} now)"
+
+
+class PackedCostScorer(_Packed):
+    """The replica's price over its throughput at the packed batch, per million output tokens."""
+
+    name = "packed-cost"
+
+    def metric(self, shape, cand):
+        pool = cand.pool
+        prof = pool.profile
+        return None if prof is None else packed_cost_per_mtok(prof, shape.total_tokens, pool.slots,
+                                                              self.limit_ms(shape), pool.price_per_hour)
+
+    def format(self, value, ranked):
+        currency = ranked.pool.profile.currency if ranked.pool.profile else ""
+        return f"{value:.3g} {currency}/Mtok when packed (batch {ranked.batch} now)"
 
 
 class ViolationScorer(_LowerIsBetter):

@@ -25,10 +25,10 @@ def _picker(policy: str) -> dict:
     return {"plugins": [{"type": policy}], "schedulingProfiles": [{"name": policy, "plugins": [_ref(policy)]}]}
 
 
-def _slo_marginal(policy: str, scorer: str) -> dict:
-    """Least marginal J (or $) per token among pools predicted to meet the SLO,
-    keeping headroom for tight traffic; then without the headroom; then the
-    best predicted outcome."""
+def _slo_constrained(policy: str, scorer: str) -> dict:
+    """The least ``scorer`` (packed or marginal J or $ per token) among pools
+    predicted to meet the SLO, keeping headroom for tight traffic; then
+    without the headroom; then the best predicted outcome."""
     return {
         "plugins": [
             {"type": "predicted-slo", "parameters": {"margin": 0.1}},
@@ -60,8 +60,9 @@ PRESETS: dict[str, dict] = {
     "least-load": _one_scorer("least-load", "load"),
     "round-robin": _picker("round-robin"),
     "random": _picker("random"),
-    "slo-energy": _slo_marginal("slo-energy", "marginal-energy"),
-    "slo-cost": _slo_marginal("slo-cost", "marginal-cost"),
+    "slo-energy": _slo_constrained("slo-energy", "packed-energy"),
+    "slo-cost": _slo_constrained("slo-cost", "packed-cost"),
+    "slo-marginal-energy": _slo_constrained("slo-marginal-energy", "marginal-energy"),
 }
 POLICIES: tuple[str, ...] = tuple(PRESETS)
 DEFAULT_POLICY = "slo-energy"
@@ -73,6 +74,7 @@ TUNABLE: dict[str, tuple[str, ...]] = {
     "random": (),
     "slo-energy": ("slo-energy", "slo-energy-shared"),
     "slo-cost": ("slo-cost", "slo-cost-shared"),
+    "slo-marginal-energy": ("slo-marginal-energy", "slo-marginal-energy-shared"),
 }
 
 

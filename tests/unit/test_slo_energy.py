@@ -136,7 +136,7 @@ def test_marginal_energy_of_joining_an_idle_pool_is_the_whole_request_a_busy_one
 
 def test_busy_pool_beats_idle_pool_on_marginal_energy():
     busy = _pool(PRICEY, in_flight=32, running=32, decode_tokens=32 * 100)
-    d = _router().choose(RequestShape(MODEL, 500, 100), [_pool(CHEAP), busy])
+    d = _router("slo-marginal-energy").choose(RequestShape(MODEL, 500, 100), [_pool(CHEAP), busy])
     assert d.best.name == "pricey"
     assert d.best.prediction.marginal_j_per_token < d.ranked[1].prediction.marginal_j_per_token
     assert "J/tok marginal" in d.reason
@@ -167,10 +167,11 @@ def test_headroom_keeps_relaxed_traffic_from_crowding_the_fast_pool():
     assert _router(**plain, **cfg).choose(relaxed, pools).best.name == "fast"
 
 
-def test_slo_cost_ranks_by_marginal_busy_time_times_price():
+def test_slo_cost_ranks_by_price_over_packed_throughput():
     d = _router("slo-cost").choose(RequestShape(MODEL, 500, 100),
                                    [_pool(CHEAP, price_per_hour=4.0), _pool(PRICEY, price_per_hour=1.0)])
     assert d.best.name == "pricey"  # half the step time at a quarter of the price
+    assert d.best.scores["packed-cost"] == 1.0 and d.ranked[1].scores["packed-cost"] == pytest.approx(1 / 8)
     assert d.best.prediction.marginal_cost_per_mtok < d.ranked[1].prediction.marginal_cost_per_mtok
 
 
