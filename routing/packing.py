@@ -26,6 +26,7 @@ more joules than sending everything to the fastest pool (docs/benchmarks.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from routing.marginal import cost_per_mtok
 from routing.profile import EfficiencyProfile
@@ -49,24 +50,27 @@ def packed_batch(buckets: Sequence[int], tpot_ms: Sequence[float | None], slots:
     return first if best is None else best
 
 
-def packed_j_per_token(prof: EfficiencyProfile, seq: int, slots: int, limit_ms: float | None) -> float | None:
-    """Joules above idle per output token at the packed batch (module doc)."""
+class PackedPoint(NamedTuple):
+    """A pool's figures at its packed batch (per replica)."""
+
+    batch: int
+    j_per_token: float | None  # joules above idle per output token
+    ms_per_token: float  # busy milliseconds per output token: TPOT / batch
+
+
+def packed_point(prof: EfficiencyProfile, seq: int, slots: int, limit_ms: float | None) -> PackedPoint | None:
+    """The packed batch of ``seq``'s column and its figures; None without TPOT data."""
     col = prof.column(seq)
     if col is None:
         return None
     i = packed_batch(prof.batch_buckets, col.tpot_ms, slots, limit_ms)
-    if i is None or col.step_j[i] is None:
-        return None
-    return col.step_j[i] / prof.batch_buckets[i]
-
-
-def packed_cost_per_mtok(prof: EfficiencyProfile, seq: int, slots: int, limit_ms: float | None,
-                         price_per_hour: float) -> float | None:
-    """The replica's price over its throughput at the packed batch, per million output tokens."""
-    col = prof.column(seq)
-    if col is None or price_per_hour <= 0:
-        return None
-    i = packed_batch(prof.batch_buckets, col.tpot_ms, slots, limit_ms)
     if i is None:
         return None
-    return cost_per_mtok(price_per_hour, col.tpot_ms[i] / prof.batch_buckets[i])
+    b = prof.batch_buckets[i]
+    step_j = col.step_j[i]
+    return PackedPoint(b, None if step_j is None else step_j / b, col.tpot_ms[i] / b)
+
+
+def packed_cost_per_mtok(point: PackedPoint, price_per_hour: float) -> float | None:
+    """The replica's price over its throughput at the packed batch, per million output tokens."""
+    return cost_per_mtok(price_per_hour, point.ms_per_token)

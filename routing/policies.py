@@ -15,7 +15,7 @@ from itertools import count
 from operator import attrgetter
 
 from routing.framework import Candidate, RankedPool
-from routing.packing import packed_cost_per_mtok, packed_j_per_token
+from routing.packing import PackedPoint, packed_cost_per_mtok, packed_point
 from routing.shape import RequestShape
 
 NEUTRAL = 0.5
@@ -185,9 +185,21 @@ class _Packed(_LowerIsBetter):
         self.scale = 1.0 - margin
         self.tpot_ms = tpot_ms
 
-    def limit_ms(self, shape: RequestShape) -> float | None:
+    def point(self, shape: RequestShape, pool) -> PackedPoint | None:
+        prof = pool.profile
+        if prof is None:
+            return None
         tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
-        return None if tpot is None else self.scale * tpot
+        return packed_point(prof, shape.total_tokens, pool.slots, None if tpot is None else self.scale * tpot)
+
+    def explain(self, shape, ranked):
+        point = self.point(shape, ranked.pool)
+        value = self.metric(shape, ranked)
+        if point is None or value is None:
+            return "no profile"
+        pred = ranked.prediction
+        now = "" if pred is None else f"; ttft {pred.ttft_ms:.0f} ms, tpot {pred.tpot_ms:.1f} ms predicted"
+        return f"{value:.3g} {self.unit(ranked)} when packed to batch {point.batch}{now}"
 
 
 class PackedEnergyScorer(_Packed):
@@ -197,12 +209,11 @@ class PackedEnergyScorer(_Packed):
     name = "packed-energy"
 
     def metric(self, shape, cand):
-        pool = cand.pool
-        prof = pool.profile
-        return None if prof is None else packed_j_per_token(prof, shape.total_tokens, pool.slots, self.limit_ms(shape))
+        point = self.point(shape, cand.pool)
+        return None if point is None else point.j_per_token
 
-    def format(self, value, ranked):
-        return f"{value:.3f} J/tok when packed (batch {ranked.batch} now)"
+    def unit(self, ranked):
+        return "J/tok"
 
 
 class PackedCostScorer(_Packed):
@@ -211,14 +222,11 @@ class PackedCostScorer(_Packed):
     name = "packed-cost"
 
     def metric(self, shape, cand):
-        pool = cand.pool
-        prof = pool.profile
-        return None if prof is None else packed_cost_per_mtok(prof, shape.total_tokens, pool.slots,
-                                                              self.limit_ms(shape), pool.price_per_hour)
+        point = self.point(shape, cand.pool)
+        return None if point is None else packed_cost_per_mtok(point, cand.pool.price_per_hour)
 
-    def format(self, value, ranked):
-        currency = ranked.pool.profile.currency if ranked.pool.profile else ""
-        return f"{value:.3g} {currency}/Mtok when packed (batch {ranked.batch} now)"
+    def unit(self, ranked):
+        return f"{ranked.pool.profile.currency}/Mtok"
 
 
 class ViolationScorer(_LowerIsBetter):

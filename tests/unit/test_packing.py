@@ -8,7 +8,7 @@ import pytest
 
 from fleet.trace import TraceRecord
 from routing import RequestShape, load_routing_config
-from routing.packing import packed_batch, packed_cost_per_mtok, packed_j_per_token
+from routing.packing import packed_batch, packed_cost_per_mtok, packed_point
 from sim.run import simulate
 from sim.workload import Workload
 from tests.unit.test_slo_energy import CHEAP, MODEL, PRICEY, _pool, _profile, _router
@@ -37,12 +37,14 @@ def test_packed_batch_skips_buckets_without_data():
 
 def test_packed_figures_read_the_profile_cell_at_the_packed_batch():
     # CHEAP: step 20 × (1 + b/64) ms, 1 + 0.02 b J; TPOT ≤ 45 ms allows b ≤ 80: bucket 64 of 64 slots
-    assert packed_j_per_token(CHEAP, 600, 64, 45.0) == pytest.approx((1 + 0.02 * 64) / 64)
-    assert packed_j_per_token(CHEAP, 600, 256, None) == pytest.approx((1 + 0.02 * 256) / 256)
+    point = packed_point(CHEAP, 600, 64, 45.0)
+    assert point.batch == 64 and point.j_per_token == pytest.approx((1 + 0.02 * 64) / 64)
+    assert point.ms_per_token == pytest.approx(20.0 * 2 / 64)
+    assert packed_point(CHEAP, 600, 256, None).j_per_token == pytest.approx((1 + 0.02 * 256) / 256)
     # $/Mtok: price per second × seconds per token at the packed batch
-    assert packed_cost_per_mtok(CHEAP, 600, 64, 45.0, 3.6) == pytest.approx(1e-3 * 40.0 / 64 / 1e3 * 1e6)
-    assert packed_cost_per_mtok(CHEAP, 600, 64, 45.0, 0.0) is None
-    assert packed_j_per_token(CHEAP, 10 ** 6, 64, None) is None  # past the profile's longest sequence
+    assert packed_cost_per_mtok(point, 3.6) == pytest.approx(1e-3 * 40.0 / 64 / 1e3 * 1e6)
+    assert packed_cost_per_mtok(point, 0.0) is None
+    assert packed_point(CHEAP, 10 ** 6, 64, None) is None  # past the profile's longest sequence
 
 
 def test_an_idle_pool_that_is_cheaper_when_full_beats_a_busy_one():
@@ -54,7 +56,7 @@ def test_an_idle_pool_that_is_cheaper_when_full_beats_a_busy_one():
     assert _router("slo-marginal-energy").choose(shape, pools).best.name == "pricey"
     d = _router("slo-energy").choose(shape, pools)
     assert d.best.name == "cheap" and d.policy == "slo-energy"
-    assert "J/tok when packed" in d.reason
+    assert "cheap: 0.0356 J/tok when packed to batch 64; ttft 100 ms" in d.reason
 
 
 def test_the_target_decides_which_pool_is_cheapest_when_full():
