@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from routing.marginal import cost_per_mtok
-from routing.profile import EfficiencyProfile
+from routing.profile import Column, EfficiencyProfile
 
 
 def packed_batch(buckets: Sequence[int], tpot_ms: Sequence[float | None], slots: int,
@@ -61,12 +61,15 @@ class PackedPoint(NamedTuple):
 def packed_point(prof: EfficiencyProfile, seq: int, slots: int, limit_ms: float | None) -> PackedPoint | None:
     """The packed batch of ``seq``'s column and its figures; None without TPOT data."""
     col = prof.column(seq)
-    if col is None:
-        return None
-    i = packed_batch(prof.batch_buckets, col.tpot_ms, slots, limit_ms)
+    return None if col is None else column_point(prof.batch_buckets, col, slots, limit_ms)
+
+
+def column_point(buckets: Sequence[int], col: Column, slots: int, limit_ms: float | None) -> PackedPoint | None:
+    """``packed_point`` of one profile column."""
+    i = packed_batch(buckets, col.tpot_ms, slots, limit_ms)
     if i is None:
         return None
-    b = prof.batch_buckets[i]
+    b = buckets[i]
     step_j = col.step_j[i]
     return PackedPoint(b, None if step_j is None else step_j / b, col.tpot_ms[i] / b)
 

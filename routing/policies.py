@@ -15,7 +15,7 @@ from itertools import count
 from operator import attrgetter
 
 from routing.framework import Candidate, RankedPool
-from routing.packing import PackedPoint, packed_cost_per_mtok, packed_point
+from routing.packing import PackedPoint, column_point, packed_cost_per_mtok
 from routing.shape import RequestShape
 
 NEUTRAL = 0.5
@@ -181,16 +181,34 @@ class _Packed(_LowerIsBetter):
     target allows (``routing.packing``); the target is the request's, else
     ``tpot_ms``, tightened by ``margin``."""
 
+    #: Entries the memo keeps before it starts over (targets come from headers: unbounded).
+    MEMO_SIZE = 4096
+
     def __init__(self, margin: float = 0.1, tpot_ms: float | None = None):
         self.scale = 1.0 - margin
         self.tpot_ms = tpot_ms
+        # (pool, sequence bucket, slots, limit) -> (the column it was read from, its point). A
+        # profile replaces a column when it learns, so an entry is reused only while its column is live.
+        self._memo: dict[tuple, tuple] = {}
 
     def point(self, shape: RequestShape, pool) -> PackedPoint | None:
         prof = pool.profile
         if prof is None:
             return None
+        col = prof.column(shape.total_tokens)
+        if col is None:
+            return None
         tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
-        return packed_point(prof, shape.total_tokens, pool.slots, None if tpot is None else self.scale * tpot)
+        limit = None if tpot is None else self.scale * tpot
+        key = (pool.name, col.seq_len, pool.slots, limit)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is col:
+            return hit[1]
+        if len(self._memo) >= self.MEMO_SIZE:
+            self._memo.clear()
+        point = column_point(prof.batch_buckets, col, pool.slots, limit)
+        self._memo[key] = (col, point)
+        return point
 
     def explain(self, shape, ranked):
         point = self.point(shape, ranked.pool)

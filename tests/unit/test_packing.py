@@ -96,3 +96,15 @@ def test_in_simulation_slo_energy_packs_a_trickle_onto_one_pool_and_spends_less(
     assert shares[-1] > 0.95
     assert packed.slo_attainment >= simulate(specs, w, {"policy": "least-load"}, seed=1).slo_attainment
     assert packed.j_per_token_attributed < simulate(specs, w, {"policy": "least-load"}, seed=1).j_per_token_attributed
+
+
+def test_the_scorer_rereads_a_column_the_profile_has_relearned():
+    from routing.policies import PackedEnergyScorer
+    from routing.profile import Cell
+    prof = _profile("learns", step_ms=20.0, prefill_ms_per_tok=0.2, base_j=1.0, slope_j=0.02)
+    pool = _pool(prof)
+    scorer, shape = PackedEnergyScorer(0.1, 45.0), RequestShape(MODEL, 300, 100)
+    before = scorer.point(shape, pool)
+    assert scorer.point(shape, pool) is before  # memoised while the column is unchanged
+    prof.put(Cell(64, 512, ttft_ms=50.0, tpot_ms=30.0, j_per_token=0.5, samples=1, provenance="online"))
+    assert scorer.point(shape, pool).j_per_token == pytest.approx(0.5)
