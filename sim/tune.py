@@ -2,9 +2,9 @@
 
 Candidates: every preset with its defaults first, then a seeded random
 sample of the grid over the default policy's parameters, written out as
-``plugins`` + ``schedulingProfiles`` (``routing.presets``): the marginal
-scorer (``slo-energy``, or ``slo-cost`` for the cost objective), the
-predicted-SLO ``margin``, the ``headroom`` margin (or no headroom), a
+``plugins`` + ``schedulingProfiles`` (``routing.presets``): the packed
+scorer (``slo-energy``, or ``slo-cost`` for the cost objective) and the
+margin it packs to, the predicted-SLO ``margin``, the ``headroom`` margin (or no headroom), a
 weight for the average-efficiency and load scorers, and the spill-over
 saturation; stopped at ``trials`` or ``budget_s``. Objectives: ``energy``
 (least attributed J/token) and ``cost`` (least $/Mtoken) among candidates
@@ -36,6 +36,7 @@ _HEADROOM = (None, 0.0, 0.1, 0.3)  # None: no headroom filter
 _AVERAGE_WEIGHTS = (0.0, 0.5, 1.0)  # of the average-J/token (or cost) scorer beside the marginal one
 _LOAD_WEIGHTS = (0.0, 0.1, 0.3)
 _SATURATIONS = (0.75, 1.0)
+_PACKING = (0.0, 0.1, 0.3)  # the packed scorer's margin under the TPOT target
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Trial:
 
 
 def spelled_out(policy: str, *, margin: float, headroom: float | None, average: float = 0.0,
-                load: float = 0.0) -> dict:
+                load: float = 0.0, packing: float = 0.1) -> dict:
     """``policy`` (``slo-energy`` or ``slo-cost``) as plugins and profiles with these parameters."""
     weights = {"efficiency" if policy == "slo-energy" else "cost": average, "load": load}
     doc = expand(policy, {k: w for k, w in weights.items() if w})
@@ -55,6 +56,8 @@ def spelled_out(policy: str, *, margin: float, headroom: float | None, average: 
             pl["parameters"] = {"margin": margin}
         elif pl["type"] == "headroom" and headroom is not None:
             pl["parameters"] = {"margin": headroom}
+        elif pl["type"] in ("packed-energy", "packed-cost"):
+            pl["parameters"] = {"margin": packing}
     if headroom is None:
         doc["plugins"] = [pl for pl in doc["plugins"] if pl["type"] != "headroom"]
         for pr in doc["schedulingProfiles"]:
@@ -70,9 +73,10 @@ def candidates(slo_ttft_ms: float | None, slo_tpot_ms: float | None, seed: int,
     base = [{"policy": p, **extra} for p in _POLICIES]
     policy = "slo-cost" if objective == "cost" else "slo-energy"
     grid = [
-        {**spelled_out(policy, margin=m, headroom=h, average=a, load=ld),
+        {**spelled_out(policy, margin=m, headroom=h, average=a, load=ld, packing=pk),
          "spillover": {"saturation": sat}, **extra}
-        for m, h, a, ld, sat in itertools.product(_MARGINS, _HEADROOM, _AVERAGE_WEIGHTS, _LOAD_WEIGHTS, _SATURATIONS)
+        for m, h, a, ld, sat, pk in itertools.product(_MARGINS, _HEADROOM, _AVERAGE_WEIGHTS, _LOAD_WEIGHTS,
+                                                      _SATURATIONS, _PACKING)
     ]
     random.Random(seed).shuffle(grid)
     return base + grid

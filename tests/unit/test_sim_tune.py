@@ -17,6 +17,9 @@ def test_every_candidate_is_a_valid_routing_config():
         load_routing_config(c)
     assert candidates(500.0, 50.0, seed=1) == candidates(500.0, 50.0, seed=1)
     assert candidates(500.0, 50.0, seed=1) != candidates(500.0, 50.0, seed=2)
+    packing = {pl["parameters"]["margin"] for c in candidates(500.0, 50.0, seed=1)
+               for pl in c.get("plugins", ()) if pl["type"] == "packed-energy"}
+    assert packing == {0.0, 0.1, 0.3}
 
 
 def test_energy_winner_is_the_least_joules_among_slo_meeting_trials():
