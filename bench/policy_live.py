@@ -36,7 +36,14 @@ from routing import DEFAULT_POLICY  # noqa: E402
 from loadtests import runner  # noqa: E402
 from loadtests.config import DataSpec, LoadSpec, RunSpec  # noqa: E402
 from sim.scenarios import SCENARIOS, scenario_trace  # noqa: E402
-from sim_fidelity import compare, live_figures, markdown_rows, probe_dispatch, sim_figures  # noqa: E402
+from sim_fidelity import (  # noqa: E402
+    compare,
+    live_figures,
+    live_forecast_error,
+    markdown_rows,
+    probe_dispatch,
+    sim_figures,
+)
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 POLICIES = [DEFAULT_POLICY, "efficiency", "slo-efficiency", "latency", "least-load", "round-robin"]
@@ -57,10 +64,28 @@ def set_policy(base: str, admin_key: str, routing: dict) -> None:
     r.raise_for_status()
 
 
+def recent(base: str, after: int, limit: int) -> dict:
+    """``GET /v1/requests/recent``: finished requests after ``after`` (the ring keeps 256)."""
+    return httpx.get(f"{base}/v1/requests/recent", params={"after": after, "limit": limit}, timeout=10).json()
+
+
 def live_run(base: str, trace: Path, label: str, n: int) -> runner.RunOutcome:
     spec = RunSpec(label=label, base_url=base, endpoint="completions", timeout_s=300,
                    load=LoadSpec(arrival="trace", requests=n), data=DataSpec(dataset="trace", trace=str(trace)))
     return asyncio.run(runner.run(spec, progress=False))
+
+
+def forecast_rows(rows: list[dict]) -> list[str]:
+    """Forecast accuracy per run: relative error p50 / p90, live and simulated."""
+    def cell(err: dict | None, metric: str) -> str:
+        return "–" if not err else f"{err[metric + '_p50']:.2f} / {err[metric + '_p90']:.2f}"
+    out = ["| rate | policy | TTFT error live | TTFT error sim | TPOT error live | TPOT error sim |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        live, sim = r["live"].get("forecast_error"), r["sim"].get("forecast_error")
+        out.append(f"| {r['rate']:g} | {r['policy']} | {cell(live, 'ttft')} | {cell(sim, 'ttft')} "
+                   f"| {cell(live, 'tpot')} | {cell(sim, 'tpot')} |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             probes.append(probe)
             wait_idle(args.base_url)
             started = time.monotonic()
+            seq = recent(args.base_url, 0, 1)["last_seq"]
             outcome = live_run(args.base_url, trace, policy, len(records))
             live = live_figures(outcome)
+            live["forecast_error"] = live_forecast_error(recent(args.base_url, seq, 256)["requests"])
             # before: the simulator as it was (no online learning, fresh profiles, no request path)
             before, _ = sim_figures(specs, records, {"policy": policy}, learn=False)
             bare, _ = sim_figures(specs, records, {"policy": policy}, profiles=learned)
@@ -108,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).write_text(json.dumps({"trace": args.trace, "requests": args.requests,
                                                   "seed": args.seed, "rows": rows}, indent=1) + "\n")
     print("\n".join(markdown_rows(rows)))
+    print("\n".join(forecast_rows(rows)))
     return 0
 
 

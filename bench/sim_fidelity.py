@@ -36,7 +36,7 @@ from loadtests.metrics import is_good  # noqa: E402
 from routing.config import load_routing_config  # noqa: E402
 from fleet.api import PIN_HEADER  # noqa: E402
 from sim import Simulation, Workload, build_pools, simulate  # noqa: E402
-from sim.results import by_class, summarize  # noqa: E402
+from sim.results import PredictorError, by_class, summarize  # noqa: E402
 
 #: metric -> (kind, allowed difference): "points" of a share, or "relative".
 TOLERANCES = {
@@ -99,6 +99,27 @@ def probe_dispatch(base_url: str, specs, pool: str, n: int = 20) -> dict:
             "dispatch_s": max(0.0, median - engine_s)}
 
 
+def forecast_error_dict(err: PredictorError | None) -> dict | None:
+    """Median and p90 relative error of the chosen pool's forecast (None: the policy made none)."""
+    if err is None:
+        return None
+    return {"requests": err.requests, "ttft_p50": err.ttft.p50, "ttft_p90": err.ttft.p90,
+            "tpot_p50": err.tpot.p50, "tpot_p90": err.tpot.p90}
+
+
+def live_forecast_error(recent: list[dict]) -> dict | None:
+    """The same from the gateway's ``/v1/requests/recent`` rows of one run."""
+    rows = [r for r in recent if r.get("predicted_ttft_ms") is not None]
+    if not rows:
+        return None
+    nan = float("nan")
+    obs_tpot = [(r["e2e_ms"] - r["ttft_ms"]) / (r["output_tokens"] - 1) if r["output_tokens"] > 1 else nan
+                for r in rows]
+    err = PredictorError.of(np.array([r["predicted_ttft_ms"] for r in rows]), np.array([r["ttft_ms"] for r in rows]),
+                            np.array([r["predicted_tpot_ms"] for r in rows]), np.array(obs_tpot))
+    return forecast_error_dict(err)
+
+
 def sim_figures(specs, records: list[TraceRecord], routing, *, profiles=None,
                 learn: bool = True, dispatch_s: float = 0.0) -> tuple[dict, dict]:
     """The simulator on the same records, in the keys of :data:`TOLERANCES`, and
@@ -119,6 +140,7 @@ def sim_figures(specs, records: list[TraceRecord], routing, *, profiles=None,
         "share": {p.name: p.share for p in r.pools},
         "rejected": r.rejected,
         "ttft_ms_each": [None if np.isnan(v) else round(v * 1e3, 2) for v in sim.state.ttft.tolist()],
+        "forecast_error": forecast_error_dict(r.predictor_error),
     }
     return figures, {p.name: p.profile for p in sim.pools if p.profile is not None}
 

@@ -276,7 +276,8 @@ class Gateway:
             tpot_ms = (f.e2e_s - f.ttft_s) / (per_seq - 1) * 1e3 if per_seq > 1 else None
             self.predictor.observe(f.pool, f.prediction, f.ttft_s * 1e3, tpot_ms)
         self.recent.add(
-            f.shape.model, f.pool, f.route_reason, f.prompt_tokens, f.output_tokens, f.ttft_s, f.e2e_s, f.energy_j
+            f.shape.model, f.pool, f.route_reason, f.prompt_tokens, f.output_tokens, f.ttft_s, f.e2e_s, f.energy_j,
+            f.prediction,
         )
         if f.caller is not None:
             self.metrics.key_usage(f.caller, f.prompt_tokens, f.output_tokens, f.energy_j)

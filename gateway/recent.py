@@ -12,6 +12,8 @@ from typing import Callable
 
 from pydantic import BaseModel
 
+from routing.predictor import Prediction
+
 
 class RecentRequest(BaseModel):
     """One finished request as ``GET /v1/requests/recent`` lists it."""
@@ -26,6 +28,9 @@ class RecentRequest(BaseModel):
     ttft_ms: float
     e2e_ms: float
     energy_j: float  # attributed (above the pool's idle draw)
+    # the router's forecast for the chosen pool when it sent the request (None: the policy made none)
+    predicted_ttft_ms: float | None = None
+    predicted_tpot_ms: float | None = None
 
 
 class RecentRequests:
@@ -36,13 +41,14 @@ class RecentRequests:
 
     def add(
         self, model: str, pool: str, route_reason: str, prompt_tokens: int, output_tokens: int,
-        ttft_s: float, e2e_s: float, energy_j: float,
+        ttft_s: float, e2e_s: float, energy_j: float, prediction: Prediction | None = None,
     ) -> None:
         self._seq += 1
         self._ring.append(RecentRequest(
             seq=self._seq, finished=self._clock(), model=model, pool=pool, route_reason=route_reason,
             prompt_tokens=prompt_tokens, output_tokens=output_tokens, ttft_ms=ttft_s * 1e3, e2e_ms=e2e_s * 1e3,
-            energy_j=energy_j,
+            energy_j=energy_j, predicted_ttft_ms=prediction.ttft_ms if prediction is not None else None,
+            predicted_tpot_ms=prediction.tpot_ms if prediction is not None else None,
         ))
 
     @property

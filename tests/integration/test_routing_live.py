@@ -42,6 +42,15 @@ def test_explain_ranks_pools_without_running(gateway_url):
     assert tokens(after) == tokens(before)
 
 
+def test_finished_requests_list_the_forecast_they_were_routed_on(gateway_url):
+    seq = httpx.get(f"{gateway_url}/v1/requests/recent?limit=1").json()["last_seq"]
+    body = {"model": EMULATED_MODEL, "prompt": "x", "max_tokens": 16}
+    assert httpx.post(f"{gateway_url}/v1/completions", json=body, timeout=30).status_code == 200
+    mine = [r for r in httpx.get(f"{gateway_url}/v1/requests/recent?after={seq}").json()["requests"]
+            if r["model"] == EMULATED_MODEL]
+    assert mine and mine[-1]["predicted_ttft_ms"] > 0 and mine[-1]["predicted_tpot_ms"] > 0
+
+
 def test_admin_routing_needs_the_key(gateway_url):
     r = httpx.put(f"{gateway_url}/admin/routing", json={"policy": "random"}, timeout=10)
     assert r.status_code == 401

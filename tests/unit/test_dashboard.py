@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from gateway import dashboard, errors
 from gateway.recent import RecentRequests
+from routing.predictor import Prediction
 
 
 def _client() -> TestClient:
@@ -50,3 +51,12 @@ def test_recent_requests_is_a_bounded_ring_read_after_a_sequence_number():
     assert [r.seq for r in ring.after(0, limit=2)] == [4, 5]
     r = ring.after(4)[0]
     assert (r.route_reason, r.finished, r.ttft_ms, r.e2e_ms) == ("why 4", 104.0, 100.0, 500.0)
+    assert r.predicted_ttft_ms is None and r.predicted_tpot_ms is None  # the policy made no forecast
+
+
+def test_recent_requests_carry_the_forecast_the_request_was_routed_on():
+    ring = RecentRequests(size=3)
+    forecast = Prediction(120.0, 14.5, 100.0, 12.0, 0, ())
+    ring.add("m", "h100", "why", 10, 20, 0.1, 0.5, 1.5, forecast)
+    r = ring.after()[0]
+    assert (r.predicted_ttft_ms, r.predicted_tpot_ms) == (120.0, 14.5)  # corrected, as the router used it
