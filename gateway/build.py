@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from ray.experimental import internal_kv
 from ray.serve import Application
 
 from deploy.serve_config import autoscaling_configs, gateway_actor_options
@@ -29,6 +30,24 @@ class BuildArgs(BaseModel):
     admin_key: str | None = None
 
 
+_TOKEN_KEY = b"internal-token"
+_TOKEN_NAMESPACE = b"hetserve"
+
+
+def internal_token() -> str:
+    """The secret the gateway and its pools' internal endpoints share: one per Ray
+    cluster, kept in Ray's key-value store. Every ``serve deploy`` rebuilds the app;
+    a fresh secret per build would change every deployment's arguments, and during
+    the rolling update new gateway replicas would meet old pool replicas (or the
+    reverse) holding the other secret and answer 503. Without Ray (an app built to
+    be inspected) a fresh one."""
+    fresh = secrets.token_hex(16)
+    if not internal_kv._internal_kv_initialized():
+        return fresh
+    internal_kv._internal_kv_put(_TOKEN_KEY, fresh, overwrite=False, namespace=_TOKEN_NAMESPACE)
+    return internal_kv._internal_kv_get(_TOKEN_KEY, namespace=_TOKEN_NAMESPACE).decode()
+
+
 def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path | None = None) -> Application:
     """``base_dir`` resolves relative paths in the fleet file (its ``profiles`` directory)."""
     from gateway.app import Gateway  # here, not at the top: gateway.app re-exports build (Serve's import path)
@@ -38,7 +57,7 @@ def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path |
     # autoscaled pool, with the fleet's delays. Under `serve deploy` of a Serve config from
     # deploy.serve_config, the config's deployment entries and efficiency policy win over these.
     scaled = autoscaling_configs(fleet, app_policy=False, base_dir=base_dir)
-    token = secrets.token_hex(16)  # shared by the gateway and its pools' internal endpoints only
+    token = internal_token()
     pools = {
         p.name: pool_deployment(p, fleet.gateway.relay_window_s, trace, token, scaled.get(p.name))
         for p in fleet.pools
