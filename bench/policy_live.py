@@ -13,7 +13,9 @@ counters. The same records then run through the simulator under the same
 policy with online learning on (the gateway learns; its learned profiles
 carry from one run to the next, as the live gateway's do), and ``sim_fidelity``
 compares the two: SLO attainment within 5 points, attributed J/token within
-10 %, TTFT p50 and p99 within 20 %.
+10 %, TTFT p50 and p99 within 20 %. The forecast's error live is read from
+the gateway's ``/v1/requests/recent`` ring, which keeps the last 256 requests:
+with ``--requests`` above 256 it covers the last 256 of each run.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def internal_token() -> str:
     if not internal_kv._internal_kv_initialized():
         return fresh
     internal_kv._internal_kv_put(_TOKEN_KEY, fresh, overwrite=False, namespace=_TOKEN_NAMESPACE)
-    return internal_kv._internal_kv_get(_TOKEN_KEY, namespace=_TOKEN_NAMESPACE).decode()
+    stored = internal_kv._internal_kv_get(_TOKEN_KEY, namespace=_TOKEN_NAMESPACE)
+    return stored.decode() if stored else fresh
 
 
 def build_app(fleet: FleetConfig, admin_key: str | None = None, base_dir: Path | None = None) -> Application:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from routing.marginal import cost_per_mtok
-from routing.profile import Column, EfficiencyProfile
+from routing.profile import Column
 
 
 def packed_batch(buckets: Sequence[int], tpot_ms: Sequence[float | None], slots: int,
@@ -58,14 +58,8 @@ class PackedPoint(NamedTuple):
     ms_per_token: float  # busy milliseconds per output token: TPOT / batch
 
 
-def packed_point(prof: EfficiencyProfile, seq: int, slots: int, limit_ms: float | None) -> PackedPoint | None:
-    """The packed batch of ``seq``'s column and its figures; None without TPOT data."""
-    col = prof.column(seq)
-    return None if col is None else column_point(prof.batch_buckets, col, slots, limit_ms)
-
-
 def column_point(buckets: Sequence[int], col: Column, slots: int, limit_ms: float | None) -> PackedPoint | None:
-    """``packed_point`` of one profile column."""
+    """The packed batch of one profile column and its figures; None without TPOT data."""
     i = packed_batch(buckets, col.tpot_ms, slots, limit_ms)
     if i is None:
         return None

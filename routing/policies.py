@@ -198,7 +198,7 @@ class _Packed(_LowerIsBetter):
         col = prof.column(shape.total_tokens)
         if col is None:
             return None
-        tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
+        tpot = _targets(shape, None, self.tpot_ms)[1]
         limit = None if tpot is None else self.scale * tpot
         key = (pool.name, col.seq_len, pool.slots, limit)
         hit = self._memo.get(key)

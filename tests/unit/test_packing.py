@@ -8,7 +8,7 @@ import pytest
 
 from fleet.trace import TraceRecord
 from routing import RequestShape, load_routing_config
-from routing.packing import packed_batch, packed_cost_per_mtok, packed_point
+from routing.packing import column_point, packed_batch, packed_cost_per_mtok
 from sim.run import simulate
 from sim.workload import Workload
 from tests.unit.test_slo_energy import CHEAP, MODEL, PRICEY, _pool, _profile, _router
@@ -37,6 +37,10 @@ def test_packed_batch_skips_buckets_without_data():
 
 def test_packed_figures_read_the_profile_cell_at_the_packed_batch():
     # CHEAP: step 20 × (1 + b/64) ms, 1 + 0.02 b J; TPOT ≤ 45 ms allows b ≤ 80: bucket 64 of 64 slots
+    def packed_point(prof, seq, slots, limit):
+        col = prof.column(seq)
+        return None if col is None else column_point(prof.batch_buckets, col, slots, limit)
+
     point = packed_point(CHEAP, 600, 64, 45.0)
     assert point.batch == 64 and point.j_per_token == pytest.approx((1 + 0.02 * 64) / 64)
     assert point.ms_per_token == pytest.approx(20.0 * 2 / 64)
