@@ -1,6 +1,7 @@
 """The gateway alone: relayed tokens/s per gateway core and gateway CPU per 1,000 tokens.
 
-Run: .venv/bin/python bench/gateway_alone.py [--rounds 3] [--duration 6]
+Run: .venv/bin/python bench/gateway_alone.py [--rounds 3] [--duration 6] [--concurrency 1,16,64]
+                                              [--compare-separate-thread]
 
 hetserve serves one emulated pool (``bench/fleets/emulated-relay.yaml``: an
 emulated H100 at 20x its modelled speed, so no engine work) and the
@@ -11,6 +12,11 @@ and the gateway replica; the pool replica (the emulated engine and its
 endpoint) is reported apart. Tokens per gateway CPU-second is what one
 gateway core relays at saturation, the figure that sizes gateways for a
 fleet whose engines are fast. Medians over rounds with their spread.
+
+``--compare-separate-thread`` also starts hetserve with its replicas' code on
+Ray Serve's default second event loop (``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=1``,
+``workers/serve_env.py``) and runs both in every round, alternating, so the
+two differ only in that setting.
 Results: ``bench/results/gateway_alone.json``.
 """
 
@@ -51,6 +57,7 @@ def run_cell(server, concurrency: int, duration_s: float, first_index: int) -> d
     gateway = cpu.get("proxy", 0.0) + cpu.get("ingress", 0.0) + cpu.get("haproxy", 0.0)
     row["gateway_cpu_s"] = gateway
     row["gateway_cpu_s_per_1k_tok"] = gateway * 1000 / tokens
+    row["gateway_cpu_us_per_event"] = gateway * 1e6 * (row["tokens_per_event"] or 1) / tokens
     row["tok_per_gateway_core_s"] = tokens / gateway if gateway else None
     row["gateway_cores_busy"] = gateway / wall
     row["pool_cpu_s_per_1k_tok"] = cpu.get("llm_replica", 0.0) * 1000 / tokens
@@ -61,34 +68,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=6.0)
-    parser.add_argument("--concurrency", default="16,64")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--compare-separate-thread", action="store_true",
+                        help="also run hetserve with Serve's default second event loop, alternating")
     parser.add_argument("--out", type=Path, default=RESULTS / "gateway_alone.json")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
+    variants = {"hetserve": {}}
+    if args.compare_separate_thread:
+        variants["separate thread"] = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
 
     t0 = time.monotonic()
-    server = _servers.start_server("hetserve", label="hetserve-emulated",
-                                   log_dir=Path(tempfile.mkdtemp(prefix="hetserve-bench-")), fleet=str(FLEET))
-    per: dict[int, list[dict]] = {c: [] for c in levels}
+    log_dir = Path(tempfile.mkdtemp(prefix="hetserve-bench-"))
+    servers = {}
+    per: dict[tuple[str, int], list[dict]] = {(v, c): [] for v in variants for c in levels}
     try:
-        asyncio.run(_load.closed_loop(server.url, concurrency=8, requests=16, max_tokens=32, stream=True,
-                                      first_index=10**6))
+        for label, env in variants.items():
+            servers[label] = _servers.start_server("hetserve", label=f"hetserve-emulated-{len(servers)}",
+                                                   log_dir=log_dir, env=env, fleet=str(FLEET))
+            asyncio.run(_load.closed_loop(servers[label].url, concurrency=8, requests=16, max_tokens=32, stream=True,
+                                          first_index=10**6))
         index = 0
         for rnd in range(args.rounds):
+            order = list(variants) if rnd % 2 == 0 else list(reversed(variants))
             for c in levels:
-                row = run_cell(server, c, args.duration, index)
-                index += row["requests"]
-                per[c].append(row)
-                print(f"round {rnd + 1} c={c:<3} {row['tok_s']:>7.0f} tok/s  gateway {row['gateway_cores_busy']:.2f} cores"
-                      f"  {row['gateway_cpu_s_per_1k_tok']:.3f} CPU-s/1k tok  errors {row['errors']}", flush=True)
+                for label in order:
+                    row = run_cell(servers[label], c, args.duration, index)
+                    index += row["requests"]
+                    per[(label, c)].append(row)
+                    print(f"round {rnd + 1} {label:<16} c={c:<3} {row['tok_s']:>7.0f} tok/s  gateway "
+                          f"{row['gateway_cores_busy']:.2f} cores  {row['gateway_cpu_s_per_1k_tok']:.3f} CPU-s/1k tok"
+                          f"  {row['gateway_cpu_us_per_event']:.0f} CPU-us/event  errors {row['errors']}", flush=True)
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
 
     cells = []
-    for c, rows in per.items():
-        cell = {"concurrency": c, "max_tokens": MAX_TOKENS, "errors": sum(r["errors"] for r in rows), "per_round": rows}
-        for key in ("tok_s", "gateway_cpu_s_per_1k_tok", "tok_per_gateway_core_s", "gateway_cores_busy",
-                    "pool_cpu_s_per_1k_tok", "ttft_ms_p50", "itl_ms_p99"):
+    for (label, c), rows in per.items():
+        cell = {"server": label, "env": variants[label], "concurrency": c, "max_tokens": MAX_TOKENS,
+                "errors": sum(r["errors"] for r in rows), "per_round": rows}
+        for key in ("tok_s", "gateway_cpu_s_per_1k_tok", "gateway_cpu_us_per_event", "tok_per_gateway_core_s",
+                    "gateway_cores_busy", "pool_cpu_s_per_1k_tok", "tokens_per_event", "ttft_ms_p50", "itl_ms_p99"):
             values = [r[key] for r in rows if r.get(key) is not None]
             cell[key] = statistics.median(values) if values else None
             cell[f"{key}_spread"] = [min(values), max(values)] if values else None
@@ -98,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
            "fleet": str(FLEET.relative_to(ROOT)), "elapsed_s": round(time.monotonic() - t0, 1), "cells": cells}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    print("\n| streams | tok/s | gateway cores busy | gateway CPU s/1k tok | tok/s per gateway core | pool CPU s/1k tok | err |")
-    print("|---|---|---|---|---|---|---|")
-    for c in cells:
+    print("\n| server | streams | tok/s | tokens per event | gateway cores busy | gateway CPU s/1k tok | gateway CPU us per event"
+          " | tok/s per gateway core (spread) | pool CPU s/1k tok | err |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for c in sorted(cells, key=lambda c: (c["concurrency"], c["server"] != "hetserve")):
         lo, hi = c["tok_per_gateway_core_s_spread"] or (0, 0)
-        print(f"| {c['concurrency']} | {c['tok_s']:,.0f} | {c['gateway_cores_busy']:.2f} | {c['gateway_cpu_s_per_1k_tok']:.3f}"
+        print(f"| {c['server']} | {c['concurrency']} | {c['tok_s']:,.0f} | {c['tokens_per_event']:.1f} | {c['gateway_cores_busy']:.2f}"
+              f" | {c['gateway_cpu_s_per_1k_tok']:.3f} | {c['gateway_cpu_us_per_event']:.0f}"
               f" | {c['tok_per_gateway_core_s']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {c['pool_cpu_s_per_1k_tok']:.3f} | {c['errors']} |")
     print(f"\nresults: {args.out}")
     return 1 if any(c["errors"] for c in cells) else 0

@@ -25,6 +25,7 @@ from fleet.autoscaling import (
 )
 from fleet.config import GATEWAY_HEADROOM, FleetConfig
 from fleet.live import live_settings
+from workers.serve_env import with_replica_env
 from workers.spec import PoolSpec
 
 APP_NAME = "hetserve"
@@ -40,7 +41,7 @@ def pool_deployment_entry(pool: PoolSpec, autoscaling_config: dict[str, Any] | N
     else:
         entry["autoscaling_config"] = autoscaling_config
     entry["max_ongoing_requests"] = pool.max_ongoing_requests
-    entry["ray_actor_options"] = pool.ray_actor_options()
+    entry["ray_actor_options"] = with_replica_env(pool.ray_actor_options())
     return entry
 
 
@@ -67,7 +68,7 @@ def gateway_actor_options(fleet: FleetConfig, gateway_resource: str | None = Non
         resources[gateway_resource] = 0.001
     if resources:
         options["resources"] = resources
-    return options
+    return with_replica_env(options)
 
 
 def gateway_deployment_entry(fleet: FleetConfig, gateway_resource: str | None = None) -> dict[str, Any]:

@@ -3,12 +3,20 @@
 The router picks the pool; :class:`HttpPools` picks the replica (fewest
 sequences this gateway has in flight there, ties broken at random) among the
 endpoints the replicas reported in their polled stats, and relays the
-replica's ``workers.wire`` lines over one shared ``httpx.AsyncClient``
+replica's ``workers.wire`` lines over one shared ``aiohttp`` session
 (keep-alive connections, no per-request handshake). A replica that cannot be
 reached, or answers for another replica, is dropped and the sequence tried
 on the next one before its first item; when none is left the pool has
 failed and the service fails over to the next pool (``gateway.service``).
 Ray Serve's handles are kept for the stats polls only.
+
+Why aiohttp and not httpx: its HTTP/1.1 parser is C (llhttp) where httpx's
+(h11 under httpcore and anyio) is Python; measured side by side on this
+relay, it spends about half the CPU per relayed line and per request opened
+(docs/benchmarks.md "Which data path"). A network read is decoded whole:
+every line it holds becomes an item at once, and :meth:`HttpStream.ready`
+hands the ones behind the first to the writer, which sends them in one
+write (the more the gateway lags, the fewer writes per token).
 """
 
 from __future__ import annotations
@@ -17,16 +25,20 @@ import asyncio
 import json
 import logging
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from workers import wire
 from workers.errors import EngineFailure
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
 
 log = logging.getLogger("hetserve.gateway.relay")
+
+#: Errors of the connection (refused, reset, cut mid-body, timed out connecting): the replica is gone.
+_TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
 
 @dataclass
@@ -39,14 +51,23 @@ class Endpoint:
 class HttpPools:
     """The service's view of pools (``gateway.service.PoolClient``): streams over HTTP, stats over Serve."""
 
-    def __init__(self, handles: dict[str, Any], token: str, client: httpx.AsyncClient | None = None):
+    def __init__(self, handles: dict[str, Any], token: str):
         self.handles = handles
         self.headers = {wire.TOKEN_HEADER: token, "content-type": "application/json"}
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512, keepalive_expiry=300),
-        )
+        self._session: aiohttp.ClientSession | None = None
         self.endpoints: dict[str, dict[str, Endpoint]] = {name: {} for name in handles}
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """One session for every replica, made in the event loop that uses it."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=300),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            )
+        return self._session
 
     async def stats(self, pool: str) -> ReplicaStats:
         """Poll one replica of ``pool`` (Serve picks which) and learn its endpoint."""
@@ -77,7 +98,8 @@ class HttpPools:
         return HttpStream(self, pool, request)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 class HttpStream:
@@ -86,9 +108,11 @@ class HttpStream:
     def __init__(self, pools: HttpPools, pool: str, request: PoolRequest):
         self.pools, self.pool, self.request = pools, pool, request
         self._endpoint: Endpoint | None = None
-        self._response: httpx.Response | None = None
-        self._lines = None
-        self._done = False
+        self._response: aiohttp.ClientResponse | None = None
+        self._items: deque[RelayItem] = deque()  # decoded, not yet handed out
+        self._partial = b""  # the start of a line the next read ends
+        self._error: BaseException | None = None  # raised once the items before it are handed out
+        self._done = False  # nothing more will be read
         self._closed = False
         self._cancelled = False
         self._opening = False
@@ -97,40 +121,57 @@ class HttpStream:
         return self
 
     async def __anext__(self) -> RelayItem:
-        if self._done:
-            raise StopAsyncIteration
-        if self._lines is None:
-            self._opening = True
+        while not self._items:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._done:
+                raise StopAsyncIteration
+            if self._response is None:
+                self._opening = True
+                try:
+                    await self._open()
+                finally:
+                    self._opening = False
+                continue
             try:
-                return await self._open()
-            finally:
-                self._opening = False
-        try:
-            line = await self._lines.__anext__()
-        except StopAsyncIteration:
-            await self._release()
-            raise
-        except httpx.HTTPError as exc:
-            await self._release()
-            if isinstance(exc, httpx.TransportError):  # learned again from the next poll if it lives
+                await self._read()
+            except _TRANSPORT_ERRORS as exc:  # learned again from the next poll if it lives
                 self.pools.drop(self.pool, self._endpoint, f"{type(exc).__name__}: {exc}")
-            raise EngineFailure(f"the replica broke the stream: {type(exc).__name__}: {exc}") from None
-        except BaseException:
-            await self._release()
-            raise
-        return await self._item(line)
+                raise EngineFailure(f"the replica broke the stream: {type(exc).__name__}: {exc}") from None
+        return self._items.popleft()
 
-    async def _item(self, line: str) -> RelayItem:
+    def ready(self) -> list[RelayItem]:
+        """The items already read behind the last one handed out (no I/O): the writer sends them with it."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    async def _read(self) -> None:
+        """One network read, decoded whole; on a failure the connection is closed and the error raised."""
         try:
-            item = wire.decode_item(line)
+            chunk = await self._response.content.readany()
         except BaseException:
-            await self._release()
+            self._release()
             raise
-        if item.finish_reason is not None:
-            await self._finish()
-        return item
+        if not chunk:  # the body ended without a finishing item: the service says so
+            self._done = True
+            self._release()
+            return
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for line in lines:
+            try:
+                item = wire.decode_item(line)
+            except BaseException as exc:  # an error line (typed), or bytes that are no item
+                self._error, self._done = exc, True
+                self._release()
+                return
+            self._items.append(item)
+            if item.finish_reason is not None:
+                await self._finish()
+                return
 
-    async def _open(self) -> RelayItem:
+    async def _open(self) -> None:
         """Send the request to a replica; before the first item, a dead replica is dropped and the next tried."""
         tried: set[str] = set()
         body = wire.encode_request(self.request)
@@ -141,39 +182,39 @@ class HttpStream:
                 raise EngineFailure(f"pool {self.pool}: {why}")
             tried.add(endpoint.replica)
             endpoint.in_flight += 1
-            self._endpoint, self._response, self._lines, self._closed = endpoint, None, None, False
+            self._endpoint, self._closed = endpoint, False
+            self._response, self._items, self._partial, self._error, self._done = None, deque(), b"", None, False
             try:
-                first = await self._first(endpoint, body)
-            except httpx.TransportError as exc:
-                await self._release()
+                await self._first(endpoint, body)
+            except _TRANSPORT_ERRORS as exc:
+                self._release()
                 self.pools.drop(self.pool, endpoint, f"{type(exc).__name__}: {exc}")
                 continue
             except _WrongReplica:
-                await self._release()
                 self.pools.drop(self.pool, endpoint, "another process answers at its address")
                 continue
             except BaseException:
-                await self._release()
+                self._release()
                 raise
             if self._cancelled:  # cancelled while opening (a sibling sequence failed)
-                await self._release()
-            return first
+                self._release()
+            return
 
-    async def _first(self, endpoint: Endpoint, body: bytes) -> RelayItem:
-        client = self.pools.client
-        if self.request.whole:
-            r = await client.post(endpoint.url, content=body, headers=self.pools.headers)
-            self._check(r.status_code, r.content)
+    async def _first(self, endpoint: Endpoint, body: bytes) -> None:
+        """Open the stream and read up to its first item (or read the whole answer)."""
+        self._response = await self.pools.session.post(endpoint.url, data=body, headers=self.pools.headers)
+        if self._response.status != 200 or self.request.whole:
+            content = await self._response.read()
             self._done = True
-            await self._release()
-            return wire.decode_item(r.content)
-        request = client.build_request("POST", endpoint.url, content=body, headers=self.pools.headers)
-        self._response = await client.send(request, stream=True)
-        if self._response.status_code != 200:
-            content = await self._response.aread()
-            self._check(self._response.status_code, content)
-        self._lines = self._response.aiter_lines()
-        return await self.__anext__()
+            self._release()
+            self._check(self._response.status, content)
+            self._items.append(wire.decode_item(content))
+            return
+        while not self._items and not self._done:
+            await self._read()
+        if self._error is not None and not self._items:
+            error, self._error = self._error, None
+            raise error
 
     @staticmethod
     def _check(status: int, content: bytes) -> None:
@@ -191,26 +232,29 @@ class HttpStream:
         """The last item came: read the end of the body so the connection returns to the pool."""
         self._done = True
         try:
-            async for _ in self._lines:
-                pass
-        except httpx.HTTPError:
+            await self._response.content.read()
+        except aiohttp.ClientError:
             pass
-        await self._release()
+        self._release()
 
-    async def _release(self) -> None:
+    def _release(self) -> None:
         if self._closed:
             return
         self._closed = True
         if self._endpoint is not None:
             self._endpoint.in_flight -= 1
         if self._response is not None:
-            await self._response.aclose()
+            if self._done and self._response.content.is_eof():
+                self._response.release()  # back to the pool, kept alive
+            else:
+                self._response.close()  # mid-body: closing the connection aborts the engine request
 
     def cancel(self) -> None:
         """Stop now (the client went away, or a sibling sequence failed); closing the connection aborts the engine."""
         self._done = self._cancelled = True
-        if not self._closed and not self._opening and self._endpoint is not None:
-            asyncio.get_running_loop().create_task(self._release())
+        self._items.clear()
+        if not self._opening:
+            self._release()
 
 
 class _WrongReplica(Exception):

@@ -51,10 +51,24 @@ DEFAULT_MAX_TOKENS = 512
 RETRY_AFTER_S = 5
 
 
-class PoolClient(Protocol):
-    """How the service reaches pools (Ray Serve handles in the app, fakes in tests)."""
+class PoolStream(Protocol):
+    """One sequence's relay items, in order (``gateway.relay_http.HttpStream``; fakes in tests)."""
 
-    def stream(self, pool: str, request: PoolRequest) -> Any: ...
+    def __aiter__(self) -> "PoolStream": ...
+
+    async def __anext__(self) -> RelayItem: ...
+
+    def ready(self) -> list[RelayItem]:
+        """The items already received behind the last one handed out, without waiting (may be none)."""
+
+    def cancel(self) -> None:
+        """Stop the sequence: the pool aborts its engine request."""
+
+
+class PoolClient(Protocol):
+    """How the service reaches pools (HTTP to the pool replicas in the app, fakes in tests)."""
+
+    def stream(self, pool: str, request: PoolRequest) -> PoolStream: ...
 
 
 class Router(Protocol):
@@ -83,7 +97,7 @@ class Finished:
 class _Sequence:
     index: int
     stream: Any
-    first: tuple | None = None
+    first: RelayItem | None = None
 
 
 class CompletionService:
@@ -453,56 +467,67 @@ class _Context:
         except TimeoutError:
             raise errors.PoolTimeout(f"pool {self.pool} sent no token for {idle_s:g} s") from None
 
-    async def _rest(self, seq: _Sequence) -> AsyncIterator:
-        """The items after the first, up to the finishing one (a stream that just ends is a failure)."""
-        item = seq.first
-        while item.finish_reason is None:
+    async def _batches_of(self, seq: _Sequence) -> AsyncIterator[list[RelayItem]]:
+        """The sequence's items up to the finishing one (a stream that just ends is a failure), in batches:
+        each item that had to be waited for, with those received behind it."""
+        batch = [seq.first, *seq.stream.ready()]
+        while True:
+            yield batch
+            if batch[-1].finish_reason is not None:
+                return
             try:
-                item = await self._next(seq)
+                batch = [await self._next(seq), *seq.stream.ready()]
             except StopAsyncIteration:
                 raise errors.Unavailable("the pool ended a stream without finishing it") from None
-            yield item
 
     def body(self, results: list[Choice]) -> dict:
         return completion_body(self.kind, self.rid, self.created, self.model, results, self.usage())
 
-    async def _items(self, seqs: list[_Sequence]) -> AsyncIterator[tuple[int, tuple]]:
-        """Items of all sequences, each sequence in order."""
+    async def _batches(self, seqs: list[_Sequence]) -> AsyncIterator[list[tuple[int, RelayItem]]]:
+        """Items of all sequences, each sequence in order, in batches of what is ready together."""
         if len(seqs) == 1:
             seq = seqs[0]
-            yield seq.index, seq.first
-            async for item in self._rest(seq):
-                yield seq.index, item
+            async for batch in self._batches_of(seq):
+                yield [(seq.index, i) for i in batch]
             return
         queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(seq: _Sequence) -> None:
             try:
-                queue.put_nowait((seq.index, seq.first))
-                async for item in self._rest(seq):
-                    queue.put_nowait((seq.index, item))
+                async for batch in self._batches_of(seq):
+                    queue.put_nowait([(seq.index, i) for i in batch])
             except Exception as exc:
-                queue.put_nowait((seq.index, exc))
+                queue.put_nowait(exc)
 
         tasks = [asyncio.create_task(pump(s)) for s in seqs]
         try:
             remaining = len(seqs)
             while remaining:
-                index, item = await queue.get()
-                if isinstance(item, Exception):
-                    raise item
-                yield index, item
-                if item.finish_reason is not None:
-                    remaining -= 1
+                got = [await queue.get()]
+                while not queue.empty():
+                    got.append(queue.get_nowait())
+                batch = []
+                for part in got:
+                    if isinstance(part, Exception):
+                        if batch:  # what came before the failure goes out first
+                            yield batch
+                        raise part
+                    batch += part
+                    remaining -= sum(1 for _, item in part if item.finish_reason is not None)
+                yield batch
         finally:
             for t in tasks:
                 t.cancel()
 
     async def sse(self, seqs: list[_Sequence], writer: ChunkWriter) -> AsyncIterator[str]:
+        """The response's SSE events; what arrived together goes out in one write."""
         try:
-            async for index, item in self._items(seqs):
-                self._note(index, item)
-                yield writer.delta(index, item.text, item.finish_reason, item.logprobs, item.tool_calls)
+            async for batch in self._batches(seqs):
+                events = []
+                for index, item in batch:
+                    self._note(index, item)
+                    events.append(writer.delta(index, item.text, item.finish_reason, item.logprobs, item.tool_calls))
+                yield events[0] if len(events) == 1 else "".join(events)
             if writer.include_usage:
                 yield writer.usage(self.usage())
             self.ok = True

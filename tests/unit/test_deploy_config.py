@@ -11,6 +11,7 @@ from ray.serve.schema import ServeDeploySchema
 from deploy import kuberay
 from deploy.cli import config_main
 from deploy.serve_config import GATEWAY_DEPLOYMENT, IMPORT_PATH
+from workers.serve_env import REPLICA_ENV
 from fleet.config import GATEWAY_HEADROOM, load_fleet, parse_fleet
 
 POOL = {"hardware": "h100", "engine": "emulated", "model": "llama-3.1-8b", "models": ["m"]}
@@ -44,7 +45,8 @@ def test_serve_config_passes_serves_schema(tmp_path):
     assert (gpu.num_replicas, gpu.max_ongoing_requests) == (2, 128)
     assert (gpu.ray_actor_options.num_gpus, gpu.ray_actor_options.num_cpus) == (1, 2)
     assert rngd.ray_actor_options.resources == {"FURIOSA": 1}
-    assert rngd.ray_actor_options.runtime_env == {"env_vars": {"A": "1"}}
+    assert rngd.ray_actor_options.runtime_env == {"env_vars": {**REPLICA_ENV, "A": "1"}}
+    assert deployments[GATEWAY_DEPLOYMENT].ray_actor_options.runtime_env == {"env_vars": REPLICA_ENV}
     assert atom.ray_actor_options.resources == {"RBLN": 2}
 
 

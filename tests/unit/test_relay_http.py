@@ -106,6 +106,20 @@ async def test_a_stream_relays_every_item_in_order_with_telemetry_last(replicas)
     await pools.aclose()
 
 
+async def test_items_read_together_are_handed_over_by_ready_in_order(replicas):
+    _, servers = replicas
+    pools = _pools(servers)
+    stream = pools.stream("a", _request("hi", 50))
+    batches = []
+    async for item in stream:
+        batches.append([item, *stream.ready()])
+    assert [i.output_tokens for b in batches for i in b] == list(range(1, 51))
+    assert max(len(b) for b in batches) > 1  # the replica wrote them all before the relay read: few reads
+    assert batches[-1][-1].telemetry is not None
+    assert all(e.in_flight == 0 for e in pools.endpoints["a"].values())
+    await pools.aclose()
+
+
 async def test_a_whole_answer_is_one_item(replicas):
     _, servers = replicas
     pools = _pools(servers)
@@ -153,6 +167,48 @@ async def test_a_dead_or_replaced_replica_is_dropped_and_the_sequence_runs_on_an
     pools.endpoints["a"].clear()
     with pytest.raises(EngineFailure, match="no replica"):
         await pools.stream("a", _request("hi")).__anext__()
+    await pools.aclose()
+
+
+async def _cut_server(lines: int):
+    """A replica that dies mid-answer: status 200, ``lines`` relay items, then the connection is cut."""
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n")
+        for i in range(lines):
+            line = b'[" cut", 3, %d, null]\n' % (i + 1)
+            writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+        await writer.drain()
+        writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/generate/cut"
+
+
+async def test_a_replica_cut_mid_stream_fails_the_sequence_and_is_dropped(replicas):
+    _, servers = replicas
+    cut, url = await _cut_server(2)
+    pools = HttpPools({"a": None}, TOKEN)
+    pools.add("a", "cut", url)
+    seen = []
+    with pytest.raises(EngineFailure, match="broke the stream"):
+        async for item in pools.stream("a", _request("hi", 5)):
+            seen.append(item.text)
+    assert seen == [" cut", " cut"] and "cut" not in pools.endpoints["a"]
+    cut.close()
+    await pools.aclose()
+
+
+async def test_a_replica_cut_before_its_first_item_is_skipped_for_another(replicas):
+    _, servers = replicas
+    cut, url = await _cut_server(0)
+    pools = HttpPools({"a": None}, TOKEN)
+    pools.add("a", "cut", url)
+    pools.add("a", "r1", servers[0].url)
+    pools.endpoints["a"]["r1"].in_flight = 10  # the cut one has fewer: it is picked first
+    items = [i async for i in pools.stream("a", _request("hi", 3))]
+    assert [i.text for i in items] == ["r10 ", "r11 ", "r12 "] and set(pools.endpoints["a"]) == {"r1"}
+    cut.close()
     await pools.aclose()
 
 

@@ -29,11 +29,14 @@ FLEET = parse_fleet({
 
 
 class FakeStream:
-    """What a Ray Serve streaming handle returns: async iteration plus cancel()."""
+    """A pool stream (``gateway.service.PoolStream``): async iteration, ``ready()`` and ``cancel()``.
 
-    def __init__(self, items, fail_first: Exception | None = None):
+    ``burst`` items arrive together: ``ready()`` hands over up to ``burst - 1`` behind the one awaited."""
+
+    def __init__(self, items, fail_first: Exception | None = None, burst: int = 1):
         self._items = list(items)
         self._fail_first = fail_first
+        self.burst = burst
         self.cancelled = False
 
     def __aiter__(self):
@@ -46,6 +49,10 @@ class FakeStream:
         if not self._items:
             raise StopAsyncIteration
         return self._items.pop(0)
+
+    def ready(self):
+        taken, self._items = self._items[: self.burst - 1], self._items[self.burst - 1:]
+        return taken
 
     def cancel(self):
         self.cancelled = True
@@ -111,6 +118,29 @@ async def test_stream_chunks_role_then_content_usage_and_done():
     assert chunks[0]["usage"] is None
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 2
     assert state.pools["a"].in_flight == 0
+
+
+@pytest.mark.parametrize("n", [1, 3])
+async def test_items_that_arrive_together_go_out_in_one_write_in_order(n):
+    class Bursty(FakePools):
+        def stream(self, pool, request):
+            s = super().stream(pool, request)
+            s.burst = 4  # four items per network read, the finishing one among them
+            return s
+
+    pools = Bursty()
+    service, state, finished = make_service(pools)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 6, "n": n, "stream": True}).encode()
+    resp = await service.handle(TEXT, body, {}, "rid")
+    writes = [w async for w in resp.body_iterator]
+    events = [json.loads(e.removeprefix("data: ")) for w in writes[:-1] for e in w.split("\n\n") if e]
+    assert writes[-1] == "data: [DONE]\n\n"
+    assert len(writes) - 1 < len(events) == 6 * n  # fewer writes than events: bursts went out together
+    for i in range(n):
+        texts = [c["choices"][0]["text"] for c in events if c["choices"][0]["index"] == i]
+        assert texts == [f"{i}.{k} " for k in range(6)]
+    assert [c["choices"][0]["finish_reason"] for c in events].count("length") == n
+    assert state.pools["a"].in_flight == 0 and finished[0].output_tokens == 6 * n
 
 
 async def test_engine_error_before_first_token_is_typed_and_frees_the_pool():

@@ -1,0 +1,166 @@
+"""The gateway's HTTP client for the pool hop: httpx against aiohttp, side by side in one run.
+
+Run: .venv/bin/python bench/relay_client.py [--rounds 5] [--streams 16] [--lines 2000]
+
+A pool endpoint (``workers.http_endpoint``, the replicas' own server) runs in
+a child process and streams ``--lines`` relay items per request as fast as
+it can; the parent relays ``--streams`` such requests at once with each
+client, decoding every item as the gateway does, and reads its own CPU time.
+Two figures per client: CPU microseconds per relayed line (the streaming
+cost) and per request opened and finished (a 1-token request's relay cost,
+from ``--opens`` whole one-item requests). Clients alternate within each
+round; medians over rounds with their spread.
+Results: ``bench/results/relay_client.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from peer import machine  # noqa: E402
+from workers import wire  # noqa: E402
+from workers.engine import SamplingParams  # noqa: E402
+from workers.http_endpoint import EndpointApp, EndpointServer  # noqa: E402
+from workers.protocol import PoolRequest, RelayItem  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+TOKEN = "bench"
+
+
+def _serve(urls, lines: int) -> None:
+    async def generate(request: PoolRequest):
+        n = 1 if request.whole else lines
+        for i in range(n):
+            yield RelayItem(" tok", 12, i + 1, "length" if i == n - 1 else None)
+            if i % 8 == 7:
+                await asyncio.sleep(0)  # let the other streams' lines interleave
+
+    async def main() -> None:
+        server = EndpointServer(EndpointApp("bench", TOKEN, generate), "127.0.0.1").start()
+        urls.put(server.url)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _body(whole: bool) -> bytes:
+    return wire.encode_request(PoolRequest(uuid.uuid4().hex, SamplingParams(max_tokens=1), prompt="x", whole=whole))
+
+
+async def _httpx(url: str, streams: int, opens: int) -> tuple[int, float, float]:
+    import httpx
+
+    headers = {wire.TOKEN_HEADER: TOKEN}
+    async with httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None)) as client:
+        async def one() -> int:
+            n = 0
+            async with client.stream("POST", url, content=_body(False), headers=headers) as r:
+                async for line in r.aiter_lines():
+                    wire.decode_item(line)
+                    n += 1
+            return n
+
+        t0 = time.process_time()
+        lines = sum(await asyncio.gather(*(one() for _ in range(streams))))
+        per_line = (time.process_time() - t0) / lines
+        t0 = time.process_time()
+        for _ in range(opens):
+            r = await client.post(url, content=_body(True), headers=headers)
+            wire.decode_item(r.content)
+        return lines, per_line, (time.process_time() - t0) / opens
+
+
+async def _aiohttp(url: str, streams: int, opens: int) -> tuple[int, float, float]:
+    import aiohttp
+
+    headers = {wire.TOKEN_HEADER: TOKEN}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one() -> int:
+            n, partial = 0, b""
+            async with session.post(url, data=_body(False), headers=headers) as r:
+                while chunk := await r.content.readany():
+                    *complete, partial = (partial + chunk).split(b"\n")
+                    for line in complete:
+                        wire.decode_item(line)
+                        n += 1
+            return n
+
+        t0 = time.process_time()
+        lines = sum(await asyncio.gather(*(one() for _ in range(streams))))
+        per_line = (time.process_time() - t0) / lines
+        t0 = time.process_time()
+        for _ in range(opens):
+            async with session.post(url, data=_body(True), headers=headers) as r:
+                wire.decode_item(await r.read())
+        return lines, per_line, (time.process_time() - t0) / opens
+
+
+CLIENTS = {"httpx": _httpx, "aiohttp": _aiohttp}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--lines", type=int, default=2000, help="lines per streamed request")
+    parser.add_argument("--opens", type=int, default=1000, help="whole one-item requests per round")
+    parser.add_argument("--out", type=Path, default=RESULTS / "relay_client.json")
+    args = parser.parse_args(argv)
+
+    urls: multiprocessing.Queue = multiprocessing.Queue()
+    server = multiprocessing.Process(target=_serve, args=(urls, args.lines), daemon=True)
+    server.start()
+    url = urls.get(timeout=60)
+    per: dict[str, list[dict]] = {name: [] for name in CLIENTS}
+    try:
+        for name, run in CLIENTS.items():  # warm-up, not recorded
+            asyncio.run(run(url, 2, 10))
+        for rnd in range(args.rounds):
+            order = list(CLIENTS) if rnd % 2 == 0 else list(reversed(CLIENTS))
+            for name in order:
+                lines, per_line, per_open = asyncio.run(CLIENTS[name](url, args.streams, args.opens))
+                per[name].append({"lines": lines, "cpu_us_per_line": per_line * 1e6, "cpu_us_per_request": per_open * 1e6})
+                print(f"round {rnd + 1} {name:<8} {per_line * 1e6:6.1f} CPU-us/line  {per_open * 1e6:7.1f} CPU-us/request",
+                      flush=True)
+    finally:
+        server.terminate()
+
+    clients = []
+    for name, rows in per.items():
+        row: dict = {"client": name, "per_round": rows}
+        for key in ("cpu_us_per_line", "cpu_us_per_request"):
+            values = [r[key] for r in rows]
+            row[key], row[f"{key}_spread"] = statistics.median(values), [min(values), max(values)]
+        clients.append(row)
+    ref = clients[0]
+    doc = {"benchmark": "relay_client", "date": datetime.date.today().isoformat(), "machine": machine(),
+           "command": "bench/relay_client.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "streams": args.streams, "lines": args.lines, "opens": args.opens, "clients": clients}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print("\n| client | CPU us per relayed line (spread) | vs httpx | CPU us per request (spread) | vs httpx |")
+    print("|---|---|---|---|---|")
+    for c in clients:
+        lo, hi = c["cpu_us_per_line_spread"]
+        rlo, rhi = c["cpu_us_per_request_spread"]
+        print(f"| {c['client']} | {c['cpu_us_per_line']:.1f} ({lo:.1f}-{hi:.1f}) | {c['cpu_us_per_line'] / ref['cpu_us_per_line']:.2f}x"
+              f" | {c['cpu_us_per_request']:.0f} ({rlo:.0f}-{rhi:.0f}) | {c['cpu_us_per_request'] / ref['cpu_us_per_request']:.2f}x |")
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
