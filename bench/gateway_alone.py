@@ -1,7 +1,7 @@
 """The gateway alone: relayed tokens/s per gateway core and gateway CPU per 1,000 tokens.
 
 Run: .venv/bin/python bench/gateway_alone.py [--rounds 3] [--duration 6] [--concurrency 1,16,64]
-                                              [--compare-separate-thread]
+                                              [--compare-separate-thread] [--baseline REF]
 
 hetserve serves one emulated pool (``bench/fleets/emulated-relay.yaml``: an
 emulated H100 at 20x its modelled speed, so no engine work) and the
@@ -16,7 +16,8 @@ fleet whose engines are fast. Medians over rounds with their spread.
 ``--compare-separate-thread`` also starts hetserve with its replicas' code on
 Ray Serve's default second event loop (``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=1``,
 ``workers/serve_env.py``) and runs both in every round, alternating, so the
-two differ only in that setting.
+two differ only in that setting. ``--baseline REF`` adds hetserve as of git
+commit ``REF`` the same way (the code before a change, beside it).
 Results: ``bench/results/gateway_alone.json``.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import statistics
@@ -71,26 +73,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--compare-separate-thread", action="store_true",
                         help="also run hetserve with Serve's default second event loop, alternating")
+    parser.add_argument("--baseline", metavar="REF", help="also run hetserve as of git commit REF, alternating")
     parser.add_argument("--out", type=Path, default=RESULTS / "gateway_alone.json")
     args = parser.parse_args(argv)
-    levels = [int(c) for c in args.concurrency.split(",")]
-    variants = {"hetserve": {}}
+    variants: dict[str, dict] = {"hetserve": {}}
     if args.compare_separate_thread:
-        variants["separate thread"] = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
+        variants["separate thread"] = {"env": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}}
+    with contextlib.ExitStack() as trees:
+        if args.baseline:
+            variants[f"hetserve {args.baseline}"] = {"root": trees.enter_context(_servers.source_tree(args.baseline))}
+        return _run(args, variants, argv)
+
+
+def _run(args, variants: dict[str, dict], argv: list[str] | None) -> int:
+    levels = [int(c) for c in args.concurrency.split(",")]
 
     t0 = time.monotonic()
     log_dir = Path(tempfile.mkdtemp(prefix="hetserve-bench-"))
     servers = {}
     per: dict[tuple[str, int], list[dict]] = {(v, c): [] for v in variants for c in levels}
     try:
-        for label, env in variants.items():
+        for label, how in variants.items():
             servers[label] = _servers.start_server("hetserve", label=f"hetserve-emulated-{len(servers)}",
-                                                   log_dir=log_dir, env=env, fleet=str(FLEET))
+                                                   log_dir=log_dir, fleet=str(FLEET), **how)
             asyncio.run(_load.closed_loop(servers[label].url, concurrency=8, requests=16, max_tokens=32, stream=True,
                                           first_index=10**6))
         index = 0
         for rnd in range(args.rounds):
-            order = list(variants) if rnd % 2 == 0 else list(reversed(variants))
+            order = list(variants)[rnd % len(variants):] + list(variants)[: rnd % len(variants)]
             for c in levels:
                 for label in order:
                     row = run_cell(servers[label], c, args.duration, index)
@@ -105,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cells = []
     for (label, c), rows in per.items():
-        cell = {"server": label, "env": variants[label], "concurrency": c, "max_tokens": MAX_TOKENS,
+        cell = {"server": label, "env": variants[label].get("env", {}), "concurrency": c, "max_tokens": MAX_TOKENS,
                 "errors": sum(r["errors"] for r in rows), "per_round": rows}
         for key in ("tok_s", "gateway_cpu_s_per_1k_tok", "gateway_cpu_us_per_event", "tok_per_gateway_core_s",
                     "gateway_cores_busy", "pool_cpu_s_per_1k_tok", "tokens_per_event", "ttft_ms_p50", "itl_ms_p99"):

@@ -1,7 +1,7 @@
 """Peer comparison: hetserve against vLLM's own server and ray.serve.llm, same engine, one run.
 
 Run: .venv/bin/python bench/peer.py [--quick] [--servers vllm,rayllm,rayllm-fast,hetserve]
-                                    [--rounds 3] [--duration 5]
+                                    [--rounds 3] [--duration 5] [--baseline REF]
 
 Every server loads the same tiny Llama (``workers.tiny_model.ensure_tiny_model``)
 with the same engine settings (``bench/_servers.py``: bfloat16, max_model_len
@@ -24,6 +24,10 @@ issue 12 (``TARGETS``). CPU seconds per 1,000 output tokens come from each
 server's process tree by role (``_servers.cpu_by_role``); the gateway's share
 is Ray's proxy (or HAProxy) and the ingress replica.
 
+``--baseline REF`` adds hetserve as of git commit ``REF`` (a temporary
+worktree, ``_servers.source_tree``): a change measured against the code
+before it, in the same rounds.
+
 ``--quick``: one round of two short cells (the smoke test).
 Results: ``bench/results/peer[-quick].json``.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -71,6 +76,7 @@ class Variant:
     label: str
     kind: str
     env: dict[str, str] = field(default_factory=dict)
+    root: Path | None = None  # another commit's source tree (--baseline)
 
 
 VARIANTS = {
@@ -240,9 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", help="only the cells whose names contain one of these (comma-separated)")
     parser.add_argument("--out", type=Path, help="JSON results (default: bench/results/peer[-quick].json)")
     parser.add_argument("--log-dir", type=Path, help="server logs (default: a temporary directory)")
+    parser.add_argument("--baseline", metavar="REF", help="also run hetserve as of git commit REF (before a change)")
     args = parser.parse_args(argv)
 
     chosen = variants([s.strip() for s in args.servers.split(",") if s.strip()])
+    with contextlib.ExitStack() as trees:
+        if args.baseline:
+            chosen.append(Variant(f"hetserve {args.baseline}", "hetserve",
+                                  root=trees.enter_context(_servers.source_tree(args.baseline))))
+        return _run(args, chosen, argv)
+
+
+def _run(args, chosen: list[Variant], argv: list[str] | None) -> int:
     cells, rounds, duration = (QUICK_GRID, 1, 1.5) if args.quick else (GRID, args.rounds, args.duration)
     if args.cells:
         cells = [c for c in cells if any(p.strip() in c.name for p in args.cells.split(","))]
@@ -257,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {v.label}: starting", flush=True)
             try:
                 servers[v.label] = _servers.start_server(v.kind, label=v.label.replace(" ", "_").replace(".", "_"),
-                                                         log_dir=log_dir, env=v.env)
+                                                         log_dir=log_dir, env=v.env, root=v.root)
             except RuntimeError as exc:  # a configuration that does not run here is a finding, not a crash
                 failed[v.label] = str(exc).strip().splitlines()[-1][:300]  # the log tail's last line: the error
                 print(f"   did not start: {failed[v.label]}", flush=True)
@@ -293,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = summarize_rounds(per[(v.label, cell.name)])
             rows.append({"cell": cell.name, "concurrency": cell.concurrency, "max_tokens": cell.max_tokens,
                          "stream": cell.stream, **summary, "per_round": per[(v.label, cell.name)]})
-        results.append({"label": v.label, "kind": v.kind, "env": v.env, "started_s": round(started[v.label], 2),
+        results.append({"label": v.label, "kind": v.kind, "env": v.env, "baseline": v.root is not None,
+                        "started_s": round(started[v.label], 2),
                         "cells": rows})
     checks = check_targets(results)
     doc = {

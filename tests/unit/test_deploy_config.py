@@ -218,3 +218,14 @@ def test_a_local_cluster_takes_free_ports_for_every_listener_ray_fixes(monkeypat
         assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert len(set(ports)) == len(ports) and all(p not in (8404, 9101, 8500, 9500) for p in ports)
     assert not any(var in os.environ for var in LISTENER_PORT_VARS)  # restored for later processes
+
+
+def test_replicas_run_on_serves_loop_unless_the_pool_or_the_operator_says_otherwise(monkeypatch):
+    from workers.serve_env import with_replica_env
+
+    monkeypatch.delenv("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", raising=False)
+    assert with_replica_env({"num_cpus": 1}) == {"num_cpus": 1, "runtime_env": {"env_vars": REPLICA_ENV}}
+    pool_says = {"runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}, "pip": ["x"]}}
+    assert with_replica_env(pool_says)["runtime_env"] == pool_says["runtime_env"]
+    monkeypatch.setenv("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "1")
+    assert with_replica_env({})["runtime_env"]["env_vars"] == {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
