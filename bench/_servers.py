@@ -47,6 +47,8 @@ ENGINE = {"dtype": "bfloat16", "max_model_len": 2048, "max_num_seqs": 64}
 ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 KINDS = ("vllm", "rayllm", "hetserve", "plain")
 START_TIMEOUT_S = 300.0
+#: A resumed server is measured once it answered this many completions in a row.
+RESUMED_AFTER_ANSWERS = 5
 STOP_TIMEOUT_S = 60.0
 
 
@@ -146,8 +148,43 @@ class Server:
     def pids(self) -> dict[str, list[int]]:
         return pids_by_role(self.proc.pid)
 
+    def pause(self) -> None:
+        """SIGSTOP the whole tree: a server not being measured takes no CPU (a Ray cluster's controller,
+        GCS and raylet poll even when idle) while another one is."""
+        self._signal_tree("suspend")
+
+    def resume(self, answering_within_s: float = 60.0) -> None:
+        """SIGCONT the tree, then wait until it answers again: its health checks and proxies catch up on
+        the timers that fired while it was stopped (HAProxy may call its backend down for a moment)."""
+        self._signal_tree("resume")
+        body = {"model": MODEL_NAME, "prompt": "resume", "max_tokens": 1}
+        deadline, in_a_row = time.monotonic() + answering_within_s, 0
+        while in_a_row < RESUMED_AFTER_ANSWERS and time.monotonic() < deadline:
+            try:
+                ok = httpx.post(f"{self.url}/v1/completions", json=body, timeout=10).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            in_a_row = in_a_row + 1 if ok else 0
+            if not ok:
+                time.sleep(0.5)
+
+    def _signal_tree(self, action: str) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for p in tree:
+            try:
+                getattr(p, action)()
+            except psutil.NoSuchProcess:
+                pass
+
     def stop(self) -> None:
         """SIGTERM (the server shuts its Ray cluster down), then SIGKILL whatever is left of the tree."""
+        self._signal_tree("resume")
         import psutil
 
         try:

@@ -16,7 +16,12 @@ with the same engine settings (``bench/_servers.py``: bfloat16, max_model_len
 
 All servers are started first and stay up; then each round runs every cell
 on every server, the servers' order rotated from round to round, so a noisy
-neighbour on a shared machine hits all of them alike. A cell is a closed loop
+neighbour on a shared machine hits all of them alike. While one server runs
+a cell the others are paused (SIGSTOP to their process trees): an idle Ray
+cluster still spends about a sixth of a core (controller, GCS, raylet,
+proxies), which would otherwise load whichever server is measured
+(``--no-pause`` keeps them running). A resumed server is measured once it
+answered five completions in a row. A cell is a closed loop
 of ``--duration`` seconds (requests in flight at the end finish and count).
 The table gives, per cell and server, the median over rounds and its spread
 (min-max), each as a ratio to vLLM's own server, and checks the targets of
@@ -247,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON results (default: bench/results/peer[-quick].json)")
     parser.add_argument("--log-dir", type=Path, help="server logs (default: a temporary directory)")
     parser.add_argument("--baseline", metavar="REF", help="also run hetserve as of git commit REF (before a change)")
+    parser.add_argument("--no-pause", action="store_true",
+                        help="keep the servers not being measured running (their idle CPU loads the one measured)")
     args = parser.parse_args(argv)
 
     chosen = variants([s.strip() for s in args.servers.split(",") if s.strip()])
@@ -282,6 +289,8 @@ def _run(args, chosen: list[Variant], argv: list[str] | None) -> int:
             # Warm-up, not recorded: first requests pay for lazy imports and caches.
             asyncio.run(_load.closed_loop(servers[v.label].url, concurrency=4, requests=8, max_tokens=16,
                                           stream=True, first_index=10**6))
+            if not args.no_pause:
+                servers[v.label].pause()
         live = [v for v in chosen if v.label in servers]
         per: dict[tuple[str, str], list[dict]] = {}
         index = 0
@@ -289,7 +298,11 @@ def _run(args, chosen: list[Variant], argv: list[str] | None) -> int:
             order = live[rnd % len(live):] + live[: rnd % len(live)] if live else []
             for cell in cells:
                 for v in order:
+                    if not args.no_pause:
+                        servers[v.label].resume()
                     row = run_cell(servers[v.label], v, cell, duration, index)
+                    if not args.no_pause:
+                        servers[v.label].pause()
                     index += row["requests"]
                     per.setdefault((v.label, cell.name), []).append(row)
                     print(f"   round {rnd + 1} {cell.name:<20} {v.label:<20} {row['tok_s']:>7.0f} tok/s"
