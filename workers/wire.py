@@ -68,10 +68,20 @@ def encode_item(item: RelayItem) -> bytes:
 
 
 def decode_item(line: bytes | str) -> RelayItem:
-    """One relay item; raises the typed error a ``{"error": ...}`` line carries."""
-    row = json.loads(line)
-    if isinstance(row, dict):
-        raise decode_error(row)
+    """One relay item; raises the typed error a ``{"error": ...}`` line carries, and ``EngineFailure`` for
+    bytes that are no relay item (the pool's failure, not the client's)."""
+    try:
+        row = json.loads(line)
+        if isinstance(row, dict):
+            error = decode_error(row)
+        else:
+            return _item(row)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise worker_errors.EngineFailure(f"the pool sent what is no relay item: {type(exc).__name__}: {exc}") from None
+    raise error
+
+
+def _item(row: list) -> RelayItem:
     if len(row) == 4:
         return RelayItem(*row)
     t = row[4]

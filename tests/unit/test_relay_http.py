@@ -212,6 +212,25 @@ async def test_a_replica_cut_before_its_first_item_is_skipped_for_another(replic
     await pools.aclose()
 
 
+async def test_a_stream_cancelled_while_opening_yields_nothing_and_keeps_its_replica(replicas):
+    _, servers = replicas
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    pools = HttpPools({"a": None}, TOKEN)
+    pools.add("a", "dead", f"http://127.0.0.1:{dead_port}/generate/dead")
+    pools.add("a", "r1", servers[0].url)
+    pools.endpoints["a"]["r1"].in_flight = 10  # the dead one is tried first, then r1
+    stream = pools.stream("a", _request("endless", 10_000))
+    opening = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0)  # connecting to the dead one
+    stream.cancel()
+    with pytest.raises(StopAsyncIteration):  # r1 was opened after the cancel, then closed: no item
+        await opening
+    assert pools.endpoints["a"]["r1"].in_flight == 10  # released, not dropped
+    await pools.aclose()
+
+
 async def test_cancel_closes_the_connection_and_the_replica_aborts_the_sequence(replicas):
     engines, servers = replicas
     pools = HttpPools({"a": None}, TOKEN)
@@ -331,3 +350,14 @@ def test_a_request_crosses_the_wire_with_its_typed_sampling_params():
     back = wire.decode_request(wire.encode_request(request))
     assert back == request
     assert all(isinstance(t, int) for t in back.params.logit_bias)
+
+
+def test_bytes_that_are_no_relay_item_are_the_pools_failure_not_an_internal_error():
+    from workers import wire
+
+    for line in (b"<html>", b"[1, 2]", b"7", b'{"error": "no object"}', b'["t", 1, 1, null, {"energy_j": 1}]'):
+        with pytest.raises(EngineFailure, match="no relay item"):
+            wire.decode_item(line)
+    assert errors.to_api_error(EngineFailure("x")).status == 503
+    with pytest.raises(ContextLengthExceeded):  # a well-formed error line keeps its type
+        wire.decode_item(b'{"error": {"kind": "ContextLengthExceeded", "message": "long", "param": "prompt"}}')
