@@ -96,7 +96,7 @@ class Finished:
 @dataclass
 class _Sequence:
     index: int
-    stream: Any
+    stream: PoolStream
     first: RelayItem | None = None
 
 
@@ -527,7 +527,7 @@ class _Context:
                 for index, item in batch:
                     self._note(index, item)
                     events.append(writer.delta(index, item.text, item.finish_reason, item.logprobs, item.tool_calls))
-                yield events[0] if len(events) == 1 else "".join(events)
+                yield "".join(events)
             if writer.include_usage:
                 yield writer.usage(self.usage())
             self.ok = True
