@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _load  # noqa: E402
 import _servers  # noqa: E402
-from peer import machine  # noqa: E402
+from peer import Variant, machine  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 FLEET = ROOT / "bench" / "fleets" / "emulated-relay.yaml"
@@ -76,16 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="REF", help="also run hetserve as of git commit REF, alternating")
     parser.add_argument("--out", type=Path, default=RESULTS / "gateway_alone.json")
     args = parser.parse_args(argv)
-    variants: dict[str, dict] = {"hetserve": {}}
+    variants = [Variant("hetserve", "hetserve")]
     if args.compare_separate_thread:
-        variants["separate thread"] = {"env": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}}
+        variants.append(Variant("separate thread", "hetserve", {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}))
     with contextlib.ExitStack() as trees:
         if args.baseline:
-            variants[f"hetserve {args.baseline}"] = {"root": trees.enter_context(_servers.source_tree(args.baseline))}
-        return _run(args, variants, argv)
+            root = trees.enter_context(_servers.source_tree(args.baseline))
+            variants.append(Variant(f"hetserve {args.baseline}", "hetserve", root=root))
+        return _run(args, {v.label: v for v in variants}, argv)
 
 
-def _run(args, variants: dict[str, dict], argv: list[str] | None) -> int:
+def _run(args, variants: dict[str, Variant], argv: list[str] | None) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
 
     t0 = time.monotonic()
@@ -93,9 +94,9 @@ def _run(args, variants: dict[str, dict], argv: list[str] | None) -> int:
     servers = {}
     per: dict[tuple[str, int], list[dict]] = {(v, c): [] for v in variants for c in levels}
     try:
-        for label, how in variants.items():
-            servers[label] = _servers.start_server("hetserve", label=f"hetserve-emulated-{len(servers)}",
-                                                   log_dir=log_dir, fleet=str(FLEET), **how)
+        for label, v in variants.items():
+            servers[label] = _servers.start_server(v.kind, label=f"hetserve-emulated-{len(servers)}", log_dir=log_dir,
+                                                   env=v.env, root=v.root, fleet=str(FLEET))
             asyncio.run(_load.closed_loop(servers[label].url, concurrency=8, requests=16, max_tokens=32, stream=True,
                                           first_index=10**6))
         index = 0
@@ -115,7 +116,7 @@ def _run(args, variants: dict[str, dict], argv: list[str] | None) -> int:
 
     cells = []
     for (label, c), rows in per.items():
-        cell = {"server": label, "env": variants[label].get("env", {}), "concurrency": c, "max_tokens": MAX_TOKENS,
+        cell = {"server": label, "env": variants[label].env, "concurrency": c, "max_tokens": MAX_TOKENS,
                 "errors": sum(r["errors"] for r in rows), "per_round": rows}
         for key in ("tok_s", "gateway_cpu_s_per_1k_tok", "gateway_cpu_us_per_event", "tok_per_gateway_core_s",
                     "gateway_cores_busy", "pool_cpu_s_per_1k_tok", "tokens_per_event", "ttft_ms_p50", "itl_ms_p99"):
