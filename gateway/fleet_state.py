@@ -24,7 +24,7 @@ from typing import Any
 
 from fleet.api import PoolView
 from gateway.outliers import OutlierDetector
-from routing import PoolState, RateMeter
+from routing import LengthTracker, PoolState, RateMeter, TargetTracker
 from workers.hardware import HardwareModel, get_hardware
 from workers.protocol import ReplicaStats
 from workers.spec import PoolSpec
@@ -49,6 +49,8 @@ class PoolRecord:
     decode_tokens: int = 0  # output tokens (max_tokens) owed to sequences in flight
     prompts: RateMeter = field(default_factory=RateMeter)  # prompt tokens sent per second
     arrivals: RateMeter = field(default_factory=RateMeter)  # sequences sent per second
+    lengths: LengthTracker = field(default_factory=LengthTracker)  # prompt + max_tokens of those in flight
+    targets: TargetTracker = field(default_factory=TargetTracker)  # their TPOT targets
 
     @property
     def slots(self) -> int:
@@ -112,13 +114,17 @@ class FleetState:
         }
         self.profiles: dict[str, Any] = {}
 
-    def acquire(self, pool: str, sequences: int, prompt_tokens: int = 0, max_new_tokens: int = 0) -> None:
-        """``sequences`` sent to ``pool``, each of ``prompt_tokens`` owed ``max_new_tokens``."""
+    def acquire(self, pool: str, sequences: int, prompt_tokens: int = 0, max_new_tokens: int = 0,
+                tpot_target_ms: float | None = None) -> None:
+        """``sequences`` sent to ``pool``, each of ``prompt_tokens`` owed ``max_new_tokens``
+        (at ``tpot_target_ms``, when the request set one)."""
         rec = self.pools[pool]
         rec.in_flight += sequences
         rec.prefilling += sequences
         rec.prefill_tokens += sequences * prompt_tokens
         rec.decode_tokens += sequences * max_new_tokens
+        rec.lengths.add(prompt_tokens + max_new_tokens, sequences)
+        rec.targets.add(tpot_target_ms, sequences)
         now = self._clock()
         rec.prompts.add(sequences * prompt_tokens, now)
         rec.arrivals.add(sequences, now)
@@ -130,11 +136,13 @@ class FleetState:
         rec.prefill_tokens -= sequences * prompt_tokens
 
     def release(self, pool: str, sequences: int, prompt_tokens: int = 0, max_new_tokens: int = 0,
-                prefilled: bool = True) -> None:
+                tpot_target_ms: float | None = None, prefilled: bool = True) -> None:
         """They finished (or failed; before their first tokens when not ``prefilled``)."""
         rec = self.pools[pool]
         rec.in_flight -= sequences
         rec.decode_tokens -= sequences * max_new_tokens
+        rec.lengths.remove(prompt_tokens + max_new_tokens, sequences)
+        rec.targets.remove(tpot_target_ms, sequences)
         if not prefilled:
             self.first_tokens(pool, sequences, prompt_tokens)
 
@@ -213,6 +221,8 @@ class FleetState:
                     max_batch=rec.slots,
                     prefill_chunk=rec.prefill_chunk,
                     dynamic_watts=rec.hardware.peak_watts_replica - rec.hardware.idle_watts_replica,
+                    longest_tokens=rec.lengths.longest(),
+                    tightest_tpot_ms=rec.targets.tightest(),
                 )
             )
         return out

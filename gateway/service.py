@@ -330,13 +330,14 @@ class CompletionService:
         # Tool calls are known only at the end of the output: the pool answers a tool request whole.
         whole = not req.stream or "tools" in shape.features
         # Counted before the first await: a request routed meanwhile must see this one's load.
-        self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens)
+        self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, shape.slo_tpot_ms)
         try:
             seqs = await self.down_watch.guard(pool, self._open(
                 pool, request_id, prompts, req.n, params, tracing.carrier_for(root), whole
             ))
         except BaseException:
-            self.state.release(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, prefilled=False)
+            self.state.release(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, shape.slo_tpot_ms,
+                               prefilled=False)
             raise
         self.state.first_tokens(pool, shape.sequences, shape.prompt_tokens)
         self.state.outliers.success(pool)
@@ -550,7 +551,8 @@ class _Context:
         if not self.ok:
             for s in seqs:
                 s.stream.cancel()
-        self.s.state.release(self.pool, self.shape.sequences, self.shape.prompt_tokens, self.shape.max_new_tokens)
+        shape = self.shape
+        self.s.state.release(self.pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, shape.slo_tpot_ms)
         e2e = self.s.clock() - self.start
         out = sum(self.output_tokens.values())
         status = "ok" if self.ok else "error"

@@ -36,6 +36,11 @@ class MarginParameters(TargetParameters):
     margin: float = Field(0.1, ge=0, lt=1, description="predicted must be <= (1 - margin) × target")
 
 
+class PredictedSloParameters(MarginParameters):
+    protect_in_flight: bool = Field(True, description="also keep the tightest TPOT target of the "
+                                    "sequences a pool is running")
+
+
 class PackingParameters(BaseModel):
     """The TPOT target a pool is packed up to; unset, the routing's ``slo``."""
 
@@ -93,8 +98,9 @@ PLUGINS: dict[str, PluginType] = {
     # filters
     "slo": PluginType("filter", TargetParameters, lambda prm, ctx: p.SloFilter(**_targets(prm, ctx))),
     "predicted-slo": PluginType(
-        "filter", MarginParameters,
-        lambda prm, ctx: p.PredictedSloFilter(prm.margin, **_targets(prm, ctx)), predicts=True),
+        "filter", PredictedSloParameters,
+        lambda prm, ctx: p.PredictedSloFilter(prm.margin, **_targets(prm, ctx),
+                                              protect_in_flight=prm.protect_in_flight), predicts=True),
     "headroom": PluginType(
         "filter", MarginParameters,
         lambda prm, ctx: p.HeadroomFilter(prm.margin, **_targets(prm, ctx)), predicts=True),

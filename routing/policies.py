@@ -275,18 +275,35 @@ class PredictedSloFilter:
     """Keeps pools whose *predicted* TTFT and TPOT (``routing.predictor``: queue
     and online correction included) meet the targets with ``margin`` to spare:
     ``predicted <= (1 - margin) × target``. Targets: the request's, else the
-    configured ones; a pool with no forecast is dropped when a target is set."""
+    configured ones; a pool with no forecast is dropped when a target is set.
+
+    With ``protect_in_flight`` a pool is also dropped when the request would
+    slow its batch past the tightest TPOT target among the sequences it is
+    already running (``PoolState.tightest_tpot_ms``, same margin): a batch
+    steps at one pace, so a relaxed request that packs a pool beyond what a
+    running tight one needs breaks a promise already made. Without it, on
+    the evaluation traces (``bench/policy_eval.py``), the bursts at full load
+    filled the cheapest pools with relaxed traffic after tight requests had
+    been admitted there, and the tight class lost 8-15 points."""
 
     name = "predicted-slo"
 
-    def __init__(self, margin: float = 0.1, ttft_ms: float | None = None, tpot_ms: float | None = None):
+    def __init__(self, margin: float = 0.1, ttft_ms: float | None = None, tpot_ms: float | None = None,
+                 protect_in_flight: bool = True):
         self.scale = 1.0 - margin
         self.ttft_ms = ttft_ms
         self.tpot_ms = tpot_ms
+        self.protect_in_flight = protect_in_flight
+
+    def _held(self, cand) -> float | None:
+        """The tightest TPOT target in flight on the pool, when protected."""
+        return cand.pool.tightest_tpot_ms if self.protect_in_flight else None
 
     def keep(self, shape, cand):
-        ttft = shape.slo_ttft_ms if shape.slo_ttft_ms is not None else self.ttft_ms
-        tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
+        ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
+        held = self._held(cand)
+        if held is not None and (tpot is None or held < tpot):
+            tpot = held
         if ttft is None and tpot is None:
             return True
         pred = cand.prediction
@@ -297,7 +314,8 @@ class PredictedSloFilter:
 
     def describe(self, shape):
         ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
-        parts = [f"ttft ≤ {ttft:g} ms" if ttft is not None else "", f"tpot ≤ {tpot:g} ms" if tpot is not None else ""]
+        parts = [f"ttft ≤ {ttft:g} ms" if ttft is not None else "", f"tpot ≤ {tpot:g} ms" if tpot is not None else "",
+                 "no running sequence's tpot target broken" if self.protect_in_flight else ""]
         return f"predicted SLO (margin {1 - self.scale:g}) " + ", ".join(p for p in parts if p)
 
     def why(self, shape, cand):
@@ -307,6 +325,9 @@ class PredictedSloFilter:
         ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
         if ttft is not None and pred.ttft_ms > self.scale * ttft:
             return f"slo: ttft {pred.ttft_ms:.0f} > {self.scale * ttft:.0f} ms"
+        held = self._held(cand)
+        if held is not None and (tpot is None or held < tpot):
+            return f"slo: tpot {pred.tpot_ms:.1f} > {self.scale * held:.1f} ms a running sequence needs"
         return f"slo: tpot {pred.tpot_ms:.1f} > {self.scale * tpot:.1f} ms"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from routing.profile import EfficiencyProfile
 from fleet.profiles import engine_figures, modelled_profile
-from routing.state import PoolState, RateMeter
+from routing.state import LengthTracker, PoolState, RateMeter, TargetTracker
 from workers.emulation.batcher import ContinuousBatcher, Sequence, StepResult
 from workers.hardware import get_hardware
 from workers.spec import PoolSpec
@@ -133,6 +133,8 @@ class SimPool:
         self.decode_tokens = 0  # output tokens owed to sequences in flight
         self.prompt_meter = RateMeter()
         self.arrival_meter = RateMeter()
+        self.lengths = LengthTracker()  # prompt + output of the sequences in flight
+        self.targets = TargetTracker()  # their TPOT targets
         self.max_batch = some[0].max_batch
         self.requests = 0
         self.output_tokens = 0
@@ -200,6 +202,7 @@ class SimPool:
             self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
             self.prefilling, self.prefill_tokens, self.decode_tokens, self.prompt_meter.rate(now),
             self.arrival_meter.rate(now), self.max_batch, 0, self.dynamic_watts,
+            longest_tokens=self.lengths.longest(), tightest_tpot_ms=self.targets.tightest(),
         )
 
     def replica(self) -> SimReplica:
@@ -209,14 +212,23 @@ class SimPool:
             return reps[0]
         return min(reps, key=lambda r: r.batcher.running + r.batcher.waiting)
 
-    def sent(self, prompt: int, output: int, now: float) -> None:
+    def sent(self, prompt: int, output: int, tpot_target_ms: float | None, now: float) -> None:
         """A sequence routed here: it waits for its prefill and owes ``output`` tokens."""
         self.add_in_flight(1, now)
         self.prefilling += 1
         self.prefill_tokens += prompt
         self.decode_tokens += output
+        self.lengths.add(prompt + output)
+        self.targets.add(tpot_target_ms)
         self.prompt_meter.add(prompt, now)
         self.arrival_meter.add(1, now)
+
+    def done(self, prompt: int, output: int, tpot_target_ms: float | None, now: float) -> None:
+        """A sequence sent with ``sent`` finished."""
+        self.add_in_flight(-1, now)
+        self.decode_tokens -= output
+        self.lengths.remove(prompt + output)
+        self.targets.remove(tpot_target_ms)
 
     def add_in_flight(self, delta: int, now: float) -> None:
         self._load_area += self.in_flight * (now - self._load_since)

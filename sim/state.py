@@ -8,6 +8,7 @@ are preallocated arrays, so a million requests cost tens of megabytes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,6 +53,11 @@ class SimState:
         self.pred_ttft[i] = prediction.ttft_ms / 1e3
         self.pred_tpot[i] = prediction.tpot_ms / 1e3
         self._forecasts[i] = prediction
+
+    def tpot_target(self, i: int) -> float | None:
+        """Request ``i``'s TPOT target in ms (None: it set none)."""
+        t = float(self.workload.slo_tpot_ms[i])
+        return None if math.isnan(t) else t
 
     def observe_latency(self, i: int, pool: str) -> None:
         """Request ``i`` finished: feed its observed TTFT/TPOT to the predictor, as the gateway does."""
