@@ -24,7 +24,7 @@ from typing import Any
 
 from fleet.api import PoolView
 from gateway.outliers import OutlierDetector
-from routing import LengthTracker, PoolState, RateMeter, TargetTracker
+from routing import PoolState, RateMeter, TargetTracker
 from workers.hardware import HardwareModel, get_hardware
 from workers.protocol import ReplicaStats
 from workers.spec import PoolSpec
@@ -49,7 +49,6 @@ class PoolRecord:
     decode_tokens: int = 0  # output tokens (max_tokens) owed to sequences in flight
     prompts: RateMeter = field(default_factory=RateMeter)  # prompt tokens sent per second
     arrivals: RateMeter = field(default_factory=RateMeter)  # sequences sent per second
-    lengths: LengthTracker = field(default_factory=LengthTracker)  # prompt + max_tokens of those in flight
     targets: TargetTracker = field(default_factory=TargetTracker)  # their TPOT targets
 
     @property
@@ -123,7 +122,6 @@ class FleetState:
         rec.prefilling += sequences
         rec.prefill_tokens += sequences * prompt_tokens
         rec.decode_tokens += sequences * max_new_tokens
-        rec.lengths.add(prompt_tokens + max_new_tokens, sequences)
         rec.targets.add(tpot_target_ms, sequences)
         now = self._clock()
         rec.prompts.add(sequences * prompt_tokens, now)
@@ -141,7 +139,6 @@ class FleetState:
         rec = self.pools[pool]
         rec.in_flight -= sequences
         rec.decode_tokens -= sequences * max_new_tokens
-        rec.lengths.remove(prompt_tokens + max_new_tokens, sequences)
         rec.targets.remove(tpot_target_ms, sequences)
         if not prefilled:
             self.first_tokens(pool, sequences, prompt_tokens)
@@ -221,8 +218,8 @@ class FleetState:
                     max_batch=rec.slots,
                     prefill_chunk=rec.prefill_chunk,
                     dynamic_watts=rec.hardware.peak_watts_replica - rec.hardware.idle_watts_replica,
-                    longest_tokens=rec.lengths.longest(),
                     tightest_tpot_ms=rec.targets.tightest(),
+                    untargeted=rec.targets.untargeted,
                 )
             )
         return out

@@ -28,7 +28,7 @@ from routing.predictor import LatencyPredictor, Prediction
 from routing.presets import DEFAULT_POLICY, POLICIES, PRESETS
 from routing.profile import Cell, EfficiencyProfile, ProfileBook
 from routing.shape import RequestShape
-from routing.state import LengthTracker, PoolState, RateMeter, TargetTracker
+from routing.state import PoolState, RateMeter, TargetTracker
 
 __all__ = [
     "AllPoolsSaturated",
@@ -42,7 +42,6 @@ __all__ = [
     "EfficiencyProfile",
     "Filter",
     "LatencyPredictor",
-    "LengthTracker",
     "ModelNotServed",
     "NoFeasiblePool",
     "NoHealthyPool",

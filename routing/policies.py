@@ -296,8 +296,15 @@ class PredictedSloFilter:
         self.protect_in_flight = protect_in_flight
 
     def _held(self, cand) -> float | None:
-        """The tightest TPOT target in flight on the pool, when protected."""
-        return cand.pool.tightest_tpot_ms if self.protect_in_flight else None
+        """The tightest TPOT target in flight on the pool (a sequence that set
+        none is held to the configured one), when protected."""
+        if not self.protect_in_flight:
+            return None
+        pool = cand.pool
+        held = pool.tightest_tpot_ms
+        if pool.untargeted and self.tpot_ms is not None and (held is None or self.tpot_ms < held):
+            return self.tpot_ms
+        return held
 
     def keep(self, shape, cand):
         ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)

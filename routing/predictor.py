@@ -18,17 +18,10 @@ owed, the recent prompt-token rate) and the pool's profile cells. Per replica
   (``prefill_chunk`` tokens per step) one decode step per chunk.
 - **TTFT** = half a step of the running batch (the step in progress) + the
   slot wait + the prefill.
-- **TPOT** = the TPOT cell of the batch the request will decode in,
-  stretched by the prefills of later arrivals, which stall every decode:
-  ``/ (1 - ρ)`` with ``ρ`` the share of time the replica spends prefilling at
-  the recent prompt rate (capped at 0.8). The batch is the one it joins, or,
-  when sequences arrive faster than that batch drains, the one the replica
-  settles at by Little's law: ``λ · L · t`` sequences in flight (``λ`` the
-  recent arrival rate per replica, ``L`` the mean output in flight, ``t``
-  the joined cell's TPOT), at most the slots. Without it a request joining a
-  pool that is filling up is forecast the small batch it finds, and every
-  request sent in a burst is late by the batch the burst builds (on the
-  evaluation traces of ``bench/policy_eval.py`` it moved one cell to met).
+- **TPOT** = the TPOT cell of the batch the request joins, stretched by the
+  prefills of later arrivals, which stall every decode: ``/ (1 - ρ)`` with
+  ``ρ`` the share of time the replica spends prefilling at the recent prompt
+  rate (capped at 0.8).
 
 Both are multiplied by the pool's online correction: an exponentially
 weighted mean (weight ``alpha``) of ``log(observed / uncorrected)`` over
@@ -146,10 +139,6 @@ class LatencyPredictor:
         buckets = prof.batch_buckets
         last = len(buckets) - 1
         tpots = col.tpot_ms
-        if pool.longest_tokens > seq:  # the batch steps at its longest sequence's pace
-            step_col = prof.column(pool.longest_tokens)
-            if step_col is not None:
-                tpots = step_col.tpot_ms
         reps = pool.replicas if pool.replicas > 1 else 1
         slots = pool.slots
         sequences = shape.sequences
@@ -181,21 +170,7 @@ class LatencyPredictor:
         chunks = -(-pending // pool.prefill_chunk) if pool.prefill_chunk else 1
         ttft = 0.5 * step_now + wait_ms + prefill_ms + chunks * step_now
         share = pool.prompt_rate / reps * prefill_ms / pending / 1e3 if pool.prompt_rate else 0.0
-        base = cell.tpot_ms
-        if tpots is not col.tpot_ms:
-            i = bisect_left(buckets, batch)
-            paced = tpots[i if i < last else last]
-            if paced and paced > base:
-                base = paced
-        if pool.arrival_rate:
-            # Little's law: the batch the pool settles at while the request decodes
-            steady = pool.arrival_rate / reps * mean_out * base / 1e3
-            if steady > n + sequences:
-                i = bisect_left(buckets, steady if steady < slots else slots)
-                grown = tpots[i if i < last else last]
-                if grown and grown > base:
-                    base = grown
-        tpot = base / (1.0 - (share if share < MAX_PREFILL_SHARE else MAX_PREFILL_SHARE))
+        tpot = cell.tpot_ms / (1.0 - (share if share < MAX_PREFILL_SHARE else MAX_PREFILL_SHARE))
         f_ttft, f_tpot = self._factors.get(pool.name, _UNCORRECTED)
         joined = (n if n < slots - sequences else slots - sequences) if slots > sequences else 0
         own_ms = prefill_ms * prompt / pending

@@ -25,10 +25,9 @@ class PoolState:
     ``prefill_tokens`` (prompt tokens), ``decode_tokens`` the output tokens
     still owed to sequences in flight (their ``max_new_tokens`` until done),
     ``prompt_rate`` prompt tokens and ``arrival_rate`` sequences per second
-    recently sent (``RateMeter``), ``longest_tokens`` the longest sequence in
-    flight, rounded up to a power of two (``LengthTracker``): a batch steps at
-    the pace of its longest sequence (the emulated engines and the simulator
-    cost a step that way; an NPU pads the batch to its longest).
+    recently sent (``RateMeter``); ``tightest_tpot_ms`` the tightest TPOT
+    target among the sequences in flight and ``untargeted`` how many set none
+    (``TargetTracker``).
     ``max_batch`` is one replica's batch slots (0: ``capacity / replicas``);
     ``prefill_chunk`` the engine's per-step prefill token budget (0: whole
     prompts are prefilled in the step that admits them, the emulated engine);
@@ -60,8 +59,8 @@ class PoolState:
     prefill_chunk: int = 0
     dynamic_watts: float = 0.0
     capabilities: frozenset[str] = frozenset()  # request features its engine honours (RequestShape.features)
-    longest_tokens: int = 0  # the longest prompt + max_new_tokens in flight (``LengthTracker``), 0: none/unknown
     tightest_tpot_ms: float | None = None  # the tightest TPOT target of the sequences in flight (``TargetTracker``)
+    untargeted: int = 0  # sequences in flight that set no TPOT target (the routing's ``slo`` holds for them)
 
     load: int = field(init=False, repr=False, compare=False)  # sequences busy with, as best known
     slots: int = field(init=False, repr=False, compare=False)  # batch slots of one replica
@@ -101,57 +100,30 @@ class RateMeter:
         return self._rate * math.exp(-(now - self._at) / self.tau_s) if now > self._at else self._rate
 
 
-class LengthTracker:
-    """The longest sequence in flight, as the next power of two: counts per
-    power-of-two bucket, so adding, removing and reading cost O(1) and
-    O(buckets) (profiles' sequence buckets are powers of two, so the rounding
-    picks the same column)."""
-
-    __slots__ = ("_counts", "_top")
-
-    def __init__(self):
-        self._counts = [0] * 40
-        self._top = -1
-
-    def add(self, tokens: int, sequences: int = 1) -> None:
-        k = (tokens - 1).bit_length() if tokens > 1 else 0
-        self._counts[k] += sequences
-        if k > self._top:
-            self._top = k
-
-    def remove(self, tokens: int, sequences: int = 1) -> None:
-        k = (tokens - 1).bit_length() if tokens > 1 else 0
-        counts = self._counts
-        counts[k] = max(0, counts[k] - sequences)
-        if k == self._top and not counts[k]:
-            top = k - 1
-            while top >= 0 and not counts[top]:
-                top -= 1
-            self._top = top
-
-    def longest(self) -> int:
-        """Tokens of the longest sequence in flight, rounded up to a power of two; 0 when none."""
-        return 1 << self._top if self._top >= 0 else 0
-
-
 class TargetTracker:
-    """The tightest target among sequences in flight (counts per distinct target)."""
+    """The tightest TPOT target among sequences in flight (counts per distinct
+    target), and how many set none (the routing's ``slo`` holds for those)."""
 
-    __slots__ = ("_counts", "_min")
+    __slots__ = ("_counts", "_min", "untargeted")
 
     def __init__(self):
         self._counts: dict[float, int] = {}
         self._min: float | None = None
+        self.untargeted = 0
 
     def add(self, target: float | None, sequences: int = 1) -> None:
         if target is None:
+            self.untargeted += sequences
             return
         self._counts[target] = self._counts.get(target, 0) + sequences
         if self._min is None or target < self._min:
             self._min = target
 
     def remove(self, target: float | None, sequences: int = 1) -> None:
-        if target is None or target not in self._counts:
+        if target is None:
+            self.untargeted = max(0, self.untargeted - sequences)
+            return
+        if target not in self._counts:
             return
         left = self._counts[target] - sequences
         if left > 0:
@@ -162,4 +134,5 @@ class TargetTracker:
             self._min = min(self._counts) if self._counts else None
 
     def tightest(self) -> float | None:
+        """The tightest target set by a sequence in flight (None: none set one)."""
         return self._min

@@ -22,7 +22,7 @@ from typing import Any
 
 from routing.profile import EfficiencyProfile
 from fleet.profiles import engine_figures, modelled_profile
-from routing.state import LengthTracker, PoolState, RateMeter, TargetTracker
+from routing.state import PoolState, RateMeter, TargetTracker
 from workers.emulation.batcher import ContinuousBatcher, Sequence, StepResult
 from workers.hardware import get_hardware
 from workers.spec import PoolSpec
@@ -133,8 +133,7 @@ class SimPool:
         self.decode_tokens = 0  # output tokens owed to sequences in flight
         self.prompt_meter = RateMeter()
         self.arrival_meter = RateMeter()
-        self.lengths = LengthTracker()  # prompt + output of the sequences in flight
-        self.targets = TargetTracker()  # their TPOT targets
+        self.targets = TargetTracker()  # TPOT targets of the sequences in flight
         self.max_batch = some[0].max_batch
         self.requests = 0
         self.output_tokens = 0
@@ -202,7 +201,8 @@ class SimPool:
             self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
             self.prefilling, self.prefill_tokens, self.decode_tokens, self.prompt_meter.rate(now),
             self.arrival_meter.rate(now), self.max_batch, 0, self.dynamic_watts,
-            longest_tokens=self.lengths.longest(), tightest_tpot_ms=self.targets.tightest(),
+            tightest_tpot_ms=self.targets.tightest(),
+            untargeted=self.targets.untargeted,
         )
 
     def replica(self) -> SimReplica:
@@ -218,7 +218,6 @@ class SimPool:
         self.prefilling += 1
         self.prefill_tokens += prompt
         self.decode_tokens += output
-        self.lengths.add(prompt + output)
         self.targets.add(tpot_target_ms)
         self.prompt_meter.add(prompt, now)
         self.arrival_meter.add(1, now)
@@ -227,7 +226,6 @@ class SimPool:
         """A sequence sent with ``sent`` finished."""
         self.add_in_flight(-1, now)
         self.decode_tokens -= output
-        self.lengths.remove(prompt + output)
         self.targets.remove(tpot_target_ms)
 
     def add_in_flight(self, delta: int, now: float) -> None:

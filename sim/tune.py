@@ -4,7 +4,8 @@ Candidates: every preset with its defaults first, then a seeded random
 sample of the grid over the default policy's parameters, written out as
 ``plugins`` + ``schedulingProfiles`` (``routing.presets``): the packed
 scorer (``slo-energy``, or ``slo-cost`` for the cost objective) and the
-margin it packs to, the predicted-SLO ``margin``, the ``headroom`` margin (or no headroom), a
+margin it packs to, the predicted-SLO ``margin`` and whether it protects the TPOT targets
+running on a pool (``protect_in_flight``), the ``headroom`` margin (or no headroom), a
 weight for the average-efficiency and load scorers, and the spill-over
 saturation; stopped at ``trials`` or ``budget_s``. Objectives: ``energy``
 (least attributed J/token) and ``cost`` (least $/Mtoken) among candidates
@@ -37,6 +38,7 @@ _AVERAGE_WEIGHTS = (0.0, 0.5, 1.0)  # of the average-J/token (or cost) scorer be
 _LOAD_WEIGHTS = (0.0, 0.1, 0.3)
 _SATURATIONS = (0.75, 1.0)
 _PACKING = (0.0, 0.1, 0.3)  # the packed scorer's margin under the TPOT target
+_PROTECT = (True, False)  # predicted-slo's protect_in_flight
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,13 @@ class Trial:
 
 
 def spelled_out(policy: str, *, margin: float, headroom: float | None, average: float = 0.0,
-                load: float = 0.0, packing: float = 0.1) -> dict:
+                load: float = 0.0, packing: float = 0.1, protect: bool = True) -> dict:
     """``policy`` (``slo-energy`` or ``slo-cost``) as plugins and profiles with these parameters."""
     weights = {"efficiency" if policy == "slo-energy" else "cost": average, "load": load}
     doc = expand(policy, {k: w for k, w in weights.items() if w})
     for pl in doc["plugins"]:
         if pl["type"] == "predicted-slo":
-            pl["parameters"] = {"margin": margin}
+            pl["parameters"] = {"margin": margin, "protect_in_flight": protect}
         elif pl["type"] == "headroom" and headroom is not None:
             pl["parameters"] = {"margin": headroom}
         elif pl["type"] in ("packed-energy", "packed-cost"):
@@ -73,10 +75,10 @@ def candidates(slo_ttft_ms: float | None, slo_tpot_ms: float | None, seed: int,
     base = [{"policy": p, **extra} for p in _POLICIES]
     policy = "slo-cost" if objective == "cost" else "slo-energy"
     grid = [
-        {**spelled_out(policy, margin=m, headroom=h, average=a, load=ld, packing=pk),
+        {**spelled_out(policy, margin=m, headroom=h, average=a, load=ld, packing=pk, protect=pr),
          "spillover": {"saturation": sat}, **extra}
-        for m, h, a, ld, sat, pk in itertools.product(_MARGINS, _HEADROOM, _AVERAGE_WEIGHTS, _LOAD_WEIGHTS,
-                                                      _SATURATIONS, _PACKING)
+        for m, h, a, ld, sat, pk, pr in itertools.product(_MARGINS, _HEADROOM, _AVERAGE_WEIGHTS, _LOAD_WEIGHTS,
+                                                          _SATURATIONS, _PACKING, _PROTECT)
     ]
     random.Random(seed).shuffle(grid)
     return base + grid

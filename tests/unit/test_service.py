@@ -152,11 +152,11 @@ async def test_engine_error_before_first_token_is_typed_and_frees_the_pool():
     err = errors.error_body(info.value)
     assert err.status == 400 and err.payload["error"]["code"] == "context_length_exceeded"
     assert state.pools["a"].in_flight == 0
-    assert state.snapshot(MODEL)[0].longest_tokens == 0
+    assert state.snapshot(MODEL)[0].untargeted == 0  # the two sequences that set no target are gone
     assert all(s.cancelled for s in pools.streams)
 
 
-async def test_a_stream_in_flight_shows_its_length_and_tpot_target_to_the_router_until_it_ends():
+async def test_a_stream_in_flight_shows_its_tpot_target_to_the_router_until_it_ends():
     pools = FakePools()
     service, state, _ = make_service(pools)
     body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 50, "stream": True}).encode()
@@ -164,11 +164,11 @@ async def test_a_stream_in_flight_shows_its_length_and_tpot_target_to_the_router
     it = resp.body_iterator
     await it.__anext__()
     (a,) = state.snapshot(MODEL)
-    assert a.tightest_tpot_ms == 40.0 and a.longest_tokens == 64  # 1 prompt token + 50, rounded up
+    assert a.tightest_tpot_ms == 40.0 and a.untargeted == 0
     async for _ in it:
         pass
     (a,) = state.snapshot(MODEL)
-    assert a.tightest_tpot_ms is None and a.longest_tokens == 0
+    assert a.tightest_tpot_ms is None and a.untargeted == 0
 
 
 async def test_client_disconnect_cancels_pool_streams():

@@ -20,6 +20,9 @@ def test_every_candidate_is_a_valid_routing_config():
     packing = {pl["parameters"]["margin"] for c in candidates(500.0, 50.0, seed=1)
                for pl in c.get("plugins", ()) if pl["type"] == "packed-energy"}
     assert packing == {0.0, 0.1, 0.3}
+    protect = {pl["parameters"]["protect_in_flight"] for c in candidates(500.0, 50.0, seed=1)
+               for pl in c.get("plugins", ()) if pl["type"] == "predicted-slo" and "parameters" in pl}
+    assert protect == {True, False}
 
 
 def test_energy_winner_is_the_least_joules_among_slo_meeting_trials():

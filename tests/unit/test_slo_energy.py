@@ -11,7 +11,6 @@ from routing import (
     Cell,
     EfficiencyProfile,
     LatencyPredictor,
-    LengthTracker,
     PoolState,
     RateMeter,
     RequestShape,
@@ -26,12 +25,11 @@ BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SEQS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
 
-def _profile(name, *, step_ms, prefill_ms_per_tok, base_j, slope_j, ms_per_kseq=0.0):
-    """A replica whose decode step at batch b and sequence s takes ``step_ms × (1 + b/64)``
-    (+ ``ms_per_kseq`` per 1,024 tokens of s) and spends ``base_j + slope_j × b`` joules
-    above idle, and prefills at a fixed rate."""
+def _profile(name, *, step_ms, prefill_ms_per_tok, base_j, slope_j):
+    """A replica whose decode step at batch b takes ``step_ms × (1 + b/64)`` and spends
+    ``base_j + slope_j × b`` joules above idle, and prefills at a fixed rate."""
     cells = [
-        Cell(b, s, ttft_ms=prefill_ms_per_tok * s / 2, tpot_ms=step_ms * (1 + b / 64) + ms_per_kseq * s / 1024,
+        Cell(b, s, ttft_ms=prefill_ms_per_tok * s / 2, tpot_ms=step_ms * (1 + b / 64),
              j_per_token=(base_j + slope_j * b) / b, samples=10, provenance="calibrated")
         for b in BATCHES for s in SEQS
     ]
@@ -107,49 +105,12 @@ def test_prefills_of_recent_arrivals_stretch_the_tpot():
     assert busy.tpot_ms == pytest.approx(quiet.tpot_ms * 2)
 
 
-def test_a_steady_arrival_rate_forecasts_the_batch_the_pool_will_grow_to():
-    # 2 running, joining makes 3; 40 sequences/s × 100 tokens × ~20 ms per step: ~80 in flight soon
-    cell = CHEAP.lookup(4, 600)
-    now = LatencyPredictor().predict(_pool(CHEAP, in_flight=2, decode_tokens=200), TIGHT, 3, cell)
-    growing = LatencyPredictor().predict(
-        _pool(CHEAP, in_flight=2, decode_tokens=200, arrival_rate=40.0, capacity=256), TIGHT, 3, cell)
-    assert now.tpot_ms == pytest.approx(cell.tpot_ms)
-    assert growing.tpot_ms == pytest.approx(CHEAP.lookup(128, 600).tpot_ms)  # the bucket holding ~85
-    capped = LatencyPredictor().predict(_pool(CHEAP, in_flight=2, decode_tokens=200, arrival_rate=40.0),
-                                        TIGHT, 3, cell)
-    assert capped.tpot_ms == pytest.approx(CHEAP.lookup(64, 600).tpot_ms)  # no more than its 64 slots
-    # a trickle that settles below the batch already running changes nothing
-    trickle = LatencyPredictor().predict(_pool(CHEAP, in_flight=2, decode_tokens=200, arrival_rate=0.5),
-                                         TIGHT, 3, cell)
-    assert trickle.tpot_ms == pytest.approx(cell.tpot_ms)
-
-
-def test_the_batch_steps_at_the_pace_of_its_longest_sequence():
-    long_ctx = _profile("long", step_ms=20.0, prefill_ms_per_tok=0.2, base_j=1.0, slope_j=0.02, ms_per_kseq=2.0)
-    cell = long_ctx.lookup(9, 600)
-    alone = LatencyPredictor().predict(_pool(long_ctx, in_flight=8, decode_tokens=800), TIGHT, 9, cell)
-    beside_a_doc = LatencyPredictor().predict(
-        _pool(long_ctx, in_flight=8, decode_tokens=800, longest_tokens=16384), TIGHT, 9, cell)
-    assert alone.tpot_ms == pytest.approx(cell.tpot_ms)
-    assert beside_a_doc.tpot_ms == pytest.approx(long_ctx.lookup(9, 16384).tpot_ms)  # +30 ms of context
-    shorter = LatencyPredictor().predict(  # shorter sequences in flight do not speed the request up
-        _pool(long_ctx, in_flight=8, decode_tokens=800, longest_tokens=128), TIGHT, 9, cell)
-    assert shorter.tpot_ms == pytest.approx(cell.tpot_ms)
-
-
-def test_trackers_follow_what_is_in_flight():
-    lengths = LengthTracker()
-    lengths.add(600)
-    lengths.add(5000, 2)
-    assert lengths.longest() == 8192
-    lengths.remove(5000)
-    assert lengths.longest() == 8192
-    lengths.remove(5000)
-    assert lengths.longest() == 1024
-    lengths.remove(600)
-    assert lengths.longest() == 0
+def test_the_target_tracker_follows_what_is_in_flight():
     targets = TargetTracker()
-    targets.add(None)
+    targets.add(None, 2)
+    assert targets.untargeted == 2 and targets.tightest() is None
+    targets.remove(None)
+    assert targets.untargeted == 1
     targets.add(150.0)
     targets.add(30.0, 2)
     assert targets.tightest() == 30.0
@@ -244,6 +205,10 @@ def test_a_relaxed_request_may_not_slow_a_batch_past_a_running_tight_target():
                                                             {"pluginRef": "packed-energy"}]},
                                   {"name": "b", "plugins": [{"pluginRef": "packed-energy"}]}]}
     assert _router(**off).choose(relaxed, pools(40.0)).best.name == "fast"
+    # sequences that set no target are held to the routing's slo
+    untargeted = [_pool(fast, untargeted=4, **running), _pool(slow)]
+    assert _router(slo={"tpot_ms": 40}).choose(relaxed, untargeted).best.name == "slow"
+    assert _router(slo={"tpot_ms": 50}).choose(relaxed, untargeted).best.name == "fast"
 
 
 def test_slo_cost_ranks_by_price_over_packed_throughput():
