@@ -154,6 +154,21 @@ def markdown(cells: list[dict], candidate: str) -> str:
     return "\n".join(lines)
 
 
+def per_policy(cells: list[dict]) -> str:
+    """Cells meeting each target, for every policy run (each checked as the candidate)."""
+    n = len(cells)
+    lines = ["| policy | attainment ≥ best baseline − 1 pt | J/token ≤ 0.75 × least-load | both | × oracle ≤ 1.3 |",
+             "|---|---|---|---|---|"]
+    for name in [r["policy"] for r in cells[0]["runs"]] if cells else []:
+        ks = [check(c, name) for c in cells]
+        a = sum(k["attainment_ok"] for k in ks)
+        e = sum(k["energy_ok"] for k in ks)
+        both = sum(k["attainment_ok"] and k["energy_ok"] for k in ks)
+        o = sum(k["oracle_ok"] for k in ks)
+        lines.append(f"| {name} | {a}/{n} | {e}/{n} | {both}/{n} | {o}/{n} |")
+    return "\n".join(lines)
+
+
 def verdicts(cells: list[dict]) -> list[str]:
     out = []
     for c in cells:
@@ -224,13 +239,13 @@ def main(argv: list[str] | None = None) -> int:
                 cell["check"] = check(cell, candidate)
                 cells.append(cell)
     wall = time.perf_counter() - started
-    table, lines = markdown(cells, candidate), verdicts(cells)
+    table, lines, counts = markdown(cells, candidate), verdicts(cells), per_policy(cells)
     met = sum(c["check"]["attainment_ok"] and c["check"]["energy_ok"] for c in cells)
     summary = (f"{met}/{len(cells)} cells meet both targets for {candidate} "
                f"(attainment {sum(c['check']['attainment_ok'] for c in cells)}/{len(cells)}, "
                f"energy {sum(c['check']['energy_ok'] for c in cells)}/{len(cells)}, "
                f"oracle ≤ 1.3 {sum(c['check']['oracle_ok'] for c in cells)}/{len(cells)}); {wall:.0f} s")
-    print(table + "\n\n" + "\n".join(lines) + "\n\n" + summary)
+    print(table + "\n\n" + counts + "\n\n" + "\n".join(lines) + "\n\n" + summary)
     doc = {"benchmark": "policy_eval", "date": datetime.now(timezone.utc).date().isoformat(),
            "command": "python bench/policy_eval.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": {"python": platform.python_version(), "cores_used": 1},
@@ -240,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n\n" + "\n".join(f"- {x}" for x in lines) + "\n\n" + summary + "\n")
+        Path(args.markdown).write_text(table + "\n\n" + counts + "\n\n" + "\n".join(f"- {x}" for x in lines)
+                                       + "\n\n" + summary + "\n")
     return 0
 
 
