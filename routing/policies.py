@@ -187,8 +187,9 @@ class _Packed(_LowerIsBetter):
     def __init__(self, margin: float = 0.1, tpot_ms: float | None = None):
         self.scale = 1.0 - margin
         self.tpot_ms = tpot_ms
-        # (pool, sequence bucket, slots, limit) -> (the column it was read from, its point). A
-        # profile replaces a column when it learns, so an entry is reused only while its column is live.
+        # (id of the profile column, slots, limit) -> (that column, its point). Keyed by the column
+        # itself, not the pool's name: a pool serving two models has a profile per model. A profile
+        # replaces a column when it learns, so an entry is reused only while its column is live.
         self._memo: dict[tuple, tuple] = {}
 
     def point(self, shape: RequestShape, pool) -> PackedPoint | None:
@@ -200,7 +201,7 @@ class _Packed(_LowerIsBetter):
             return None
         tpot = _targets(shape, None, self.tpot_ms)[1]
         limit = None if tpot is None else self.scale * tpot
-        key = (pool.name, col.seq_len, pool.slots, limit)
+        key = (id(col), pool.slots, limit)
         hit = self._memo.get(key)
         if hit is not None and hit[0] is col:
             return hit[1]
@@ -210,10 +211,17 @@ class _Packed(_LowerIsBetter):
         self._memo[key] = (col, point)
         return point
 
+    def value(self, point: PackedPoint, pool) -> float | None:
+        raise NotImplementedError
+
+    def metric(self, shape, cand):
+        point = self.point(shape, cand.pool)
+        return None if point is None else self.value(point, cand.pool)
+
     def explain(self, shape, ranked):
         point = self.point(shape, ranked.pool)
-        value = self.metric(shape, ranked)
-        if point is None or value is None:
+        value = None if point is None else self.value(point, ranked.pool)
+        if value is None:
             return "no profile"
         pred = ranked.prediction
         now = "" if pred is None else f"; ttft {pred.ttft_ms:.0f} ms, tpot {pred.tpot_ms:.1f} ms predicted"
@@ -226,9 +234,8 @@ class PackedEnergyScorer(_Packed):
 
     name = "packed-energy"
 
-    def metric(self, shape, cand):
-        point = self.point(shape, cand.pool)
-        return None if point is None else point.j_per_token
+    def value(self, point, pool):
+        return point.j_per_token
 
     def unit(self, ranked):
         return "J/tok"
@@ -239,9 +246,8 @@ class PackedCostScorer(_Packed):
 
     name = "packed-cost"
 
-    def metric(self, shape, cand):
-        point = self.point(shape, cand.pool)
-        return None if point is None else packed_cost_per_mtok(point, cand.pool.price_per_hour)
+    def value(self, point, pool):
+        return packed_cost_per_mtok(point, pool.price_per_hour)
 
     def unit(self, ranked):
         return f"{ranked.pool.profile.currency}/Mtok"
