@@ -49,7 +49,7 @@ class PoolRecord:
     decode_tokens: int = 0  # output tokens (max_tokens) owed to sequences in flight
     prompts: RateMeter = field(default_factory=RateMeter)  # prompt tokens sent per second
     arrivals: RateMeter = field(default_factory=RateMeter)  # sequences sent per second
-    targets: TargetTracker = field(default_factory=TargetTracker)  # their TPOT targets
+    targets: TargetTracker = field(default_factory=TargetTracker)  # TPOT targets promised to those in flight
 
     @property
     def slots(self) -> int:
@@ -116,7 +116,7 @@ class FleetState:
     def acquire(self, pool: str, sequences: int, prompt_tokens: int = 0, max_new_tokens: int = 0,
                 tpot_target_ms: float | None = None) -> None:
         """``sequences`` sent to ``pool``, each of ``prompt_tokens`` owed ``max_new_tokens``
-        (at ``tpot_target_ms``, when the request set one)."""
+        (``tpot_target_ms``: the TPOT the router promised them, ``Decision.promised_tpot_ms``)."""
         rec = self.pools[pool]
         rec.in_flight += sequences
         rec.prefilling += sequences
@@ -219,7 +219,6 @@ class FleetState:
                     prefill_chunk=rec.prefill_chunk,
                     dynamic_watts=rec.hardware.peak_watts_replica - rec.hardware.idle_watts_replica,
                     tightest_tpot_ms=rec.targets.tightest(),
-                    untargeted=rec.targets.untargeted,
                 )
             )
         return out

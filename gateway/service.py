@@ -41,7 +41,7 @@ from workers import tracing
 from workers.engine import SamplingParams
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
 from workers.tool_calls import forced_name
-from routing import NoFeasiblePool, NoHealthyPool, Prediction, RequestShape, UnsupportedFeature
+from routing import Decision, NoFeasiblePool, NoHealthyPool, Prediction, RequestShape, UnsupportedFeature
 from gateway.auth import Caller
 from fleet.api import PIN_HEADER, POOL_HEADER, ROUTE_REASON_HEADER, SLO_TPOT_HEADER, SLO_TTFT_HEADER
 
@@ -303,8 +303,7 @@ class CompletionService:
                 self.metrics.retried(req.model, ranked[attempt - 1].name)
             try:
                 return await self._attempt(
-                    kind, req, choice, decision.reason, prompts, params, shape, request_id, start, root,
-                    limits, caller,
+                    kind, req, choice, decision, prompts, params, shape, request_id, start, root, limits, caller,
                 )
             except Exception as exc:
                 if not _pool_failed(exc):
@@ -321,22 +320,23 @@ class CompletionService:
         self.metrics.pool_failed(pool, self.state.outliers.failure(pool, err.message[:200]))
 
     async def _attempt(
-        self, kind: str, req, choice, reason: str, prompts, params: dict, shape, request_id: str, start: float, root,
-        limits: dict[str, str], caller: Caller | None,
+        self, kind: str, req, choice, decision: Decision, prompts, params: dict, shape, request_id: str, start: float,
+        root, limits: dict[str, str], caller: Caller | None,
     ):
         """Run the request on one pool; raises before any byte went out, so the caller may try another."""
+        reason, promised = decision.reason, decision.promised_tpot_ms
         pool = choice.name
         self.metrics.routed(req.model, pool)
         # Tool calls are known only at the end of the output: the pool answers a tool request whole.
         whole = not req.stream or "tools" in shape.features
         # Counted before the first await: a request routed meanwhile must see this one's load.
-        self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, shape.slo_tpot_ms)
+        self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, promised)
         try:
             seqs = await self.down_watch.guard(pool, self._open(
                 pool, request_id, prompts, req.n, params, tracing.carrier_for(root), whole
             ))
         except BaseException:
-            self.state.release(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, shape.slo_tpot_ms,
+            self.state.release(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, promised,
                                prefilled=False)
             raise
         self.state.first_tokens(pool, shape.sequences, shape.prompt_tokens)
@@ -352,7 +352,7 @@ class CompletionService:
         created = int(time.time())
         ctx = _Context(self, kind, rid, created, req.model, pool, choice.batch, shape, start, ttft, len(prompts), req.n)
         ctx.span, ctx.request_id, ctx.caller, ctx.reason = root, request_id, caller and caller.name, reason
-        ctx.prediction = choice.prediction
+        ctx.prediction, ctx.promised_tpot_ms = choice.prediction, promised
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             ctx.streaming = True
@@ -430,6 +430,7 @@ class _Context:
         self.reason = ""
         self.streaming = False  # its response is a stream: close() ends the service's count of the request
         self.prediction: Prediction | None = None
+        self.promised_tpot_ms: float | None = None  # what the pool keeps for this request (Decision)
 
     def _note(self, index: int, item: RelayItem) -> None:
         self.prompt_tokens[index] = item.prompt_tokens
@@ -552,7 +553,8 @@ class _Context:
             for s in seqs:
                 s.stream.cancel()
         shape = self.shape
-        self.s.state.release(self.pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, shape.slo_tpot_ms)
+        self.s.state.release(self.pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens,
+                             self.promised_tpot_ms)
         e2e = self.s.clock() - self.start
         out = sum(self.output_tokens.values())
         status = "ok" if self.ok else "error"

@@ -76,6 +76,10 @@ class Decision:
     dropped: tuple[Dropped, ...] = ()
     _write: Callable[[], str] = field(default=lambda: "", repr=False, compare=False)
     _memo: list = field(default_factory=list, repr=False, compare=False)
+    # The TPOT target the profile's filters checked every ranked pool's forecast against (the
+    # request's or the configured one); None when none did (e.g. the best-outcome fallback). The
+    # gateway and the simulator keep it per pool while the request runs (PoolState.tightest_tpot_ms).
+    promised_tpot_ms: float | None = None
 
     @property
     def reason(self) -> str:
@@ -101,6 +105,10 @@ class Filter(Protocol):
 
     def why(self, shape: RequestShape, cand: Candidate) -> str:
         """Why it dropped ``cand``, e.g. ``slo: ttft 850 > 450 ms``."""
+        ...
+
+    def promised_tpot_ms(self, shape: RequestShape) -> float | None:
+        """The TPOT target every pool this filter keeps is forecast to meet (None: it promises none)."""
         ...
 
 
@@ -315,8 +323,13 @@ class Router:
                     f = next(f for f in profile.filters if not f.keep(shape, c))
                     dropped.append(Dropped(c.pool.name, f.why(shape, c), c.prediction))
         ranked = profile.rank(shape, kept)
+        promised = None
+        for f in profile.filters:
+            p = f.promised_tpot_ms(shape)
+            if p is not None and (promised is None or p < promised):
+                promised = p
         return Decision(ranked, profile.name, self.clock(), tuple(dropped),
-                        lambda: self._reason(shape, profile, ranked, missed, dropped))
+                        lambda: self._reason(shape, profile, ranked, missed, dropped), promised_tpot_ms=promised)
 
     def _screen(self, shape: RequestShape, cands: list[Candidate], dropped: list[Dropped]) -> list[Candidate]:
         """The guards in one pass over the pools (the hot path): the pools that pass them all;

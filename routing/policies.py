@@ -139,6 +139,9 @@ class SloFilter:
     def why(self, shape, cand):
         return self.name
 
+    def promised_tpot_ms(self, shape):
+        return None
+
 
 def _targets(shape: RequestShape, ttft_ms: float | None, tpot_ms: float | None) -> tuple[float | None, float | None]:
     """The request's own targets, else the configured defaults."""
@@ -284,8 +287,11 @@ class PredictedSloFilter:
     configured ones; a pool with no forecast is dropped when a target is set.
 
     With ``protect_in_flight`` a pool is also dropped when the request would
-    slow its batch past the tightest TPOT target among the sequences it is
-    already running (``PoolState.tightest_tpot_ms``, same margin): a batch
+    slow its batch past the tightest TPOT target promised to a sequence it
+    is already running (``PoolState.tightest_tpot_ms``, same margin; the
+    promise is the TPOT target this filter checked when that sequence was
+    routed, ``Decision.promised_tpot_ms``: one routed by the best-outcome
+    fallback, its target out of reach, was promised nothing): a batch
     steps at one pace, so a relaxed request that packs a pool beyond what a
     running tight one needs breaks a promise already made. Without it, on
     the evaluation traces (``bench/policy_eval.py``), the bursts at full load
@@ -302,15 +308,11 @@ class PredictedSloFilter:
         self.protect_in_flight = protect_in_flight
 
     def _held(self, cand) -> float | None:
-        """The tightest TPOT target in flight on the pool (a sequence that set
-        none is held to the configured one), when protected."""
-        if not self.protect_in_flight:
-            return None
-        pool = cand.pool
-        held = pool.tightest_tpot_ms
-        if pool.untargeted and self.tpot_ms is not None and (held is None or self.tpot_ms < held):
-            return self.tpot_ms
-        return held
+        """The tightest TPOT promised to a sequence running on the pool, when protected."""
+        return cand.pool.tightest_tpot_ms if self.protect_in_flight else None
+
+    def promised_tpot_ms(self, shape):
+        return _targets(shape, self.ttft_ms, self.tpot_ms)[1]
 
     def keep(self, shape, cand):
         ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
@@ -389,6 +391,9 @@ class HeadroomFilter:
 
     def why(self, shape, cand):
         return "headroom: kept for tight-SLO traffic"
+
+    def promised_tpot_ms(self, shape):
+        return None
 
 
 class MaxScorePicker:

@@ -26,8 +26,8 @@ class PoolState:
     still owed to sequences in flight (their ``max_new_tokens`` until done),
     ``prompt_rate`` prompt tokens and ``arrival_rate`` sequences per second
     recently sent (``RateMeter``); ``tightest_tpot_ms`` the tightest TPOT
-    target among the sequences in flight and ``untargeted`` how many set none
-    (``TargetTracker``).
+    target promised to a sequence in flight (``Decision.promised_tpot_ms``,
+    kept by ``TargetTracker``).
     ``max_batch`` is one replica's batch slots (0: ``capacity / replicas``);
     ``prefill_chunk`` the engine's per-step prefill token budget (0: whole
     prompts are prefilled in the step that admits them, the emulated engine);
@@ -59,8 +59,7 @@ class PoolState:
     prefill_chunk: int = 0
     dynamic_watts: float = 0.0
     capabilities: frozenset[str] = frozenset()  # request features its engine honours (RequestShape.features)
-    tightest_tpot_ms: float | None = None  # the tightest TPOT target of the sequences in flight (``TargetTracker``)
-    untargeted: int = 0  # sequences in flight that set no TPOT target (the routing's ``slo`` holds for them)
+    tightest_tpot_ms: float | None = None  # the tightest TPOT promised to a sequence in flight (``TargetTracker``)
 
     load: int = field(init=False, repr=False, compare=False)  # sequences busy with, as best known
     slots: int = field(init=False, repr=False, compare=False)  # batch slots of one replica
@@ -101,29 +100,25 @@ class RateMeter:
 
 
 class TargetTracker:
-    """The tightest TPOT target among sequences in flight (counts per distinct
-    target), and how many set none (the routing's ``slo`` holds for those)."""
+    """The tightest TPOT target among the sequences in flight that were
+    promised one (counts per distinct target)."""
 
-    __slots__ = ("_counts", "_min", "untargeted")
+    __slots__ = ("_counts", "_min")
 
     def __init__(self):
         self._counts: dict[float, int] = {}
         self._min: float | None = None
-        self.untargeted = 0
 
     def add(self, target: float | None, sequences: int = 1) -> None:
+        """``sequences`` sent with ``target`` promised (None: no promise, nothing kept)."""
         if target is None:
-            self.untargeted += sequences
             return
         self._counts[target] = self._counts.get(target, 0) + sequences
         if self._min is None or target < self._min:
             self._min = target
 
     def remove(self, target: float | None, sequences: int = 1) -> None:
-        if target is None:
-            self.untargeted = max(0, self.untargeted - sequences)
-            return
-        if target not in self._counts:
+        if target is None or target not in self._counts:
             return
         left = self._counts[target] - sequences
         if left > 0:
@@ -134,5 +129,4 @@ class TargetTracker:
             self._min = min(self._counts) if self._counts else None
 
     def tightest(self) -> float | None:
-        """The tightest target set by a sequence in flight (None: none set one)."""
         return self._min

@@ -75,7 +75,7 @@ class StepDone(Event):
         for i in res.finished_ids:
             state.e2e[i] = now - t[i]
             state.status[i] = OK
-            pool.done(int(prompt[i]), int(output[i]), state.tpot_target(i), now)
+            pool.done(int(prompt[i]), int(output[i]), state.promised(i), now)
             state.observe_latency(i, pool.name)
             if learn:
                 _observe(state, replica, i)
@@ -119,7 +119,9 @@ class Arrival(Event):
             state.batch[i] = best.batch
         if best.prediction is not None:
             state.predicted(i, best.prediction)
-        pool.sent(shape.prompt_tokens, shape.max_new_tokens, shape.slo_tpot_ms, now)
+        promised = decision.promised_tpot_ms
+        state.promise(i, promised)
+        pool.sent(shape.prompt_tokens, shape.max_new_tokens, promised, now)
         pool.requests += 1
         seq = Seq(i, shape.prompt_tokens, shape.max_new_tokens)
         if state.dispatch_s > 0:

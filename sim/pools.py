@@ -133,7 +133,7 @@ class SimPool:
         self.decode_tokens = 0  # output tokens owed to sequences in flight
         self.prompt_meter = RateMeter()
         self.arrival_meter = RateMeter()
-        self.targets = TargetTracker()  # TPOT targets of the sequences in flight
+        self.targets = TargetTracker()  # TPOT targets promised to the sequences in flight
         self.max_batch = some[0].max_batch
         self.requests = 0
         self.output_tokens = 0
@@ -202,7 +202,6 @@ class SimPool:
             self.prefilling, self.prefill_tokens, self.decode_tokens, self.prompt_meter.rate(now),
             self.arrival_meter.rate(now), self.max_batch, 0, self.dynamic_watts,
             tightest_tpot_ms=self.targets.tightest(),
-            untargeted=self.targets.untargeted,
         )
 
     def replica(self) -> SimReplica:

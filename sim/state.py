@@ -8,7 +8,6 @@ are preallocated arrays, so a million requests cost tens of megabytes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,6 +43,7 @@ class SimState:
         self.pred_ttft = np.full(n, np.nan)  # the chosen pool's forecast, s
         self.pred_tpot = np.full(n, np.nan)
         self._forecasts: dict[int, Prediction] = {}  # in flight, until observed
+        self._promised: dict[int, float] = {}  # in flight: the TPOT target the router promised (Decision)
         if learn:
             self.batch = np.zeros(n, dtype=np.int32)
             self.energy_start = np.zeros(n)
@@ -54,10 +54,14 @@ class SimState:
         self.pred_tpot[i] = prediction.tpot_ms / 1e3
         self._forecasts[i] = prediction
 
-    def tpot_target(self, i: int) -> float | None:
-        """Request ``i``'s TPOT target in ms (None: it set none)."""
-        t = float(self.workload.slo_tpot_ms[i])
-        return None if math.isnan(t) else t
+    def promise(self, i: int, tpot_ms: float | None) -> None:
+        """Request ``i`` was routed with this TPOT promised (``Decision.promised_tpot_ms``)."""
+        if tpot_ms is not None:
+            self._promised[i] = tpot_ms
+
+    def promised(self, i: int) -> float | None:
+        """Request ``i`` finished: the TPOT it was promised, forgotten."""
+        return self._promised.pop(i, None)
 
     def observe_latency(self, i: int, pool: str) -> None:
         """Request ``i`` finished: feed its observed TTFT/TPOT to the predictor, as the gateway does."""

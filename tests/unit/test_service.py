@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -75,10 +76,10 @@ class FakePools:
         return s
 
 
-def make_service(pools: FakePools):
+def make_service(pools: FakePools, router=None):
     state = FleetState(FLEET.pools)
     state.record_stats("a", ReplicaStats("r1", max_model_len=4096))
-    router = build_router(load_routing_config({"policy": "least-load"}))
+    router = router or build_router(load_routing_config({"policy": "least-load"}))
     finished = []
     service = CompletionService(pools, state, lambda: router, {MODEL: TokenCounter()}, GatewayMetrics(), finished.append)
     return service, state, finished
@@ -152,23 +153,31 @@ async def test_engine_error_before_first_token_is_typed_and_frees_the_pool():
     err = errors.error_body(info.value)
     assert err.status == 400 and err.payload["error"]["code"] == "context_length_exceeded"
     assert state.pools["a"].in_flight == 0
-    assert state.snapshot(MODEL)[0].untargeted == 0  # the two sequences that set no target are gone
     assert all(s.cancelled for s in pools.streams)
 
 
-async def test_a_stream_in_flight_shows_its_tpot_target_to_the_router_until_it_ends():
+class PromisingRouter:
+    """The least-load router, its decisions promising a TPOT (as ``predicted-slo`` makes them)."""
+
+    def __init__(self, tpot_ms: float):
+        self.inner = build_router(load_routing_config({"policy": "least-load"}))
+        self.tpot_ms = tpot_ms
+
+    def choose(self, shape, pools):
+        return dataclasses.replace(self.inner.choose(shape, pools), promised_tpot_ms=self.tpot_ms)
+
+
+async def test_a_stream_in_flight_shows_its_promised_tpot_to_the_router_until_it_ends():
     pools = FakePools()
-    service, state, _ = make_service(pools)
+    service, state, _ = make_service(pools, PromisingRouter(40.0))
     body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 50, "stream": True}).encode()
     resp = await service.handle(TEXT, body, {"x-hetserve-slo-tpot-ms": "40"}, "rid")
     it = resp.body_iterator
     await it.__anext__()
-    (a,) = state.snapshot(MODEL)
-    assert a.tightest_tpot_ms == 40.0 and a.untargeted == 0
+    assert state.snapshot(MODEL)[0].tightest_tpot_ms == 40.0
     async for _ in it:
         pass
-    (a,) = state.snapshot(MODEL)
-    assert a.tightest_tpot_ms is None and a.untargeted == 0
+    assert state.snapshot(MODEL)[0].tightest_tpot_ms is None
 
 
 async def test_client_disconnect_cancels_pool_streams():

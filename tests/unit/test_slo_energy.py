@@ -107,10 +107,8 @@ def test_prefills_of_recent_arrivals_stretch_the_tpot():
 
 def test_the_target_tracker_follows_what_is_in_flight():
     targets = TargetTracker()
-    targets.add(None, 2)
-    assert targets.untargeted == 2 and targets.tightest() is None
-    targets.remove(None)
-    assert targets.untargeted == 1
+    targets.add(None, 2)  # routed with no promise: nothing to keep
+    assert targets.tightest() is None
     targets.add(150.0)
     targets.add(30.0, 2)
     assert targets.tightest() == 30.0
@@ -205,10 +203,17 @@ def test_a_relaxed_request_may_not_slow_a_batch_past_a_running_tight_target():
                                                             {"pluginRef": "packed-energy"}]},
                                   {"name": "b", "plugins": [{"pluginRef": "packed-energy"}]}]}
     assert _router(**off).choose(relaxed, pools(40.0)).best.name == "fast"
-    # sequences that set no target are held to the routing's slo
-    untargeted = [_pool(fast, untargeted=4, **running), _pool(slow)]
-    assert _router(slo={"tpot_ms": 40}).choose(relaxed, untargeted).best.name == "slow"
-    assert _router(slo={"tpot_ms": 50}).choose(relaxed, untargeted).best.name == "fast"
+
+
+def test_a_decision_promises_the_tpot_its_filter_checked_and_the_fallback_promises_none():
+    assert _router().choose(TIGHT, [_pool(CHEAP), _pool(PRICEY)]).promised_tpot_ms == 50
+    no_header = RequestShape(MODEL, 500, 100)
+    assert _router(slo={"tpot_ms": 80}).choose(no_header, [_pool(CHEAP)]).promised_tpot_ms == 80
+    assert _router().choose(no_header, [_pool(CHEAP)]).promised_tpot_ms is None  # no target at all
+    out_of_reach = RequestShape(MODEL, 500, 100, slo_ttft_ms=10, slo_tpot_ms=5)
+    d = _router().choose(out_of_reach, [_pool(CHEAP), _pool(PRICEY)])
+    assert d.policy == "best-outcome" and d.promised_tpot_ms is None  # a running 5 ms target blocks nobody
+    assert _router("least-load").choose(TIGHT, [_pool(CHEAP)]).promised_tpot_ms is None
 
 
 def test_slo_cost_ranks_by_price_over_packed_throughput():
