@@ -37,8 +37,8 @@ class MarginParameters(TargetParameters):
 
 
 class PredictedSloParameters(MarginParameters):
-    protect_in_flight: bool = Field(True, description="also keep the tightest TPOT target of the "
-                                    "sequences a pool is running")
+    protect_in_flight: bool = Field(True, description="also keep the tightest TPOT target promised to "
+                                    "a sequence the pool is running")
 
 
 class PackingParameters(BaseModel):
