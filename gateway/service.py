@@ -356,8 +356,8 @@ class CompletionService:
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             ctx.streaming = True
-            return StreamingResponse(
-                ctx.sse(seqs, writer), media_type="text/event-stream", headers=headers_out
+            return _ClosingStream(
+                ctx.sse(seqs, writer), lambda: ctx.close(seqs), media_type="text/event-stream", headers=headers_out
             )
         try:
             results = await asyncio.gather(*(ctx.collect(s) for s in seqs))
@@ -408,6 +408,23 @@ class CompletionService:
         for s, first in zip(seqs, firsts):
             s.first = first
         return seqs
+
+
+class _ClosingStream(StreamingResponse):
+    """A streamed response that closes its request however it ends: the body's
+    own ``finally`` does when it was read; this does when it never was (the
+    client left before the first byte), so the pool's count and the TPOT
+    promised there are given back."""
+
+    def __init__(self, content, close: Callable[[], None], **kwargs):
+        super().__init__(content, **kwargs)
+        self._close = close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._close()
 
 
 class _Context:

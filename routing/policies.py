@@ -258,7 +258,10 @@ class PackedCostScorer(_Packed):
 
 class ViolationScorer(_LowerIsBetter):
     """The best predicted outcome: the largest ratio of predicted to target
-    TTFT/TPOT (1 = exactly on target); with no targets, predicted end-to-end latency."""
+    TTFT/TPOT (1 = exactly on target), the TPOT target being the tighter of
+    the request's and the tightest promised to a sequence the pool runs (a
+    request that must miss should not make others miss too); with no
+    targets, predicted end-to-end latency."""
 
     name = "slo-violation"
 
@@ -271,6 +274,9 @@ class ViolationScorer(_LowerIsBetter):
         if pred is None:
             return None
         ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
+        held = cand.pool.tightest_tpot_ms
+        if held is not None and (tpot is None or held < tpot):
+            tpot = held
         if ttft is None and tpot is None:
             return pred.e2e_ms(shape.max_new_tokens)
         return max(pred.ttft_ms / ttft if ttft else 0.0, pred.tpot_ms / tpot if tpot else 0.0)
@@ -316,14 +322,14 @@ class PredictedSloFilter:
 
     def keep(self, shape, cand):
         ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
+        pred = cand.prediction
+        if pred is None:  # nothing to judge by: kept only for a request without targets
+            return ttft is None and tpot is None
         held = self._held(cand)
         if held is not None and (tpot is None or held < tpot):
             tpot = held
         if ttft is None and tpot is None:
             return True
-        pred = cand.prediction
-        if pred is None:
-            return False
         return ((ttft is None or pred.ttft_ms <= self.scale * ttft)
                 and (tpot is None or pred.tpot_ms <= self.scale * tpot))
 

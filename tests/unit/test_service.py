@@ -180,6 +180,25 @@ async def test_a_stream_in_flight_shows_its_promised_tpot_to_the_router_until_it
     assert state.snapshot(MODEL)[0].tightest_tpot_ms is None
 
 
+async def test_a_stream_whose_client_left_before_the_first_byte_still_frees_the_pool():
+    pools = FakePools()
+    service, state, _ = make_service(pools, PromisingRouter(40.0))
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 50, "stream": True}).encode()
+    resp = await service.handle(TEXT, body, {}, "rid")
+    assert state.pools["a"].in_flight == 1 and state.snapshot(MODEL)[0].tightest_tpot_ms == 40.0
+
+    async def gone(message):
+        raise OSError("connection reset")  # the client left: the status line cannot be sent
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    with pytest.raises(Exception):
+        await resp({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, gone)
+    assert state.pools["a"].in_flight == 0 and state.snapshot(MODEL)[0].tightest_tpot_ms is None
+    assert pools.streams[0].cancelled
+
+
 async def test_client_disconnect_cancels_pool_streams():
     pools = FakePools()
     service, state, _ = make_service(pools)

@@ -216,6 +216,27 @@ def test_a_decision_promises_the_tpot_its_filter_checked_and_the_fallback_promis
     assert _router("least-load").choose(TIGHT, [_pool(CHEAP)]).promised_tpot_ms is None
 
 
+def test_when_every_pool_breaks_something_the_fallback_spares_running_promises():
+    fast = _profile("fast", step_ms=20.0, prefill_ms_per_tok=0.05, base_j=1.0, slope_j=0.01)
+    slow = _profile("slow", step_ms=60.0, prefill_ms_per_tok=0.2, base_j=1.0, slope_j=0.02)
+    running = dict(capacity=256, in_flight=32, running=32, decode_tokens=32 * 100)  # 40 ms a step joining
+    # the request's own 35 ms TPOT is out of reach everywhere (fast 40 ms, slow 120 ms): best-outcome ranks
+    shape = RequestShape(MODEL, 500, 100, slo_ttft_ms=5000, slo_tpot_ms=35)
+    free = _router().choose(shape, [_pool(fast, **running), _pool(slow, in_flight=60, running=60,
+                                                                  decode_tokens=6000)])
+    assert free.policy == "best-outcome" and free.best.name == "fast"  # 40/35 beats 120/35
+    # a sequence promised 10 ms runs on the fast pool: joining it breaks that one 4 times over
+    held = _router().choose(shape, [_pool(fast, tightest_tpot_ms=10.0, **running),
+                                    _pool(slow, in_flight=60, running=60, decode_tokens=6000)])
+    assert held.policy == "best-outcome" and held.best.name == "slow"
+
+
+def test_a_pool_without_a_forecast_is_kept_for_a_request_without_targets_whatever_it_runs():
+    unprofiled = PoolState("bare", "h100", (MODEL,), capacity=8, tightest_tpot_ms=20.0)
+    d = _router().choose(RequestShape(MODEL, 500, 100), [unprofiled])
+    assert d.best.name == "bare" and d.policy == "slo-energy"
+
+
 def test_slo_cost_ranks_by_price_over_packed_throughput():
     d = _router("slo-cost").choose(RequestShape(MODEL, 500, 100),
                                    [_pool(CHEAP, price_per_hour=4.0), _pool(PRICEY, price_per_hour=1.0)])
