@@ -302,7 +302,7 @@ class PredictedSloFilter:
     running tight one needs breaks a promise already made. Without it, on
     the evaluation traces (``bench/policy_eval.py``), the bursts at full load
     filled the cheapest pools with relaxed traffic after tight requests had
-    been admitted there, and the tight class lost 10-26 points."""
+    been admitted there, and the tight class lost 15-24 points."""
 
     name = "predicted-slo"
 
