@@ -26,3 +26,9 @@ def test_quick_run_writes_every_policy_with_the_checks(tmp_path):
             assert r["oracle_ratio"] >= 1.0  # the bound is below every run
         assert cell["check"]["policy"] == doc["candidate"]
     assert "cells meet both targets" in proc.stdout and ("met" in proc.stdout or "MISSED" in proc.stdout)
+    # the per-policy count of cells meeting each target, one row per policy run, counts out of the 3 cells
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and line.count("/3 |") == 4]
+    assert {row.split(" | ")[0].removeprefix("| ") for row in rows} == {"least-load", "latency", "efficiency",
+                                                                       doc["candidate"]}
+    least = next(row for row in rows if row.startswith("| least-load |")).strip("| ").split(" | ")
+    assert least[2] == "0/3" and least[3] == "0/3"  # never at 0.75 × its own joules, so never both
