@@ -41,7 +41,7 @@ def pool_deployment_entry(pool: PoolSpec, autoscaling_config: dict[str, Any] | N
     else:
         entry["autoscaling_config"] = autoscaling_config
     entry["max_ongoing_requests"] = pool.max_ongoing_requests
-    entry["ray_actor_options"] = with_replica_env(pool.ray_actor_options())
+    entry["ray_actor_options"] = pool.ray_actor_options()
     return entry
 
 

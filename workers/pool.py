@@ -32,7 +32,6 @@ from workers.protocol import PoolRequest, RelayItem, ReplicaStats, Telemetry
 from workers.relay import adaptive_window, coalesce, whole
 from workers.replica_router import router_config
 from workers.sampler import BackgroundSampledMeter
-from workers.serve_env import with_replica_env
 from workers.spec import PoolSpec
 from workers.telemetry import EnergyLedger
 from workers.tool_calls import forced_schema, parse_forced
@@ -195,7 +194,7 @@ def pool_deployment(
         num_replicas=None if autoscaling_config else spec.replicas,
         autoscaling_config=autoscaling_config,
         max_ongoing_requests=spec.max_ongoing_requests,
-        ray_actor_options=with_replica_env(spec.ray_actor_options()),
+        ray_actor_options=spec.ray_actor_options(),
         health_check_period_s=10,
         logging_config={"enable_access_log": False},
         request_router_config=router_config(),

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from workers.serve_env import with_replica_env
+
 EngineKind = Literal["vllm", "furiosa", "emulated"]
 
 #: Ray resource names that mean something else than users expect.
@@ -211,7 +213,8 @@ class PoolSpec(BaseModel):
         return self.engine == "emulated"
 
     def ray_actor_options(self) -> dict[str, Any]:
-        """Ray actor options: ``CPU``/``GPU`` become num_cpus/num_gpus, the rest custom resources."""
+        """Ray actor options: ``CPU``/``GPU`` become num_cpus/num_gpus, the rest custom resources;
+        ``env`` and the Serve settings of every hetserve replica (``workers.serve_env``) its runtime env."""
         custom = {k: v for k, v in self.resources.items() if k not in ("CPU", "GPU")}
         opts: dict[str, Any] = {
             "num_cpus": self.resources.get("CPU", 0),
@@ -221,7 +224,7 @@ class PoolSpec(BaseModel):
             opts["resources"] = custom
         if self.env:
             opts["runtime_env"] = {"env_vars": dict(self.env)}
-        return opts
+        return with_replica_env(opts)
 
 
 

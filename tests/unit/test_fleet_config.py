@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleet.config import FleetConfigError, load_fleet, parse_fleet
+from workers.serve_env import REPLICA_ENV
 
 POOL = {"name": "a", "hardware": "h100", "engine": "emulated", "model": "llama-3.1-8b", "models": ["m"], "engine_args": {"max_batch": 8}}
 
@@ -62,7 +63,8 @@ def test_yaml_syntax_error_is_reported(tmp_path):
 def test_ray_actor_options_map_resources():
     fleet = parse_fleet({"pools": [{**POOL, "resources": {"GPU": 1, "FURIOSA": 2}, "env": {"A": "1"}}]})
     opts = fleet.pools[0].ray_actor_options()
-    assert opts == {"num_cpus": 0, "num_gpus": 1, "resources": {"FURIOSA": 2}, "runtime_env": {"env_vars": {"A": "1"}}}
+    assert opts == {"num_cpus": 0, "num_gpus": 1, "resources": {"FURIOSA": 2},
+                    "runtime_env": {"env_vars": {**REPLICA_ENV, "A": "1"}}}  # hetserve's Serve settings, then its own
 
 
 def test_bare_yaml_off_turns_tracing_off(tmp_path):
