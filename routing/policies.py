@@ -143,6 +143,11 @@ class SloFilter:
         return None
 
 
+def _tighter(tpot_ms: float | None, held_ms: float | None) -> float | None:
+    """The tighter of a TPOT target and the tightest one promised to a sequence a pool runs (either may be None)."""
+    return held_ms if held_ms is not None and (tpot_ms is None or held_ms < tpot_ms) else tpot_ms
+
+
 def _targets(shape: RequestShape, ttft_ms: float | None, tpot_ms: float | None) -> tuple[float | None, float | None]:
     """The request's own targets, else the configured defaults."""
     return (shape.slo_ttft_ms if shape.slo_ttft_ms is not None else ttft_ms,
@@ -274,9 +279,7 @@ class ViolationScorer(_LowerIsBetter):
         if pred is None:
             return None
         ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
-        held = cand.pool.tightest_tpot_ms
-        if held is not None and (tpot is None or held < tpot):
-            tpot = held
+        tpot = _tighter(tpot, cand.pool.tightest_tpot_ms)
         if ttft is None and tpot is None:
             return pred.e2e_ms(shape.max_new_tokens)
         return max(pred.ttft_ms / ttft if ttft else 0.0, pred.tpot_ms / tpot if tpot else 0.0)
@@ -325,9 +328,7 @@ class PredictedSloFilter:
         pred = cand.prediction
         if pred is None:  # nothing to judge by: kept only for a request without targets
             return ttft is None and tpot is None
-        held = self._held(cand)
-        if held is not None and (tpot is None or held < tpot):
-            tpot = held
+        tpot = _tighter(tpot, self._held(cand))
         if ttft is None and tpot is None:
             return True
         return ((ttft is None or pred.ttft_ms <= self.scale * ttft)
@@ -346,10 +347,9 @@ class PredictedSloFilter:
         ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
         if ttft is not None and pred.ttft_ms > self.scale * ttft:
             return f"slo: ttft {pred.ttft_ms:.0f} > {self.scale * ttft:.0f} ms"
-        held = self._held(cand)
-        if held is not None and (tpot is None or held < tpot):
-            return f"slo: tpot {pred.tpot_ms:.1f} > {self.scale * held:.1f} ms a running sequence needs"
-        return f"slo: tpot {pred.tpot_ms:.1f} > {self.scale * tpot:.1f} ms"
+        limit = _tighter(tpot, self._held(cand))
+        running = " a running sequence needs" if limit != tpot else ""
+        return f"slo: tpot {pred.tpot_ms:.1f} > {self.scale * limit:.1f} ms{running}"
 
 
 class HeadroomFilter:

@@ -75,7 +75,7 @@ class StepDone(Event):
         for i in res.finished_ids:
             state.e2e[i] = now - t[i]
             state.status[i] = OK
-            pool.done(int(prompt[i]), int(output[i]), state.promised(i), now)
+            pool.done(int(output[i]), state.promised(i), now)
             state.observe_latency(i, pool.name)
             if learn:
                 _observe(state, replica, i)

@@ -221,7 +221,7 @@ class SimPool:
         self.prompt_meter.add(prompt, now)
         self.arrival_meter.add(1, now)
 
-    def done(self, prompt: int, output: int, tpot_target_ms: float | None, now: float) -> None:
+    def done(self, output: int, tpot_target_ms: float | None, now: float) -> None:
         """A sequence sent with ``sent`` finished."""
         self.add_in_flight(-1, now)
         self.decode_tokens -= output
