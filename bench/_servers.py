@@ -123,6 +123,20 @@ def cpu_by_role(root_pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per role spent between two :func:`cpu_by_role` readings."""
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)}
+
+
+#: The roles that make up a gateway: what a request crosses before the pool's replica.
+GATEWAY_ROLES = ("proxy", "ingress", "haproxy")
+
+
+def gateway_cpu(cpu: dict[str, float]) -> float:
+    """CPU seconds of the gateway roles in a :func:`cpu_delta`."""
+    return sum(cpu.get(role, 0.0) for role in GATEWAY_ROLES)
+
+
 def pids_by_role(root_pid: int) -> dict[str, list[int]]:
     return {role: [p.pid for p in procs] for role, procs in _processes_by_role(root_pid).items()}
 
@@ -159,7 +173,10 @@ class Server:
         self._signal_tree("resume")
         body = {"model": MODEL_NAME, "prompt": "resume", "max_tokens": 1}
         deadline, in_a_row = time.monotonic() + answering_within_s, 0
-        while in_a_row < RESUMED_AFTER_ANSWERS and time.monotonic() < deadline:
+        while in_a_row < RESUMED_AFTER_ANSWERS:
+            if time.monotonic() > deadline:  # measuring a server that does not answer would be no measurement
+                raise RuntimeError(f"{self.url} did not answer {RESUMED_AFTER_ANSWERS} completions in a row "
+                                   f"within {answering_within_s:.0f} s of resuming; see {self.log_path}")
             try:
                 ok = httpx.post(f"{self.url}/v1/completions", json=body, timeout=10).status_code == 200
             except httpx.HTTPError:

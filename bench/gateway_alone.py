@@ -5,11 +5,12 @@ Run: .venv/bin/python bench/gateway_alone.py [--rounds 3] [--duration 6] [--conc
 
 hetserve serves one emulated pool (``bench/fleets/emulated-relay.yaml``: an
 emulated H100 at 20x its modelled speed, so no engine work) and the
-benchmark client (``bench/_load.py``) streams 256-token completions at 16
+benchmark client (``bench/_load.py``) streams 256-token completions at 1, 16
 and 64 concurrent streams. The gateway's CPU is that of its process tree's
-``proxy`` and ``ingress`` roles (``_servers.cpu_by_role``): Ray's HTTP proxy
-and the gateway replica; the pool replica (the emulated engine and its
-endpoint) is reported apart. Tokens per gateway CPU-second is what one
+``proxy``, ``ingress`` and ``haproxy`` roles (``_servers.GATEWAY_ROLES``),
+kept per role in each round; the pool replica (the emulated engine and its
+endpoint) is reported apart. Servers not being measured are paused
+(SIGSTOP), as in ``bench/peer.py``. Tokens per gateway CPU-second is what one
 gateway core relays at saturation, the figure that sizes gateways for a
 fleet whose engines are fast. Medians over rounds with their spread.
 
@@ -52,11 +53,11 @@ def run_cell(server, concurrency: int, duration_s: float, first_index: int) -> d
     samples, wall = asyncio.run(_load.closed_loop(
         server.url, concurrency=concurrency, duration_s=duration_s, max_tokens=MAX_TOKENS, stream=True,
         first_index=first_index))
-    cpu1 = server.cpu()
-    cpu = {k: cpu1.get(k, 0.0) - cpu0.get(k, 0.0) for k in set(cpu0) | set(cpu1)}
+    cpu = _servers.cpu_delta(cpu0, server.cpu())
     row = _load.summarize(samples, wall, True)
     tokens = max(row["output_tokens"], 1)
-    gateway = cpu.get("proxy", 0.0) + cpu.get("ingress", 0.0) + cpu.get("haproxy", 0.0)
+    gateway = _servers.gateway_cpu(cpu)
+    row["gateway_cpu_s_by_role"] = {role: cpu.get(role, 0.0) for role in _servers.GATEWAY_ROLES}
     row["gateway_cpu_s"] = gateway
     row["gateway_cpu_s_per_1k_tok"] = gateway * 1000 / tokens
     row["gateway_cpu_us_per_event"] = gateway * 1e6 * (row["tokens_per_event"] or 1) / tokens
@@ -99,12 +100,15 @@ def _run(args, variants: dict[str, Variant], argv: list[str] | None) -> int:
                                                    env=v.env, root=v.root, fleet=str(FLEET))
             asyncio.run(_load.closed_loop(servers[label].url, concurrency=8, requests=16, max_tokens=32, stream=True,
                                           first_index=10**6))
+            servers[label].pause()  # as peer.py: an idle Ray cluster beside the one measured takes its CPU
         index = 0
         for rnd in range(args.rounds):
             order = list(variants)[rnd % len(variants):] + list(variants)[: rnd % len(variants)]
             for c in levels:
                 for label in order:
+                    servers[label].resume()
                     row = run_cell(servers[label], c, args.duration, index)
+                    servers[label].pause()
                     index += row["requests"]
                     per[(label, c)].append(row)
                     print(f"round {rnd + 1} {label:<16} c={c:<3} {row['tok_s']:>7.0f} tok/s  gateway "

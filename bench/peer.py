@@ -105,21 +105,17 @@ def variants(names: list[str]) -> list[Variant]:
     return [VARIANTS[n] for n in names]
 
 
-def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)}
-
-
 def run_cell(server, variant: Variant, cell: Cell, duration_s: float, first_index: int) -> dict:
     cpu0 = server.cpu()
     samples, wall = asyncio.run(_load.closed_loop(
         server.url, concurrency=cell.concurrency, duration_s=duration_s, max_tokens=cell.max_tokens,
         stream=cell.stream, first_index=first_index))
-    cpu = _cpu_delta(cpu0, server.cpu())
+    cpu = _servers.cpu_delta(cpu0, server.cpu())
     row = _load.summarize(samples, wall, cell.stream)
     tokens = max(row["output_tokens"], 1)
     row["serving_cpu_s_per_1k_tok"] = sum(v for k, v in cpu.items() if k != "engine") * 1000 / tokens
-    gateway = cpu.get("proxy", 0.0) + cpu.get("ingress", 0.0) + cpu.get("haproxy", 0.0)
-    row["gateway_cpu_s_per_1k_tok"] = gateway * 1000 / tokens if variant.kind != "vllm" else None
+    row["gateway_cpu_s_per_1k_tok"] = (_servers.gateway_cpu(cpu) * 1000 / tokens if variant.kind != "vllm"
+                                       else None)
     row["tokens_exact"] = all(s.output_tokens == cell.max_tokens for s in samples if s.ok)
     return row
 
