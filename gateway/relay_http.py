@@ -37,7 +37,12 @@ from workers.protocol import PoolRequest, RelayItem, ReplicaStats
 log = logging.getLogger("hetserve.gateway.relay")
 
 #: Errors of the connection (refused, reset, cut mid-body, timed out connecting): the replica is gone.
+#: Any other ``aiohttp.ClientError`` (a garbled status line) is the replica failing the sequence.
 _TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+
+
+def _failure(exc: BaseException) -> EngineFailure:
+    return EngineFailure(f"the replica broke the stream: {type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -121,6 +126,8 @@ class HttpStream:
 
     async def __anext__(self) -> RelayItem:
         while not self._items:
+            if self._cancelled:
+                raise StopAsyncIteration
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
@@ -135,9 +142,12 @@ class HttpStream:
                 continue
             try:
                 await self._read()
-            except _TRANSPORT_ERRORS as exc:  # learned again from the next poll if it lives
-                self.pools.drop(self.pool, self._endpoint, f"{type(exc).__name__}: {exc}")
-                raise EngineFailure(f"the replica broke the stream: {type(exc).__name__}: {exc}") from None
+            except aiohttp.ClientError as exc:
+                if self._cancelled:  # cancel() closed the connection under this read: nothing failed
+                    raise StopAsyncIteration from None
+                if isinstance(exc, _TRANSPORT_ERRORS):  # learned again from the next poll if it lives
+                    self.pools.drop(self.pool, self._endpoint, f"{type(exc).__name__}: {exc}")
+                raise _failure(exc) from None
         return self._items.popleft()
 
     def ready(self) -> list[RelayItem]:
@@ -156,6 +166,8 @@ class HttpStream:
         if not chunk:  # the body ended without a finishing item: the service says so
             self._done = True
             self._release()
+            if self._partial.strip():
+                self._error = EngineFailure("the replica's stream ended in the middle of a line")
             return
         *lines, self._partial = (self._partial + chunk).split(b"\n")
         for line in lines:
@@ -174,7 +186,7 @@ class HttpStream:
         """Send the request to a replica; before the first item, a dead replica is dropped and the next tried."""
         tried: set[str] = set()
         body = wire.encode_request(self.request)
-        while True:
+        while not self._cancelled:  # cancelled while a dead replica was tried: no other one is asked
             endpoint = self.pools.pick(self.pool, tried)
             if endpoint is None:
                 why = "no replica reachable" if tried else "no replica endpoint known yet"
@@ -192,6 +204,9 @@ class HttpStream:
             except _WrongReplica:
                 self.pools.drop(self.pool, endpoint, "another process answers at its address")
                 continue
+            except aiohttp.ClientError as exc:
+                self._release()
+                raise _failure(exc) from None
             except BaseException:
                 self._release()
                 raise
@@ -213,9 +228,8 @@ class HttpStream:
             return
         while not self._items and not self._done:
             await self._read()
-        if self._error is not None and not self._items:
-            error, self._error = self._error, None
-            raise error
+        if not self._items and self._error is None:
+            raise EngineFailure("the replica ended the stream without an item")
 
     @staticmethod
     def _check(status: int, content: bytes) -> None:

@@ -104,7 +104,11 @@ def encode_error(exc: BaseException) -> tuple[int, bytes]:
     return STATUS.get(kind, 503), json.dumps(body).encode()
 
 
-def decode_error(body: dict) -> worker_errors.WorkerError:
-    err = body.get("error") or {}
+def decode_error(body: Any) -> worker_errors.WorkerError:
+    """The typed error an ``{"error": {"kind", "message", "param"}}`` body carries; ``EngineFailure`` for any
+    other body (the pool failed in a way it did not describe)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return worker_errors.EngineFailure(f"the pool failed: {str(body)[:200]}")
     cls = _KINDS.get(err.get("kind"), worker_errors.EngineFailure)
     return cls(str(err.get("message", "the pool failed")), err.get("param"))

@@ -213,7 +213,7 @@ async def test_a_replica_cut_before_its_first_item_is_skipped_for_another(replic
 
 
 async def test_a_stream_cancelled_while_opening_yields_nothing_and_keeps_its_replica(replicas):
-    _, servers = replicas
+    engines, servers = replicas
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
@@ -225,9 +225,55 @@ async def test_a_stream_cancelled_while_opening_yields_nothing_and_keeps_its_rep
     opening = asyncio.ensure_future(stream.__anext__())
     await asyncio.sleep(0)  # connecting to the dead one
     stream.cancel()
-    with pytest.raises(StopAsyncIteration):  # r1 was opened after the cancel, then closed: no item
+    with pytest.raises(StopAsyncIteration):  # the dead one refused, and no other replica was asked
         await opening
-    assert pools.endpoints["a"]["r1"].in_flight == 10  # released, not dropped
+    assert engines["r1"].requests == [] and pools.endpoints["a"]["r1"].in_flight == 10
+    await pools.aclose()
+
+
+async def test_a_read_cut_short_by_cancel_ends_the_stream_and_keeps_the_replica(replicas):
+    # what a sibling's pump meets when the client of an n > 1 request leaves: cancel() closes its connection
+    _, servers = replicas
+    pools = HttpPools({"a": None}, TOKEN)
+    pools.add("a", "r1", servers[0].url)
+    stream = pools.stream("a", _request("endless", 10_000))
+    await stream.__anext__()
+    stream.ready()
+    reading = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0)  # waiting in the network read
+    stream.cancel()
+    with pytest.raises(StopAsyncIteration):
+        await reading
+    assert "r1" in pools.endpoints["a"]
+    await pools.aclose()
+
+
+async def _raw_server(answer: bytes):
+    """A replica that answers every request with ``answer`` (raw HTTP), then closes the connection."""
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/generate/raw"
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 two hundred\r\n\r\n",  # a status line that is no HTTP
+    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",  # a stream that ends before its first item
+    b'HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n["half",',  # ... or in the middle of it
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 7\r\n\r\n[1, 2]\n",  # an error that is no error body
+    b'HTTP/1.1 502 Bad Gateway\r\ncontent-length: 24\r\n\r\n{"error": "bad gateway"}',
+])
+async def test_a_replica_answering_what_is_no_relay_is_the_pools_failure_not_an_internal_error(answer):
+    server, url = await _raw_server(answer)
+    pools = HttpPools({"a": None}, TOKEN)
+    pools.add("a", "raw", url)
+    with pytest.raises(EngineFailure):  # 503 to the client (gateway.errors), and the service fails over
+        await pools.stream("a", _request("hi", 3)).__anext__()
+    server.close()
     await pools.aclose()
 
 
@@ -355,9 +401,11 @@ def test_a_request_crosses_the_wire_with_its_typed_sampling_params():
 def test_bytes_that_are_no_relay_item_are_the_pools_failure_not_an_internal_error():
     from workers import wire
 
-    for line in (b"<html>", b"[1, 2]", b"7", b'{"error": "no object"}', b'["t", 1, 1, null, {"energy_j": 1}]'):
+    for line in (b"<html>", b"[1, 2]", b"7", b'["t", 1, 1, null, {"energy_j": 1}]'):
         with pytest.raises(EngineFailure, match="no relay item"):
             wire.decode_item(line)
+    with pytest.raises(EngineFailure, match="the pool failed"):  # an error the pool did not describe
+        wire.decode_item(b'{"error": "no object"}')
     assert errors.to_api_error(EngineFailure("x")).status == 503
     with pytest.raises(ContextLengthExceeded):  # a well-formed error line keeps its type
         wire.decode_item(b'{"error": {"kind": "ContextLengthExceeded", "message": "long", "param": "prompt"}}')
