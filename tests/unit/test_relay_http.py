@@ -231,13 +231,19 @@ async def test_a_stream_cancelled_while_opening_yields_nothing_and_keeps_its_rep
     await pools.aclose()
 
 
-async def test_a_read_cut_short_by_cancel_ends_the_stream_and_keeps_the_replica(replicas):
-    # what a sibling's pump meets when the client of an n > 1 request leaves: cancel() closes its connection
-    _, servers = replicas
+async def _endless_on_r1(servers):
+    """Pools knowing r1 only, and an endless stream there past its first item."""
     pools = HttpPools({"a": None}, TOKEN)
     pools.add("a", "r1", servers[0].url)
     stream = pools.stream("a", _request("endless", 10_000))
     await stream.__anext__()
+    return pools, stream
+
+
+async def test_a_read_cut_short_by_cancel_ends_the_stream_and_keeps_the_replica(replicas):
+    # what a sibling's pump meets when the client of an n > 1 request leaves: cancel() closes its connection
+    _, servers = replicas
+    pools, stream = await _endless_on_r1(servers)
     stream.ready()
     reading = asyncio.ensure_future(stream.__anext__())
     await asyncio.sleep(0)  # waiting in the network read
@@ -279,10 +285,7 @@ async def test_a_replica_answering_what_is_no_relay_is_the_pools_failure_not_an_
 
 async def test_cancel_closes_the_connection_and_the_replica_aborts_the_sequence(replicas):
     engines, servers = replicas
-    pools = HttpPools({"a": None}, TOKEN)
-    pools.add("a", "r1", servers[0].url)
-    stream = pools.stream("a", _request("endless", 10_000))
-    await stream.__anext__()
+    pools, stream = await _endless_on_r1(servers)
     await stream.__anext__()
     stream.cancel()
     await asyncio.wait_for(engines["r1"].aborted.wait(), 5)
