@@ -464,18 +464,13 @@ class _Context:
     async def collect(self, seq: _Sequence) -> Choice:
         parts = []
         logprobs = None
-        item = seq.first
-        while True:
-            self._note(seq.index, item)
-            parts.append(item.text)
-            if item.logprobs is not None:
-                logprobs = (logprobs or []) + item.logprobs
-            if item.finish_reason is not None:
-                return Choice("".join(parts), item.finish_reason, logprobs, item.tool_calls)
-            try:
-                item = await self._next(seq)
-            except StopAsyncIteration:
-                raise errors.Unavailable("the pool ended a stream without finishing it") from None
+        async for batch in self._batches_of(seq):
+            for item in batch:
+                self._note(seq.index, item)
+                parts.append(item.text)
+                if item.logprobs is not None:
+                    logprobs = (logprobs or []) + item.logprobs
+        return Choice("".join(parts), item.finish_reason, logprobs, item.tool_calls)
 
     async def _next(self, seq: _Sequence):
         """The stream's next item, or :class:`errors.PoolTimeout` after ``timeouts.idle_s`` without one."""
@@ -594,7 +589,6 @@ class _Context:
                 Finished(self.pool, self.shape, self.batch, self.ttft, e2e, self.usage()["prompt_tokens"], out,
                          self.energy_j, self.replica_stats, self.caller, self.prediction, self.reason)
             )
-
 
     def _record(self, use: dict, out: int, e2e: float) -> None:
         recorder = self.s.recorder

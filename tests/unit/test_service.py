@@ -157,6 +157,29 @@ async def test_engine_error_before_first_token_is_typed_and_frees_the_pool():
     assert all(s.cancelled for s in pools.streams)
 
 
+class Unfinished(FakePools):
+    """A pool whose streams end before their finishing item (a replica that went away mid-answer)."""
+
+    def stream(self, pool, request):
+        s = super().stream(pool, request)
+        s._items.pop()
+        return s
+
+
+async def test_a_pool_stream_that_ends_unfinished_is_the_pools_failure_not_a_short_answer():
+    service, state, finished = make_service(Unfinished())
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 3}
+    with pytest.raises(errors.Unavailable):
+        await service.handle(TEXT, json.dumps(body).encode(), {}, "rid")
+    assert state.pools["a"].in_flight == 0 and not finished
+
+    resp = await service.handle(TEXT, json.dumps({**body, "stream": True}).encode(), {}, "rid2")
+    events = [e.removeprefix("data: ") for e in (await _body(resp)).split("\n\n") if e]
+    assert [json.loads(e)["choices"][0]["text"] for e in events[:2]] == ["0.0 ", "0.1 "]
+    assert json.loads(events[2])["error"]["code"] == "pool_unavailable" and events[3] == "[DONE]"
+    assert state.pools["a"].in_flight == 0 and not finished
+
+
 class PromisingRouter:
     """The least-load router, its decisions promising a TPOT (as ``predicted-slo`` makes them)."""
 
