@@ -6,6 +6,8 @@ A pool endpoint (``workers.http_endpoint``, the replicas' own server) runs in
 a child process and streams ``--lines`` relay items per request as fast as
 it can; the parent relays ``--streams`` such requests at once with each
 client, decoding every item as the gateway does, and reads its own CPU time.
+The aiohttp client is the gateway's own (``gateway.relay_http.HttpPools``);
+the httpx one decodes the same lines with ``workers.wire``.
 Two figures per client: CPU microseconds per relayed line (the streaming
 cost) and per request opened and finished (a 1-token request's relay cost,
 from ``--opens`` whole one-item requests). Clients alternate within each
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from gateway.relay_http import HttpPools  # noqa: E402
 from peer import machine  # noqa: E402
 from workers import wire  # noqa: E402
 from workers.engine import SamplingParams  # noqa: E402
@@ -38,6 +41,7 @@ from workers.protocol import PoolRequest, RelayItem  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TOKEN = "bench"
+POOL = "bench"
 
 
 def _serve(urls, lines: int) -> None:
@@ -91,25 +95,27 @@ async def _httpx(url: str, streams: int, opens: int) -> tuple[int, float, float]
 
 
 async def _aiohttp(url: str, streams: int, opens: int) -> tuple[int, float, float]:
-    import aiohttp
+    """The gateway's own relay (``gateway.relay_http``: aiohttp under its line decoding and replica choice)."""
+    pools = HttpPools({}, TOKEN)
+    pools.add(POOL, "bench-replica", url)
 
-    headers = {wire.TOKEN_HEADER: TOKEN}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        async def stream_one() -> int:
-            n, partial = 0, b""
-            async with session.post(url, data=_body(False), headers=headers) as r:
-                while chunk := await r.content.readany():
-                    *complete, partial = (partial + chunk).split(b"\n")
-                    for line in complete:
-                        wire.decode_item(line)
-                        n += 1
-            return n
+    def request(whole: bool) -> PoolRequest:
+        return PoolRequest(uuid.uuid4().hex, SamplingParams(max_tokens=1), prompt="x", whole=whole)
 
-        async def open_one() -> None:
-            async with session.post(url, data=_body(True), headers=headers) as r:
-                wire.decode_item(await r.read())
+    async def stream_one() -> int:
+        n = 0
+        async for _ in pools.stream(POOL, request(False)):
+            n += 1
+        return n
 
+    async def open_one() -> None:
+        async for _ in pools.stream(POOL, request(True)):
+            pass
+
+    try:
         return await _measure(stream_one, open_one, streams, opens)
+    finally:
+        await pools.aclose()
 
 
 CLIENTS = {"httpx": _httpx, "aiohttp": _aiohttp}
