@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -267,12 +268,19 @@ def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dic
 def source_tree(ref: str) -> Iterator[Path]:
     """A checkout of commit ``ref`` of this repository (a detached git worktree), removed afterwards:
     a benchmark runs the code before a change beside the code after it, in one run."""
-    path = Path(tempfile.mkdtemp(prefix="hetserve-baseline-")) / "tree"
+    known = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                           capture_output=True)
+    if known.returncode != 0:
+        raise SystemExit(f"--baseline {ref}: no such commit in this clone (a shallow clone has only its tip:"
+                         f" `git fetch --unshallow`, then run again)")
+    parent = Path(tempfile.mkdtemp(prefix="hetserve-baseline-"))
+    path = parent / "tree"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(path), ref], check=True)
     try:
         yield path
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def _all_pools_ready(url: str) -> bool:
