@@ -38,6 +38,7 @@ from routing import DEFAULT_POLICY  # noqa: E402
 from loadtests import runner  # noqa: E402
 from loadtests.config import DataSpec, LoadSpec, RunSpec  # noqa: E402
 from sim.scenarios import SCENARIOS, scenario_trace  # noqa: E402
+from policy_comparison import wait_idle  # noqa: E402
 from sim_fidelity import (  # noqa: E402
     compare,
     live_figures,
@@ -49,16 +50,6 @@ from sim_fidelity import (  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 POLICIES = [DEFAULT_POLICY, "efficiency", "slo-efficiency", "latency", "least-load", "round-robin"]
-
-
-def wait_idle(base: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        pools = httpx.get(f"{base}/v1/fleet?profiles=false", timeout=10).json()["pools"]
-        if all(p["in_flight"] == 0 for p in pools):
-            return
-        time.sleep(0.5)
-    raise RuntimeError("the fleet did not drain")
 
 
 def set_policy(base: str, admin_key: str, routing: dict) -> None:
