@@ -225,10 +225,12 @@ class Server:
 
 
 def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dict[str, str] | None = None,
-                 root: Path | None = None, **options) -> Server:
+                 root: Path | None = None, cpus: str | None = None, **options) -> Server:
     """Start a server of ``kind`` on a free loopback port; return once it answered a completion.
 
-    ``root``: the source tree a hetserve server runs from (another commit's, :func:`source_tree`)."""
+    ``root``: the source tree a hetserve server runs from (another commit's, :func:`source_tree`).
+    ``cpus``: the CPUs (``taskset -c`` list) its processes start on; an engine that binds its own
+    compute threads (vLLM's ``VLLM_CPU_OMP_THREADS_BIND``) still binds them where it says."""
     if kind not in KINDS:
         raise ValueError(f"unknown server kind {kind!r}; known: {', '.join(KINDS)}")
     port = free_port()
@@ -249,6 +251,8 @@ def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dic
     else:
         cmd = [sys.executable, str(root / "bench" / "_servers.py"), "serve", kind, "--port", str(port),
                "--options", json.dumps(options)]
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus, *cmd]
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{label}.log"
     log = open(log_path, "wb")

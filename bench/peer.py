@@ -82,6 +82,18 @@ class Variant:
     kind: str
     env: dict[str, str] = field(default_factory=dict)
     root: Path | None = None  # another commit's source tree (--baseline)
+    cpus: str | None = None  # the CPUs its processes start on (taskset), engine threads aside
+
+
+def _serving_core_layout() -> tuple[dict[str, str], str]:
+    """vLLM's own CPU layout made strict: its model worker's threads bound to every core but the
+    last (what its automatic binding does), every other process of the server kept on the last core
+    (by default they run where the scheduler puts them, the worker's cores included)."""
+    last = (os.cpu_count() or 2) - 1
+    return {"VLLM_CPU_OMP_THREADS_BIND": "0" if last == 1 else f"0-{last - 1}"}, str(last)
+
+
+_SERVING_ENV, _SERVING_CPUS = _serving_core_layout()
 
 
 VARIANTS = {
@@ -89,6 +101,9 @@ VARIANTS = {
     "rayllm": Variant("ray.serve.llm", "rayllm"),
     "rayllm-fast": Variant("ray.serve.llm fast", "rayllm", FAST_RAYLLM_ENV),
     "hetserve": Variant("hetserve", "hetserve"),
+    # Each with its serving processes kept off the engine's cores (_serving_core_layout).
+    "vllm-serving-core": Variant("vllm serving-core", "vllm", _SERVING_ENV, cpus=_SERVING_CPUS),
+    "hetserve-serving-core": Variant("hetserve serving-core", "hetserve", _SERVING_ENV, cpus=_SERVING_CPUS),
     # hetserve behind Ray Serve's default Python proxy instead of HAProxy (deploy/ingress.py), to re-measure.
     "hetserve-serve-proxy": Variant("hetserve serve-proxy", "hetserve", {"RAY_SERVE_ENABLE_HA_PROXY": "0"}),
 }
@@ -275,7 +290,7 @@ def _run(args, chosen: list[Variant], argv: list[str] | None) -> int:
             print(f"== {v.label}: starting", flush=True)
             try:
                 servers[v.label] = _servers.start_server(v.kind, label=v.label.replace(" ", "_").replace(".", "_"),
-                                                         log_dir=log_dir, env=v.env, root=v.root)
+                                                         log_dir=log_dir, env=v.env, root=v.root, cpus=v.cpus)
             except RuntimeError as exc:  # a configuration that does not run here is a finding, not a crash
                 failed[v.label] = str(exc).strip().splitlines()[-1][:300]  # the log tail's last line: the error
                 print(f"   did not start: {failed[v.label]}", flush=True)
