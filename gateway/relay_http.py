@@ -12,8 +12,8 @@ Ray Serve's handles are kept for the stats polls only.
 
 Why aiohttp and not httpx: its HTTP/1.1 parser is C (llhttp) where httpx's
 (h11 under httpcore and anyio) is Python; measured side by side on this
-relay (``bench/relay_client.py``), it spends 0.60x the CPU per relayed line
-and 0.17x per request opened. A network read is decoded whole:
+relay (``bench/relay_client.py``), it spends 0.50x the CPU per relayed line
+and 0.15x per request opened. A network read is decoded whole:
 every line it holds becomes an item at once, and :meth:`HttpStream.ready`
 hands the ones behind the first to the writer, which sends them in one
 write (the more the gateway lags, the fewer writes per token).
