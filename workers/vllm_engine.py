@@ -166,6 +166,9 @@ class VLLMEngine(EngineAdapter):
             logit_bias=p.logit_bias or None,
             structured_outputs=_structured_outputs(p.response_format, p.tool_call_schema),
             logprobs=p.logprobs,
+            # DELTA for non-streamed answers too: FINAL_ONLY (vLLM's own server's choice there) saved the
+            # frontend a quarter of its CPU per token in process, yet cost 1-21 % of hetserve's tokens/s on
+            # 64-token unary requests in every round measured (docs/benchmarks.md, bench/output_kind.py).
             output_kind=RequestOutputKind.DELTA,
         )
 
