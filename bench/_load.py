@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -114,6 +115,17 @@ async def closed_loop(url: str, *, concurrency: int, requests: int | None = None
         await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), timeout_s * 2)
         wall = time.perf_counter() - t0
     return samples, wall
+
+
+def medians(rows: list[dict], keys) -> dict:
+    """Each figure's median over rounds and its spread (``KEY_spread``: the lowest and highest round);
+    None where no round has it."""
+    out = {}
+    for key in keys:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+        out[f"{key}_spread"] = [min(values), max(values)] if values else None
+    return out
 
 
 def pct(values, q: float) -> float | None:

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import datetime
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -122,11 +121,9 @@ def _run(args, variants: dict[str, Variant], argv: list[str] | None) -> int:
     for (label, c), rows in per.items():
         cell = {"server": label, "env": variants[label].env, "concurrency": c, "max_tokens": MAX_TOKENS,
                 "errors": sum(r["errors"] for r in rows), "per_round": rows}
-        for key in ("tok_s", "gateway_cpu_s_per_1k_tok", "gateway_cpu_us_per_event", "tok_per_gateway_core_s",
-                    "gateway_cores_busy", "pool_cpu_s_per_1k_tok", "tokens_per_event", "ttft_ms_p50", "itl_ms_p99"):
-            values = [r[key] for r in rows if r.get(key) is not None]
-            cell[key] = statistics.median(values) if values else None
-            cell[f"{key}_spread"] = [min(values), max(values)] if values else None
+        cell.update(_load.medians(rows, (
+            "tok_s", "gateway_cpu_s_per_1k_tok", "gateway_cpu_us_per_event", "tok_per_gateway_core_s",
+            "gateway_cores_busy", "pool_cpu_s_per_1k_tok", "tokens_per_event", "ttft_ms_p50", "itl_ms_p99")))
         cells.append(cell)
     doc = {"benchmark": "gateway_alone", "date": datetime.date.today().isoformat(), "machine": machine(),
            "command": "bench/gateway_alone.py " + " ".join(argv if argv is not None else sys.argv[1:]),

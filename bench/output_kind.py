@@ -21,7 +21,6 @@ import asyncio
 import datetime
 import json
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import _load  # noqa: E402
 import _servers  # noqa: E402
 from peer import machine  # noqa: E402
 
@@ -104,11 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     per = asyncio.run(_run(args))
     kinds = []
     for name, rows in per.items():
-        kind: dict = {"output_kind": name, "per_round": rows}
-        for key in ("tok_s", "frontend_cpu_us_per_token", "outputs_per_request"):
-            values = [r[key] for r in rows]
-            kind[key], kind[f"{key}_spread"] = statistics.median(values), [min(values), max(values)]
-        kinds.append(kind)
+        kinds.append({"output_kind": name, "per_round": rows,
+                      **_load.medians(rows, ("tok_s", "frontend_cpu_us_per_token", "outputs_per_request"))})
     doc = {"benchmark": "output_kind", "date": datetime.date.today().isoformat(), "machine": machine(),
            "command": "bench/output_kind.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "engine": {**_servers.ENGINE, **_servers.ENGINE_ENV}, "concurrency": args.concurrency,

@@ -46,7 +46,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -145,11 +144,7 @@ def summarize_rounds(rounds: list[dict]) -> dict:
            "first_error": next((r["first_error"] for r in rounds if r["first_error"]), None),
            "tokens_exact": all(r["tokens_exact"] for r in rounds),
            "requests": sum(r["requests"] for r in rounds)}
-    for key in FIGURES:
-        values = [r[key] for r in rounds if r.get(key) is not None]
-        out[key] = statistics.median(values) if values else None
-        out[f"{key}_spread"] = [min(values), max(values)] if values else None
-    return out
+    return {**out, **_load.medians(rounds, FIGURES)}
 
 
 #: (cell, figure, how, bound, against): the targets of issue 12, against vLLM's own server

@@ -22,7 +22,6 @@ import asyncio
 import datetime
 import json
 import multiprocessing
-import statistics
 import sys
 import time
 import uuid
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import _load  # noqa: E402
 from gateway.relay_http import HttpPools  # noqa: E402
 from peer import machine  # noqa: E402
 from workers import wire  # noqa: E402
@@ -150,11 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
     clients = []
     for name, rows in per.items():
-        row: dict = {"client": name, "per_round": rows}
-        for key in ("cpu_us_per_line", "cpu_us_per_request"):
-            values = [r[key] for r in rows]
-            row[key], row[f"{key}_spread"] = statistics.median(values), [min(values), max(values)]
-        clients.append(row)
+        clients.append({"client": name, "per_round": rows,
+                        **_load.medians(rows, ("cpu_us_per_line", "cpu_us_per_request"))})
     ref = clients[0]
     doc = {"benchmark": "relay_client", "date": datetime.date.today().isoformat(), "machine": machine(),
            "command": "bench/relay_client.py " + " ".join(argv if argv is not None else sys.argv[1:]),
