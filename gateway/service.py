@@ -292,6 +292,17 @@ class CompletionService:
             **engine_params(kind, _feature_params(req)),
         }
         self.budget.request()
+        try:
+            return await self._attempts(kind, req, decision, prompts, params, shape, request_id, start, root, limits,
+                                        caller)
+        except BaseException:  # failed, or cancelled (the client left before the first byte): no record
+            if self.recorder is not None:  # an open record would hold back every later one (TraceRecorder.flush)
+                self.recorder.drop(request_id)
+            raise
+
+    async def _attempts(self, kind: str, req, decision: Decision, prompts, params: dict, shape, request_id: str,
+                        start: float, root, limits: dict[str, str], caller: Caller | None):
+        """The ranked pools in turn, while the failure is the pool's and the retry budget allows."""
         ranked = decision.ranked[: self.failover.max_attempts]
         failure: BaseException | None = None
         for attempt, choice in enumerate(ranked):
@@ -311,8 +322,6 @@ class CompletionService:
                     break
                 self.eject_pool(choice.name, exc)
                 failure = exc
-        if self.recorder is not None:
-            self.recorder.drop(request_id)
         raise failure
 
     def eject_pool(self, pool: str, exc: BaseException) -> None:

@@ -180,6 +180,38 @@ async def test_a_pool_stream_that_ends_unfinished_is_the_pools_failure_not_a_sho
     assert state.pools["a"].in_flight == 0 and not finished
 
 
+class Silent(FakePools):
+    """A pool that never sends a first item (a stalled replica); its first request only."""
+
+    def stream(self, pool, request):
+        s = super().stream(pool, request)
+        if len(self.streams) == 1:
+            s._fail_first = None
+            s._items = []
+
+            async def never():
+                await asyncio.Event().wait()
+
+            s.__anext__ = never  # instance attribute: awaited through the service's explicit __anext__ calls
+        return s
+
+
+async def test_a_request_cancelled_before_its_first_byte_does_not_hold_back_the_recorded_trace(tmp_path):
+    from gateway.trace_recorder import TraceRecorder
+
+    service, state, _ = make_service(Silent())
+    service.recorder = TraceRecorder(tmp_path / "trace.jsonl")
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+    stalled = asyncio.create_task(service.handle(TEXT, json.dumps(body).encode(), {}, "stalled"))
+    await asyncio.sleep(0.05)
+    stalled.cancel()  # the client left while the pool had not answered
+    with pytest.raises(asyncio.CancelledError):
+        await stalled
+    await service.handle(TEXT, json.dumps(body).encode(), {}, "later")
+    assert service.recorder.flush() == 1  # the later request is written, not held behind the cancelled one
+    assert state.pools["a"].in_flight == 0
+
+
 class PromisingRouter:
     """The least-load router, its decisions promising a TPOT (as ``predicted-slo`` makes them)."""
 
