@@ -55,52 +55,55 @@ class EndpointApp:
             return
         request = wire.decode_request(body)
         stream = self.generate(request)
+        # Watched from the start: a gateway that leaves while the engine has not answered yet (a queued
+        # sequence, a whole answer being generated) aborts the engine request too.
+        gone = _Disconnect(receive, asyncio.current_task())
         try:
             try:
                 first = await stream.__anext__()
             except BaseException as exc:  # before the first byte: a status the gateway maps
                 if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
                     raise
+                gone.ending = True
                 status, payload = wire.encode_error(exc)
                 return await _answer(send, status, _JSON, payload)
             if request.whole:
+                gone.ending = True
                 return await _answer(send, 200, _JSON, wire.encode_item(first))
-            await self._stream(first, stream, receive, send)
-        finally:
-            await stream.aclose()
-
-    async def _stream(self, first: RelayItem, stream: AsyncIterator[RelayItem], receive, send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _NDJSON})
-        gone = _Disconnect(receive, asyncio.current_task())
-        try:
-            item = first
-            while True:
-                last = item.finish_reason is not None
-                gone.ending = last
-                await send({"type": "http.response.body", "body": wire.encode_item(item) + b"\n", "more_body": not last})
-                if last:
-                    return
-                try:
-                    item = await stream.__anext__()
-                except StopAsyncIteration:
-                    gone.ending = True
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    return
-                except Exception as exc:  # after the first byte: an error line ends the stream
-                    gone.ending = True
-                    _, payload = wire.encode_error(exc)
-                    await send({"type": "http.response.body", "body": payload + b"\n", "more_body": False})
-                    return
+            await self._stream(first, stream, send, gone)
         except asyncio.CancelledError:
             if not gone.happened:
                 raise
-            # the gateway went away: the caller's ``aclose`` aborts the engine request
+            # the gateway went away: ``aclose`` below aborts the engine request
         finally:
             gone.watcher.cancel()
+            await stream.aclose()
+
+    async def _stream(self, first: RelayItem, stream: AsyncIterator[RelayItem], send, gone: "_Disconnect") -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _NDJSON})
+        item = first
+        while True:
+            last = item.finish_reason is not None
+            gone.ending = last
+            await send({"type": "http.response.body", "body": wire.encode_item(item) + b"\n", "more_body": not last})
+            if last:
+                return
+            try:
+                item = await stream.__anext__()
+            except StopAsyncIteration:
+                gone.ending = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            except Exception as exc:  # after the first byte: an error line ends the stream
+                gone.ending = True
+                _, payload = wire.encode_error(exc)
+                await send({"type": "http.response.body", "body": payload + b"\n", "more_body": False})
+                return
 
 
 class _Disconnect:
-    """Watches ``receive`` and cancels the writer when the gateway closes the connection mid-stream."""
+    """Watches ``receive`` and cancels the request's task when the gateway closes the connection before
+    the answer's last bytes."""
 
     def __init__(self, receive, writer: asyncio.Task):
         self.ending = False  # the last bytes are going out: a disconnect now is the normal end

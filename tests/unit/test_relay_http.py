@@ -49,6 +49,8 @@ class FakeEngine:
             raise ContextLengthExceeded("the prompt is too long", param="prompt")
         n = request.params.max_tokens
         try:
+            if prompt == "slow":  # a queued sequence, or a long whole answer: nothing for a while
+                await asyncio.sleep(30)
             texts = [f"{self.name}{i} " for i in range(n)]
             if request.whole:
                 yield RelayItem("".join(texts), 3, n, "length", _telemetry(self.name))
@@ -291,6 +293,18 @@ async def test_cancel_closes_the_connection_and_the_replica_aborts_the_sequence(
     await asyncio.wait_for(engines["r1"].aborted.wait(), 5)
     await asyncio.sleep(0.05)
     assert pools.endpoints["a"]["r1"].in_flight == 0
+    await pools.aclose()
+
+
+@pytest.mark.parametrize("whole", [True, False])
+async def test_a_gateway_that_leaves_before_the_first_item_aborts_the_engine_request(replicas, whole):
+    engines, servers = replicas
+    pools = HttpPools({"a": None}, TOKEN)
+    pools.add("a", "r1", servers[0].url)
+    opening = asyncio.create_task(pools.stream("a", _request("slow", whole=whole)).__anext__())
+    await asyncio.sleep(0.3)  # the replica has the request and waits on its engine
+    opening.cancel()  # the client left: the gateway closes its connection
+    await asyncio.wait_for(engines["r1"].aborted.wait(), 5)
     await pools.aclose()
 
 
