@@ -89,7 +89,7 @@ def _serving_core_layout() -> tuple[dict[str, str], str]:
     last (what its automatic binding does), every other process of the server kept on the last core
     (by default they run where the scheduler puts them, the worker's cores included)."""
     last = (os.cpu_count() or 2) - 1
-    return {"VLLM_CPU_OMP_THREADS_BIND": "0" if last == 1 else f"0-{last - 1}"}, str(last)
+    return {"VLLM_CPU_OMP_THREADS_BIND": "0" if last <= 1 else f"0-{last - 1}"}, str(last)
 
 
 _SERVING_ENV, _SERVING_CPUS = _serving_core_layout()

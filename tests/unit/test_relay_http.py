@@ -302,7 +302,8 @@ async def test_a_gateway_that_leaves_before_the_first_item_aborts_the_engine_req
     pools = HttpPools({"a": None}, TOKEN)
     pools.add("a", "r1", servers[0].url)
     opening = asyncio.create_task(pools.stream("a", _request("slow", whole=whole)).__anext__())
-    await asyncio.sleep(0.3)  # the replica has the request and waits on its engine
+    while not engines["r1"].requests:  # until the replica has the request and waits on its engine
+        await asyncio.sleep(0.01)
     opening.cancel()  # the client left: the gateway closes its connection
     await asyncio.wait_for(engines["r1"].aborted.wait(), 5)
     await pools.aclose()

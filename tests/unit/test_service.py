@@ -186,9 +186,6 @@ class Silent(FakePools):
     def stream(self, pool, request):
         s = super().stream(pool, request)
         if len(self.streams) == 1:
-            s._fail_first = None
-            s._items = []
-
             async def never():
                 await asyncio.Event().wait()
 
