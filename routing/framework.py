@@ -53,6 +53,15 @@ class RankedPool:
     pool: PoolState = field(repr=False, compare=False)
     prediction: Prediction | None = None
 
+    @property
+    def replica(self) -> str:
+        """The replica of pool ``name`` ranked ("": the pool as a whole)."""
+        return self.pool.replica
+
+    @property
+    def label(self) -> str:
+        return self.pool.label
+
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
@@ -61,6 +70,11 @@ class Dropped:
     name: str
     why: str
     prediction: Prediction | None = None
+    replica: str = ""  # as ``PoolState.replica``
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.replica}]" if self.replica else self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +335,7 @@ class Router:
             for c in cands:
                 if c not in kept:
                     f = next(f for f in profile.filters if not f.keep(shape, c))
-                    dropped.append(Dropped(c.pool.name, f.why(shape, c), c.prediction))
+                    dropped.append(Dropped(c.pool.name, f.why(shape, c), c.prediction, c.pool.replica))
         ranked = profile.rank(shape, kept)
         promised = None
         for f in profile.filters:
@@ -358,7 +372,7 @@ class Router:
         if failed:
             failed.sort(key=lambda fc: fc[0])  # stable: pools keep their order within a guard
             guards = self.guards
-            dropped += [Dropped(c.pool.name, guards[g].why(shape, c)) for g, c in failed]
+            dropped += [Dropped(c.pool.name, guards[g].why(shape, c), None, c.pool.replica) for g, c in failed]
         return kept
 
     def _guard(self, shape: RequestShape, cands: list[Candidate], dropped: list[Dropped]) -> list[Candidate]:
@@ -369,18 +383,19 @@ class Router:
                 raise guard.exhausted(shape, cands)
             if guard.shown and len(kept) < len(cands):
                 ids = {id(c) for c in kept}
-                dropped += [Dropped(c.pool.name, guard.why(shape, c)) for c in cands if id(c) not in ids]
+                dropped += [Dropped(c.pool.name, guard.why(shape, c), None, c.pool.replica)
+                            for c in cands if id(c) not in ids]
             cands = kept
         return cands
 
     def _reason(self, shape, profile, ranked, missed, dropped) -> str:
         lead = profile.lead
         if lead is None:
-            line = f"{profile.picker.name}: " + " > ".join(r.name for r in ranked[: self.shown])
+            line = f"{profile.picker.name}: " + " > ".join(r.label for r in ranked[: self.shown])
         else:
             parts = []
             for r in ranked[: self.shown]:
-                text = f"{r.name}: {lead.explain(shape, r)}"
+                text = f"{r.label}: {lead.explain(shape, r)}"
                 if not parts and r.cell is not None:
                     text += (f" at batch {r.cell.batch}×seq {r.cell.seq_len}"
                              f" ({r.cell.provenance}, n={r.cell.samples})")
@@ -392,5 +407,5 @@ class Router:
             needs = ", ".join(f.describe(shape) for f in missed.filters)
             line = f"no pool meets {needs} for {missed.name}, fell back to {profile.name}: {line}"
         if dropped:
-            line += "; skipped " + ", ".join(f"{d.name} ({d.why})" for d in dropped)
+            line += "; skipped " + ", ".join(f"{d.label} ({d.why})" for d in dropped)
         return line

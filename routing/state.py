@@ -33,6 +33,12 @@ class PoolState:
     prompts are prefilled in the step that admits them, the emulated engine);
     ``dynamic_watts`` one replica's peak minus idle draw (what a compute-bound
     prefill adds; 0: prefill energy unknown).
+
+    A pool of several replicas is offered to the router one state per
+    replica (``replica`` set, every count that replica's own), so a decision
+    names the replica too: the router can keep tight traffic on one replica
+    and pack another with relaxed traffic, which a pool-wide state (load
+    spread evenly, the tightest promise of any replica) cannot express.
     """
 
     name: str
@@ -60,6 +66,7 @@ class PoolState:
     dynamic_watts: float = 0.0
     capabilities: frozenset[str] = frozenset()  # request features its engine honours (RequestShape.features)
     tightest_tpot_ms: float | None = None  # the tightest TPOT promised to a sequence in flight (``TargetTracker``)
+    replica: str = ""  # the one replica of pool ``name`` this describes (``replicas`` 1); "": the whole pool
 
     load: int = field(init=False, repr=False, compare=False)  # sequences busy with, as best known
     slots: int = field(init=False, repr=False, compare=False)  # batch slots of one replica
@@ -69,6 +76,11 @@ class PoolState:
         busy = self.running + self.waiting
         self.load = self.in_flight if self.in_flight > busy else busy
         self.slots = self.max_batch or max(1, self.capacity // max(self.replicas, 1))
+
+    @property
+    def label(self) -> str:
+        """``name``, or ``name[replica]`` for one replica's state."""
+        return f"{self.name}[{self.replica}]" if self.replica else self.name
 
     @property
     def saturated(self) -> bool:

@@ -67,15 +67,14 @@ class StepDone(Event):
         learn = state.learn
         for i in res.first_token_ids:
             state.ttft[i] = now - t[i]
-            pool.prefilling -= 1
-            pool.prefill_tokens -= int(prompt[i])
+            pool.first_token(replica, int(prompt[i]))
             if learn:
                 state.energy_start[i] = replica.slot_energy_j
         replica.slot_energy_j += res.energy_j / res.batch_size if res.batch_size else 0.0
         for i in res.finished_ids:
             state.e2e[i] = now - t[i]
             state.status[i] = OK
-            pool.done(int(output[i]), state.promised(i), now)
+            pool.done(replica, int(output[i]), state.promised(i), now)
             state.observe_latency(i, pool.name)
             if learn:
                 _observe(state, replica, i)
@@ -102,7 +101,7 @@ class Arrival(Event):
             None if math.isnan(ttft) else float(ttft), None if math.isnan(tpot) else float(tpot),
         )
         try:
-            decision = state.router.choose(shape, [p.state(now) for p in state.pools])
+            decision = state.router.choose(shape, [s for p in state.pools for s in p.states(now)])
         except AllPoolsSaturated:
             state.status[i] = SATURATED
             return caused
@@ -121,36 +120,36 @@ class Arrival(Event):
             state.predicted(i, best.prediction)
         promised = decision.promised_tpot_ms
         state.promise(i, promised)
-        pool.sent(shape.prompt_tokens, shape.max_new_tokens, promised, now)
+        replica = pool.replica(best.replica)
+        pool.sent(replica, shape.prompt_tokens, shape.max_new_tokens, promised, now)
         pool.requests += 1
         seq = Seq(i, shape.prompt_tokens, shape.max_new_tokens)
         if state.dispatch_s > 0:
-            caused.append(Dispatch(now + state.dispatch_s, pool, seq))
+            caused.append(Dispatch(now + state.dispatch_s, replica, seq))
         else:
-            caused += dispatch(pool, seq, now)
+            caused += dispatch(replica, seq, now)
         return caused
 
 
-def dispatch(pool, seq: Seq, now: float) -> list[Event]:
-    """The sequence reaches a replica of ``pool`` (the fewest sequences) and joins its batcher."""
-    replica = pool.replica()
+def dispatch(replica: SimReplica, seq: Seq, now: float) -> list[Event]:
+    """The sequence reaches its replica and joins its batcher."""
     replica.batcher.add(seq)
     return [] if replica.busy else next_step(replica, now)
 
 
 class Dispatch(Event):
-    """A routed request reaches its pool's engine ``dispatch_s`` after it was routed:
+    """A routed request reaches its replica's engine ``dispatch_s`` after it was routed:
     the request path (proxy, gateway, Ray handle) that the engines do not see."""
 
-    __slots__ = ("pool", "seq")
+    __slots__ = ("replica", "seq")
 
-    def __init__(self, time: float, pool, seq: Seq):
+    def __init__(self, time: float, replica: SimReplica, seq: Seq):
         super().__init__(time)
-        self.pool = pool
+        self.replica = replica
         self.seq = seq
 
     def handle(self, state: SimState) -> list[Event]:
-        return dispatch(self.pool, self.seq, self.time)
+        return dispatch(self.replica, self.seq, self.time)
 
 
 def _observe(state: SimState, replica: SimReplica, i: int) -> None:

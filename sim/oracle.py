@@ -1,8 +1,9 @@
 """An offline lower bound on the attributed joules per output token of a trace.
 
 A linear program (SciPy's HiGHS) over pools × request classes × time windows.
-Classes group requests by model and sequence-length bucket; ``x[p, c, w]`` is
-the output tokens of class ``c`` pool ``p`` serves in window ``w``.
+Classes group requests by model, sequence-length bucket and latency targets
+(TTFT and TPOT, each request's own); ``x[p, c, w]`` is the output tokens of
+class ``c`` pool ``p`` serves in window ``w``.
 
     minimise   Σ e[p, c] · x[p, c, w]                      (+ M · unserved)
     subject to Σ_c x[p, c, w] / r[p, c] ≤ Δ                 (pool time per window)
@@ -116,20 +117,20 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     n_win = int(span // window_s) + 1
     win = ((w.t - w.t[0]) // window_s).astype(int)
     seq = np.array([bucket_index(DEFAULT_SEQ_BUCKETS, int(n)) for n in w.prompt + w.output])
-    keys = sorted(set(zip(w.model.tolist(), seq.tolist())))
+    ttft_key, tpot_key = _no_target_inf(w.slo_ttft_ms), _no_target_inf(w.slo_tpot_ms)
+    keys = sorted(set(zip(w.model.tolist(), seq.tolist(), ttft_key.tolist(), tpot_key.tolist())))
     P, C = len(pools), len(keys)
     energy = np.full((P, C, n_win), np.inf)
     capacity = np.zeros((P, C))
     demand = np.zeros((C, n_win))
     arrivals = np.zeros((C, n_win))
     figures = []
-    for c, (m, s) in enumerate(keys):
-        sel = (w.model == m) & (seq == s)
+    for c, (m, s, ttft, tpot) in enumerate(keys):
+        sel = (w.model == m) & (seq == s) & (ttft_key == ttft) & (tpot_key == tpot)
         np.add.at(demand[c], win[sel], w.output[sel])
         np.add.at(arrivals[c], win[sel], 1)
         prompt, output = int(w.prompt[sel].mean()), int(w.output[sel].mean())
         longest = int((w.prompt[sel] + w.output[sel]).max())
-        ttft, tpot = _loosest(w.slo_ttft_ms[sel]), _loosest(w.slo_tpot_ms[sel])
         figures.append((prompt, output, longest, ttft, tpot))
     # Little's law per window: sequences in the system ≤ queue + decode = wait_s + per_step_s × step time
     rate = arrivals / window_s
@@ -138,7 +139,7 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     if np.isinf(ttft_s).any():
         wait_s = np.where(rate[np.isinf(ttft_s)].sum(axis=0) > 0, np.inf, wait_s)
     per_step_s = (rate * np.array([f[1] for f in figures])[:, None]).sum(axis=0)
-    for c, (m, s) in enumerate(keys):
+    for c, (m, *_) in enumerate(keys):
         prompt, output, longest, ttft, tpot = figures[c]
         for p, (spec, f) in enumerate(pools):
             if w.models[m] not in spec.models or longest > f.max_model_len:
@@ -164,6 +165,6 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     )
 
 
-def _loosest(targets: np.ndarray) -> float:
-    """The loosest target in a class (no target at all counts as infinite)."""
-    return math.inf if np.isnan(targets).any() else float(targets.max())
+def _no_target_inf(targets: np.ndarray) -> np.ndarray:
+    """Targets in ms with "none" (NaN) as infinite, so they group and compare."""
+    return np.where(np.isnan(targets), math.inf, targets)

@@ -3,9 +3,10 @@
 A pool whose model the hardware catalog knows runs one ``ContinuousBatcher``
 (the emulated engine's own) per replica. A pool with only a measured
 ``EfficiencyProfile`` (a real engine) runs a ``ProfileBatcher`` whose step
-time and power come from the profile's cells. A request joins the replica
-with the fewest sequences (ties: the first), standing in for Ray Serve's
-power-of-two choice.
+time and power come from the profile's cells. A pool of several replicas is
+offered to the router one state per replica, as the gateway offers it
+(``routing.state.PoolState``), and a request joins the replica its decision
+names; a pool-wide decision joins the replica with the fewest sequences.
 
 Replicas of an autoscaled pool come and go (``sim.autoscale``): a new one
 draws idle power from the moment it is asked for and serves after its
@@ -16,6 +17,7 @@ sequences finish. ``replica_seconds`` counts every replica while it is up
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -91,17 +93,53 @@ class ProfileBatcher:
                           tuple(first), tokens, tuple(done))
 
 
+class SentLoad:
+    """What the gateway has sent one replica and not yet seen finish (``PoolState``'s queue fields)."""
+
+    __slots__ = ("in_flight", "prefilling", "prefill_tokens", "decode_tokens", "prompt_meter",
+                 "arrival_meter", "targets")
+
+    def __init__(self):
+        self.in_flight = 0
+        self.prefilling = 0  # sequences without a first token yet
+        self.prefill_tokens = 0  # their prompt tokens
+        self.decode_tokens = 0  # output tokens owed to sequences in flight
+        self.prompt_meter = RateMeter()
+        self.arrival_meter = RateMeter()
+        self.targets = TargetTracker()  # TPOT targets promised to the sequences in flight
+
+    def sent(self, prompt: int, output: int, tpot_target_ms: float | None, now: float) -> None:
+        self.in_flight += 1
+        self.prefilling += 1
+        self.prefill_tokens += prompt
+        self.decode_tokens += output
+        self.targets.add(tpot_target_ms)
+        self.prompt_meter.add(prompt, now)
+        self.arrival_meter.add(1, now)
+
+    def first_token(self, prompt: int) -> None:
+        self.prefilling -= 1
+        self.prefill_tokens -= prompt
+
+    def done(self, output: int, tpot_target_ms: float | None) -> None:
+        self.in_flight -= 1
+        self.decode_tokens -= output
+        self.targets.remove(tpot_target_ms)
+
+
 class SimReplica:
-    """One engine of a pool; ``busy`` while a step is scheduled."""
+    """One engine of a pool; ``busy`` while a step is scheduled; ``key`` names it in routing states."""
 
-    __slots__ = ("pool", "batcher", "busy", "slot_energy_j", "draining")
+    __slots__ = ("pool", "batcher", "busy", "slot_energy_j", "draining", "key", "sent")
 
-    def __init__(self, pool: "SimPool", batcher: ContinuousBatcher | ProfileBatcher):
+    def __init__(self, pool: "SimPool", batcher: ContinuousBatcher | ProfileBatcher, key: str = "0"):
         self.pool = pool
         self.batcher = batcher
         self.busy = False
         self.slot_energy_j = 0.0  # running sum of step energy / batch: per-request energy
         self.draining = False  # shed: finishes its sequences, takes no new ones
+        self.key = key
+        self.sent = SentLoad()
 
 
 class SimPool:
@@ -111,7 +149,8 @@ class SimPool:
                  profile: EfficiencyProfile | None, make_batcher: Callable[[], Any] | None = None):
         self.spec = spec
         self.name = spec.name
-        self.replicas = [SimReplica(self, b) for b in batchers]  # serving
+        self._keys = itertools.count()
+        self.replicas = [SimReplica(self, b, str(next(self._keys))) for b in batchers]  # serving
         self.make_batcher = make_batcher
         self.starting = 0
         self.draining: list[SimReplica] = []
@@ -127,13 +166,7 @@ class SimPool:
         hw = get_hardware(spec.hardware)
         self.batch_buckets = tuple(hw.batch_buckets or ())
         self.dynamic_watts = hw.peak_watts_replica - hw.idle_watts_replica  # per replica
-        self.in_flight = 0
-        self.prefilling = 0  # sequences routed here without a first token yet
-        self.prefill_tokens = 0  # their prompt tokens
-        self.decode_tokens = 0  # output tokens owed to sequences in flight
-        self.prompt_meter = RateMeter()
-        self.arrival_meter = RateMeter()
-        self.targets = TargetTracker()  # TPOT targets promised to the sequences in flight
+        self.sent_total = SentLoad()  # over every replica
         self.max_batch = some[0].max_batch
         self.requests = 0
         self.output_tokens = 0
@@ -164,7 +197,7 @@ class SimPool:
     def replica_ready(self, now: float) -> None:
         self._count(now)
         self.starting -= 1
-        self.replicas.append(SimReplica(self, self.make_batcher()))
+        self.replicas.append(SimReplica(self, self.make_batcher(), str(next(self._keys))))
 
     def shed(self, now: float) -> None:
         """Take the least busy serving replica out; it leaves when its sequences finish."""
@@ -195,42 +228,68 @@ class SimPool:
             waiting += b.waiting
             usage += b.kv_usage
         n = len(self.replicas)
+        sent = self.sent_total
         return PoolState(
-            self.name, self.spec.hardware, self.models, n > 0, self.in_flight, running, waiting,
+            self.name, self.spec.hardware, self.models, n > 0, sent.in_flight, running, waiting,
             self.capacity, n, 1.0 - usage / n if n else 0.0, self.max_seq_len,
             self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
-            self.prefilling, self.prefill_tokens, self.decode_tokens, self.prompt_meter.rate(now),
-            self.arrival_meter.rate(now), self.max_batch, 0, self.dynamic_watts,
-            tightest_tpot_ms=self.targets.tightest(),
+            sent.prefilling, sent.prefill_tokens, sent.decode_tokens, sent.prompt_meter.rate(now),
+            sent.arrival_meter.rate(now), self.max_batch, 0, self.dynamic_watts,
+            tightest_tpot_ms=sent.targets.tightest(),
         )
 
-    def replica(self) -> SimReplica:
-        """The replica a new sequence joins: fewest running + waiting."""
+    def states(self, now: float) -> list[PoolState]:
+        """What the router is offered: one state per serving replica when there are several, else the pool's."""
+        if len(self.replicas) < 2:
+            return [self.state(now)]
+        out = []
+        for r in self.replicas:
+            b, sent = r.batcher, r.sent
+            out.append(PoolState(
+                self.name, self.spec.hardware, self.models, True, sent.in_flight, b.running, b.waiting,
+                self.spec.max_ongoing_requests, 1, 1.0 - b.kv_usage, self.max_seq_len,
+                self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
+                sent.prefilling, sent.prefill_tokens, sent.decode_tokens, sent.prompt_meter.rate(now),
+                sent.arrival_meter.rate(now), self.max_batch, 0, self.dynamic_watts,
+                tightest_tpot_ms=sent.targets.tightest(), replica=r.key,
+            ))
+        return out
+
+    def replica(self, key: str = "") -> SimReplica:
+        """The replica a routing decision named (``key``), else the one with the fewest running + waiting."""
         reps = self.replicas
+        if key:
+            for r in reps:
+                if r.key == key:
+                    return r
         if len(reps) == 1:
             return reps[0]
         return min(reps, key=lambda r: r.batcher.running + r.batcher.waiting)
 
-    def sent(self, prompt: int, output: int, tpot_target_ms: float | None, now: float) -> None:
-        """A sequence routed here: it waits for its prefill and owes ``output`` tokens."""
-        self.add_in_flight(1, now)
-        self.prefilling += 1
-        self.prefill_tokens += prompt
-        self.decode_tokens += output
-        self.targets.add(tpot_target_ms)
-        self.prompt_meter.add(prompt, now)
-        self.arrival_meter.add(1, now)
+    def sent(self, replica: SimReplica, prompt: int, output: int, tpot_target_ms: float | None,
+             now: float) -> None:
+        """A sequence routed to ``replica``: it waits for its prefill and owes ``output`` tokens."""
+        self._count_load(now)
+        self.sent_total.sent(prompt, output, tpot_target_ms, now)
+        replica.sent.sent(prompt, output, tpot_target_ms, now)
 
-    def done(self, output: int, tpot_target_ms: float | None, now: float) -> None:
+    def first_token(self, replica: SimReplica, prompt: int) -> None:
+        self.sent_total.first_token(prompt)
+        replica.sent.first_token(prompt)
+
+    def done(self, replica: SimReplica, output: int, tpot_target_ms: float | None, now: float) -> None:
         """A sequence sent with ``sent`` finished."""
-        self.add_in_flight(-1, now)
-        self.decode_tokens -= output
-        self.targets.remove(tpot_target_ms)
+        self._count_load(now)
+        self.sent_total.done(output, tpot_target_ms)
+        replica.sent.done(output, tpot_target_ms)
 
-    def add_in_flight(self, delta: int, now: float) -> None:
+    @property
+    def in_flight(self) -> int:
+        return self.sent_total.in_flight
+
+    def _count_load(self, now: float) -> None:
         self._load_area += self.in_flight * (now - self._load_since)
         self._load_since = now
-        self.in_flight += delta
 
     def mean_load(self, start: float, end: float) -> float:
         """Time-averaged sequences in flight over [start, end]."""

@@ -261,7 +261,7 @@ def test_sim_replica_serves_only_after_its_startup_and_draws_idle_while_starting
     clock = Clock()
     auto = SimAutoscaler(Scaler(clock=clock), figures)
     startup = figures["h100"].limits.startup_s
-    h100.in_flight = int(5 * figures["h100"].limits.target_ongoing)
+    h100.sent_total.in_flight = int(5 * figures["h100"].limits.target_ongoing)
 
     class State:  # what a tick reads
         pools = [h100]

@@ -58,7 +58,8 @@ def test_simulation_feeds_queues_and_residuals_and_reports_forecast_error():
     w = Workload.synthetic("meta-llama/Llama-3.1-8B-Instruct", 400, 10.0, seed=4).with_default_slo(1000, 100)
     sim = Simulation(w, build_pools(specs, w.models), load_routing_config({"policy": "slo-energy"})).run()
     for p in sim.pools:
-        assert (p.in_flight, p.prefilling, p.prefill_tokens, p.decode_tokens) == (0, 0, 0, 0)
+        for load in (p.sent_total, *(r.sent for r in p.replicas)):
+            assert (load.in_flight, load.prefilling, load.prefill_tokens, load.decode_tokens) == (0, 0, 0, 0)
     assert sim.router.predictor.factors("h100") != (1.0, 1.0)  # it learned from finished requests
     assert not np.isnan(sim.state.pred_ttft).any()
     r = simulate(specs, w, {"policy": "slo-energy"})

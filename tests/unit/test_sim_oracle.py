@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,18 @@ def test_per_window_energy_and_the_concurrency_cap():
     assert tight.j_per_token_attributed > 1.2 * loose.j_per_token_attributed
     for policy in ("latency", "efficiency"):
         assert tight.j_per_token_attributed <= simulate(specs, w, {"policy": policy}).j_per_token_attributed
+
+
+def test_each_request_is_held_to_its_own_target_not_its_class_loosest():
+    # Half the requests are tight (TPOT 15 ms: only small batches qualify), half relaxed.
+    # Grouped by length alone the relaxed target would stand for both halves.
+    specs = load_fleet()[0].pools
+    w = Workload.synthetic("meta-llama/Llama-3.1-8B-Instruct", 600, 6.0, lengths="chat", seed=5)
+    tight = np.arange(len(w)) % 2 == 0
+    mixed = dataclasses.replace(w, slo_ttft_ms=np.full(len(w), 2000.0),
+                                slo_tpot_ms=np.where(tight, 15.0, 200.0))
+    relaxed = dataclasses.replace(mixed, slo_tpot_ms=np.full(len(w), 200.0))
+    b_mixed, b_relaxed = oracle_bound(specs, mixed), oracle_bound(specs, relaxed)
+    assert b_mixed.classes == 2 * b_relaxed.classes
+    assert b_mixed.j_per_token_attributed > 1.05 * b_relaxed.j_per_token_attributed
+    assert b_mixed.j_per_token_attributed <= simulate(specs, mixed, {"policy": "latency"}).j_per_token_attributed
