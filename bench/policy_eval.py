@@ -43,9 +43,7 @@ from sim.scenarios import SCENARIOS, scenario_trace  # noqa: E402
 from sim.workload import Workload  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
-FLEETS = {"default": None, "heldout": "bench/fleets/heldout.yaml",
-          "heldout-split": "bench/fleets/heldout-split.yaml"}  # the last on request only: see its file
-EVALUATED = ("default", "heldout")
+FLEETS = {"default": None, "heldout": "bench/fleets/heldout.yaml"}
 LOADS = {"1/4": 0.25, "1/2": 0.5, "full": 1.0}
 BASELINES = ("least-load", "latency")
 # The per-cell targets: attainment within this much of the best baseline, attributed J/token
@@ -196,7 +194,7 @@ def verdicts(cells: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fleet", nargs="+", choices=FLEETS, default=list(EVALUATED))
+    ap.add_argument("--fleet", nargs="+", choices=FLEETS, default=list(FLEETS))
     ap.add_argument("--trace", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     ap.add_argument("--policy", nargs="+", default=None, help="default: every policy but random")
     ap.add_argument("--candidate", default=None, help="the policy the targets are checked for "
