@@ -77,7 +77,7 @@ class Gateway:
         self.state.on_down(down_watch.pool_down)
         self.profiles = ProfileStore(self.fleet, Path(base_dir) if base_dir else None)
         self.state.profiles = self.profiles.profiles
-        self.pools = HttpPools(pools, token)
+        self.pools = HttpPools(pools, token, on_unreachable=self.state.unreachable)
         self.predictor = LatencyPredictor()  # kept across routing changes: what it learned stays
         counters = {}
         for p in self.fleet.pools:
@@ -317,6 +317,7 @@ class Gateway:
             "ranked": [
                 {
                     "pool": r.name,
+                    "replica": r.replica or None,
                     "score": r.score,
                     "scores": r.scores,
                     "batch": r.batch,
@@ -326,7 +327,8 @@ class Gateway:
                 for r in decision.ranked
             ],
             "dropped": [
-                {"pool": d.name, "why": d.why, "prediction": d.prediction and d.prediction.to_dict()}
+                {"pool": d.name, "replica": d.replica or None, "why": d.why,
+                 "prediction": d.prediction and d.prediction.to_dict()}
                 for d in decision.dropped
             ],
         }

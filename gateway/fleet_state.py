@@ -12,6 +12,11 @@ failed polls in a row (its replicas died with their node, say) and ready
 again on the first poll that succeeds (Serve restarted them); listeners
 registered with :meth:`FleetState.on_down` hear of each fall. When every ready pool of a model is ejected, ejection is
 ignored for that model (Envoy's panic mode): a guess beats a certain 503.
+
+A pool with two or more replicas the relay can reach is offered to the
+router one state per replica (``routing.state.PoolState.replica``), so it
+places each request on a replica, not just a pool; the gateway then counts
+what it sent per replica too.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 
 from fleet.api import PoolView
 from gateway.outliers import OutlierDetector
-from routing import PoolState, RateMeter, TargetTracker
+from routing import PoolState, SentLoad
 from workers.hardware import HardwareModel, get_hardware
 from workers.protocol import ReplicaStats
 from workers.spec import PoolSpec
@@ -32,24 +37,26 @@ from workers.spec import PoolSpec
 #: A pool whose polls have failed for this long counts as unhealthy.
 STALE_AFTER_S = 30.0
 
+_NOTHING_SENT = SentLoad()  # a replica this gateway has sent nothing (read only)
+
 
 @dataclass
 class PoolRecord:
     spec: PoolSpec
     hardware: HardwareModel
-    in_flight: int = 0
     replicas: dict[str, ReplicaStats] = field(default_factory=dict)
     last_ok: float | None = None
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
     failed_polls: int = 0  # in a row
     down: bool = False
-    prefilling: int = 0  # sequences sent without a first token yet
-    prefill_tokens: int = 0  # their prompt tokens
-    decode_tokens: int = 0  # output tokens (max_tokens) owed to sequences in flight
-    prompts: RateMeter = field(default_factory=RateMeter)  # prompt tokens sent per second
-    arrivals: RateMeter = field(default_factory=RateMeter)  # sequences sent per second
-    targets: TargetTracker = field(default_factory=TargetTracker)  # TPOT targets promised to those in flight
+    sent: SentLoad = field(default_factory=SentLoad)  # what this gateway has in flight on the pool
+    sent_to: dict[str, SentLoad] = field(default_factory=dict)  # the same per replica routed to by name
+    unreachable: set[str] = field(default_factory=set)  # replicas the relay could not reach since they last answered
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent.in_flight
 
     @property
     def slots(self) -> int:
@@ -113,40 +120,41 @@ class FleetState:
         }
         self.profiles: dict[str, Any] = {}
 
-    def acquire(self, pool: str, sequences: int, prompt_tokens: int = 0, max_new_tokens: int = 0,
-                tpot_target_ms: float | None = None) -> None:
-        """``sequences`` sent to ``pool``, each of ``prompt_tokens`` owed ``max_new_tokens``
-        (``tpot_target_ms``: the TPOT the router promised them, ``Decision.promised_tpot_ms``)."""
+    def _loads(self, pool: str, replica: str) -> tuple[SentLoad, ...]:
+        """The pool's count, and the replica's when the decision named one."""
         rec = self.pools[pool]
-        rec.in_flight += sequences
-        rec.prefilling += sequences
-        rec.prefill_tokens += sequences * prompt_tokens
-        rec.decode_tokens += sequences * max_new_tokens
-        rec.targets.add(tpot_target_ms, sequences)
-        now = self._clock()
-        rec.prompts.add(sequences * prompt_tokens, now)
-        rec.arrivals.add(sequences, now)
+        if not replica:
+            return (rec.sent,)
+        return rec.sent, rec.sent_to.setdefault(replica, SentLoad())
 
-    def first_tokens(self, pool: str, sequences: int, prompt_tokens: int = 0) -> None:
+    def acquire(self, pool: str, sequences: int, prompt_tokens: int = 0, max_new_tokens: int = 0,
+                tpot_target_ms: float | None = None, replica: str = "") -> None:
+        """``sequences`` sent to ``pool`` (its ``replica`` when the router chose one), each of
+        ``prompt_tokens`` owed ``max_new_tokens`` (``tpot_target_ms``: the TPOT the router promised
+        them, ``Decision.promised_tpot_ms``)."""
+        now = self._clock()
+        for load in self._loads(pool, replica):
+            load.sent(sequences, prompt_tokens, max_new_tokens, tpot_target_ms, now)
+
+    def first_tokens(self, pool: str, sequences: int, prompt_tokens: int = 0, replica: str = "") -> None:
         """Their first tokens arrived: the prefills are done."""
-        rec = self.pools[pool]
-        rec.prefilling -= sequences
-        rec.prefill_tokens -= sequences * prompt_tokens
+        for load in self._loads(pool, replica):
+            load.first_tokens(sequences, prompt_tokens)
 
     def release(self, pool: str, sequences: int, prompt_tokens: int = 0, max_new_tokens: int = 0,
-                tpot_target_ms: float | None = None, prefilled: bool = True) -> None:
+                tpot_target_ms: float | None = None, prefilled: bool = True, replica: str = "") -> None:
         """They finished (or failed; before their first tokens when not ``prefilled``)."""
         rec = self.pools[pool]
-        rec.in_flight -= sequences
-        rec.decode_tokens -= sequences * max_new_tokens
-        rec.targets.remove(tpot_target_ms, sequences)
-        if not prefilled:
-            self.first_tokens(pool, sequences, prompt_tokens)
+        for load in self._loads(pool, replica):
+            load.done(sequences, max_new_tokens, tpot_target_ms)
+            if not prefilled:
+                load.first_tokens(sequences, prompt_tokens)
 
     def record_stats(self, pool: str, stats: ReplicaStats) -> None:
         rec = self.pools[pool]
         # Finished requests carry counters only; polls add power and provenance: merge.
         rec.replicas[stats.replica] = stats.merged_over(rec.replicas.get(stats.replica))
+        rec.unreachable.discard(stats.replica)
         rec.last_ok = self._clock()
         rec.last_error = None
         rec.failed_polls = 0
@@ -186,42 +194,68 @@ class FleetState:
         return [n for n, rec in self.pools.items() if model in rec.spec.models and rec.starting()]
 
     def snapshot(self, model: str | None = None) -> list[PoolState]:
+        """What the router is offered: a pool with two or more replicas it can reach, one state per replica
+        (running and waiting from its own polls, the rest this gateway's own count of what it sent there);
+        any other pool, one state for the whole pool."""
         healthy = self.healthy(model)
         now = self._clock()
         out = []
         for name, rec in self.pools.items():
-            s = rec.spec
-            usage = [r.kv_cache_usage for r in rec.replicas.values()]
-            out.append(
-                PoolState(
-                    name=name,
-                    hardware=s.hardware,
-                    models=tuple(s.models),
-                    healthy=healthy[name],
-                    in_flight=rec.in_flight,
-                    running=int(rec.total("running")),
-                    waiting=int(rec.total("waiting")),
-                    capacity=s.max_ongoing_requests * rec.live_replicas(),
-                    replicas=rec.live_replicas(),
+            reachable = [] if rec.down else [
+                (rid, st) for rid, st in rec.replicas.items() if st.endpoint and rid not in rec.unreachable
+            ]
+            if len(reachable) < 2:
+                usage = [r.kv_cache_usage for r in rec.replicas.values()]
+                out.append(self._state(
+                    rec, healthy[name], rec.sent, now, running=int(rec.total("running")),
+                    waiting=int(rec.total("waiting")), replicas=rec.live_replicas(),
                     kv_free=1.0 - (sum(usage) / len(usage) if usage else 0.0),
-                    max_seq_len=rec.max_seq_len(),
-                    batch_buckets=tuple(rec.hardware.batch_buckets or ()),
-                    price_per_hour=rec.price_per_hour,
-                    emulated=s.emulated,
-                    capabilities=s.capabilities(),
-                    profile=self.profiles.get(name),
-                    prefilling=rec.prefilling,
-                    prefill_tokens=rec.prefill_tokens,
-                    decode_tokens=rec.decode_tokens,
-                    prompt_rate=rec.prompts.rate(now),
-                    arrival_rate=rec.arrivals.rate(now),
-                    max_batch=rec.slots,
-                    prefill_chunk=rec.prefill_chunk,
-                    dynamic_watts=rec.hardware.peak_watts_replica - rec.hardware.idle_watts_replica,
-                    tightest_tpot_ms=rec.targets.tightest(),
-                )
-            )
+                ))
+                continue
+            for rid, st in reachable:
+                out.append(self._state(
+                    rec, healthy[name], rec.sent_to.get(rid) or _NOTHING_SENT, now, running=st.running,
+                    waiting=st.waiting, replicas=1, kv_free=1.0 - st.kv_cache_usage, replica=rid,
+                ))
         return out
+
+    def _state(self, rec: PoolRecord, healthy: bool, sent: SentLoad, now: float, *, running: int, waiting: int,
+               replicas: int, kv_free: float, replica: str = "") -> PoolState:
+        s = rec.spec
+        return PoolState(
+            name=s.name,
+            hardware=s.hardware,
+            models=tuple(s.models),
+            healthy=healthy,
+            in_flight=sent.in_flight,
+            running=running,
+            waiting=waiting,
+            capacity=s.max_ongoing_requests * replicas,
+            replicas=replicas,
+            kv_free=kv_free,
+            max_seq_len=rec.max_seq_len(),
+            batch_buckets=tuple(rec.hardware.batch_buckets or ()),
+            price_per_hour=rec.price_per_hour,
+            emulated=s.emulated,
+            capabilities=s.capabilities(),
+            profile=self.profiles.get(s.name),
+            prefilling=sent.prefilling,
+            prefill_tokens=sent.prefill_tokens,
+            decode_tokens=sent.decode_tokens,
+            prompt_rate=sent.prompts.rate(now),
+            arrival_rate=sent.arrivals.rate(now),
+            max_batch=rec.slots,
+            prefill_chunk=rec.prefill_chunk,
+            dynamic_watts=rec.hardware.peak_watts_replica - rec.hardware.idle_watts_replica,
+            tightest_tpot_ms=sent.targets.tightest(),
+            replica=replica,
+        )
+
+    def unreachable(self, pool: str, replica: str) -> None:
+        """The relay could not reach ``replica``: it is not offered to the router again until it answers."""
+        rec = self.pools.get(pool)
+        if rec is not None:
+            rec.unreachable.add(replica)
 
     def describe(self) -> list[PoolView]:
         """Pool summaries for ``GET /v1/fleet`` and load-test energy accounting."""

@@ -1,7 +1,8 @@
 """The gateway's side of the data path: pool replicas' internal HTTP endpoints.
 
-The router picks the pool; :class:`HttpPools` picks the replica (fewest
-sequences this gateway has in flight there, ties broken at random) among the
+The router picks the pool, and the replica when the pool has several
+(``gateway.fleet_state``); otherwise :class:`HttpPools` picks it (fewer
+sequences this gateway has in flight there, of two at random) among the
 endpoints the replicas reported in their polled stats, and relays the
 replica's ``workers.wire`` lines over one shared ``aiohttp`` session
 (keep-alive connections, no per-request handshake). A replica that cannot be
@@ -25,6 +26,7 @@ import json
 import logging
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +57,10 @@ class Endpoint:
 class HttpPools:
     """The service's view of pools (``gateway.service.PoolClient``): streams over HTTP, stats over Serve."""
 
-    def __init__(self, handles: dict[str, Any], token: str):
+    def __init__(self, handles: dict[str, Any], token: str,
+                 on_unreachable: Callable[[str, str], None] | None = None):
         self.handles = handles
+        self.on_unreachable = on_unreachable  # (pool, replica) of a replica dropped for a connection error
         self.headers = {wire.TOKEN_HEADER: token, "content-type": "application/json"}
         self._session: aiohttp.ClientSession | None = None
         self.endpoints: dict[str, dict[str, Endpoint]] = {name: {} for name in handles}
@@ -88,9 +92,16 @@ class HttpPools:
     def drop(self, pool: str, endpoint: Endpoint, why: str) -> None:
         if self.endpoints.get(pool, {}).pop(endpoint.replica, None) is not None:
             log.warning("pool %s: dropped replica %s at %s: %s", pool, endpoint.replica, endpoint.url, why)
+        if self.on_unreachable is not None:
+            self.on_unreachable(pool, endpoint.replica)
 
-    def pick(self, pool: str, exclude: set[str]) -> Endpoint | None:
-        choices = [e for e in self.endpoints.get(pool, {}).values() if e.replica not in exclude]
+    def pick(self, pool: str, exclude: set[str], prefer: str = "") -> Endpoint | None:
+        """``prefer`` (the replica the router chose) while it is known and not excluded, else the
+        fewer in flight of two at random."""
+        known = self.endpoints.get(pool, {})
+        if prefer and prefer not in exclude and prefer in known:
+            return known[prefer]
+        choices = [e for e in known.values() if e.replica not in exclude]
         if not choices:
             return None
         if len(choices) > 2:
@@ -98,8 +109,9 @@ class HttpPools:
         least = min(e.in_flight for e in choices)
         return random.choice([e for e in choices if e.in_flight == least])
 
-    def stream(self, pool: str, request: PoolRequest) -> "HttpStream":
-        return HttpStream(self, pool, request)
+    def stream(self, pool: str, request: PoolRequest, replica: str = "") -> "HttpStream":
+        """``request`` on ``replica`` of ``pool`` (any replica of it: "", or when that one cannot be reached)."""
+        return HttpStream(self, pool, request, replica)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -109,8 +121,8 @@ class HttpPools:
 class HttpStream:
     """One sequence's relay items; ``cancel()`` closes the connection, which aborts the engine request."""
 
-    def __init__(self, pools: HttpPools, pool: str, request: PoolRequest):
-        self.pools, self.pool, self.request = pools, pool, request
+    def __init__(self, pools: HttpPools, pool: str, request: PoolRequest, replica: str = ""):
+        self.pools, self.pool, self.request, self.replica = pools, pool, request, replica
         self._endpoint: Endpoint | None = None
         self._response: aiohttp.ClientResponse | None = None
         self._items: deque[RelayItem] = deque()  # decoded, not yet handed out
@@ -187,7 +199,7 @@ class HttpStream:
         tried: set[str] = set()
         body = wire.encode_request(self.request)
         while not self._cancelled:  # cancelled while a dead replica was tried: no other one is asked
-            endpoint = self.pools.pick(self.pool, tried)
+            endpoint = self.pools.pick(self.pool, tried, self.replica)
             if endpoint is None:
                 why = "no replica reachable" if tried else "no replica endpoint known yet"
                 raise EngineFailure(f"pool {self.pool}: {why}")

@@ -68,7 +68,8 @@ class PoolStream(Protocol):
 class PoolClient(Protocol):
     """How the service reaches pools (HTTP to the pool replicas in the app, fakes in tests)."""
 
-    def stream(self, pool: str, request: PoolRequest) -> PoolStream: ...
+    def stream(self, pool: str, request: PoolRequest, replica: str = "") -> PoolStream:
+        """``request`` on ``replica`` of ``pool`` (the router's choice; "": any)."""
 
 
 class Router(Protocol):
@@ -334,21 +335,21 @@ class CompletionService:
     ):
         """Run the request on one pool; raises before any byte went out, so the caller may try another."""
         reason, promised = decision.reason, decision.promised_tpot_ms
-        pool = choice.name
+        pool, replica = choice.name, choice.replica
         self.metrics.routed(req.model, pool)
         # Tool calls are known only at the end of the output: the pool answers a tool request whole.
         whole = not req.stream or "tools" in shape.features
         # Counted before the first await: a request routed meanwhile must see this one's load.
-        self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, promised)
+        self.state.acquire(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, promised, replica)
         try:
             seqs = await self.down_watch.guard(pool, self._open(
-                pool, request_id, prompts, req.n, params, tracing.carrier_for(root), whole
+                pool, replica, request_id, prompts, req.n, params, tracing.carrier_for(root), whole
             ))
         except BaseException:
             self.state.release(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, promised,
-                               prefilled=False)
+                               prefilled=False, replica=replica)
             raise
-        self.state.first_tokens(pool, shape.sequences, shape.prompt_tokens)
+        self.state.first_tokens(pool, shape.sequences, shape.prompt_tokens, replica)
         self.state.outliers.success(pool)
         ttft = self.clock() - start
         # Ray Serve's proxy sets x-request-id (the client's, or its own): request_id is that one.
@@ -361,7 +362,7 @@ class CompletionService:
         created = int(time.time())
         ctx = _Context(self, kind, rid, created, req.model, pool, choice.batch, shape, start, ttft, len(prompts), req.n)
         ctx.span, ctx.request_id, ctx.caller, ctx.reason = root, request_id, caller and caller.name, reason
-        ctx.prediction, ctx.promised_tpot_ms = choice.prediction, promised
+        ctx.prediction, ctx.promised_tpot_ms, ctx.replica = choice.prediction, promised, replica
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             ctx.streaming = True
@@ -386,7 +387,8 @@ class CompletionService:
         return pinned
 
     async def _open(
-        self, pool: str, request_id: str, prompts, n: int, params: dict, trace: dict | None, whole: bool,
+        self, pool: str, replica: str, request_id: str, prompts, n: int, params: dict, trace: dict | None,
+        whole: bool,
     ) -> list[_Sequence]:
         """Start one pool stream per sequence and wait for each one's first item (the caller counts the load)."""
         seqs = []
@@ -400,7 +402,7 @@ class CompletionService:
                     request = PoolRequest(
                         f"{request_id}-{index}", SamplingParams(**seq_params), trace=trace, whole=whole, **prompt,
                     )
-                    seqs.append(_Sequence(index, self.pools.stream(pool, request)))
+                    seqs.append(_Sequence(index, self.pools.stream(pool, request, replica)))
             # A whole (non-streamed) answer is one item at the end: allow what a stream could take, the first
             # token's bound plus the idle bound per token.
             t = self.timeouts
@@ -457,6 +459,7 @@ class _Context:
         self.streaming = False  # its response is a stream: close() ends the service's count of the request
         self.prediction: Prediction | None = None
         self.promised_tpot_ms: float | None = None  # what the pool keeps for this request (Decision)
+        self.replica = ""  # the replica the router chose ("": the pool's own pick)
 
     def _note(self, index: int, item: RelayItem) -> None:
         self.prompt_tokens[index] = item.prompt_tokens
@@ -575,7 +578,7 @@ class _Context:
                 s.stream.cancel()
         shape = self.shape
         self.s.state.release(self.pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens,
-                             self.promised_tpot_ms)
+                             self.promised_tpot_ms, replica=self.replica)
         e2e = self.s.clock() - self.start
         out = sum(self.output_tokens.values())
         status = "ok" if self.ok else "error"

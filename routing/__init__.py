@@ -28,7 +28,7 @@ from routing.predictor import LatencyPredictor, Prediction
 from routing.presets import DEFAULT_POLICY, POLICIES, PRESETS
 from routing.profile import Cell, EfficiencyProfile, ProfileBook
 from routing.shape import RequestShape
-from routing.state import PoolState, RateMeter, TargetTracker
+from routing.state import PoolState, RateMeter, SentLoad, TargetTracker
 
 __all__ = [
     "AllPoolsSaturated",
@@ -64,6 +64,7 @@ __all__ = [
     "SCORERS",
     "SchedulingProfile",
     "Scorer",
+    "SentLoad",
     "TargetTracker",
     "build_policy",
     "build_router",

@@ -142,3 +142,43 @@ class TargetTracker:
 
     def tightest(self) -> float | None:
         return self._min
+
+
+class SentLoad:
+    """What a sender (the gateway, the simulator) has sent one pool or one replica and
+    not yet seen finish: the queue fields of ``PoolState`` it counts itself. The caller
+    passes the clock's reading (pure, no clock of its own)."""
+
+    __slots__ = ("in_flight", "prefilling", "prefill_tokens", "decode_tokens", "prompts", "arrivals",
+                 "targets")
+
+    def __init__(self):
+        self.in_flight = 0
+        self.prefilling = 0  # sequences without a first token yet
+        self.prefill_tokens = 0  # their prompt tokens
+        self.decode_tokens = 0  # output tokens (max_new_tokens) owed to sequences in flight
+        self.prompts = RateMeter()  # prompt tokens sent per second
+        self.arrivals = RateMeter()  # sequences sent per second
+        self.targets = TargetTracker()  # TPOT targets promised to those in flight
+
+    def sent(self, sequences: int, prompt_tokens: int, max_new_tokens: int, tpot_target_ms: float | None,
+             now: float) -> None:
+        """``sequences`` sent, each of ``prompt_tokens`` owed ``max_new_tokens``, promised ``tpot_target_ms``."""
+        self.in_flight += sequences
+        self.prefilling += sequences
+        self.prefill_tokens += sequences * prompt_tokens
+        self.decode_tokens += sequences * max_new_tokens
+        self.targets.add(tpot_target_ms, sequences)
+        self.prompts.add(sequences * prompt_tokens, now)
+        self.arrivals.add(sequences, now)
+
+    def first_tokens(self, sequences: int, prompt_tokens: int) -> None:
+        """Their first tokens arrived: the prefills are done."""
+        self.prefilling -= sequences
+        self.prefill_tokens -= sequences * prompt_tokens
+
+    def done(self, sequences: int, max_new_tokens: int, tpot_target_ms: float | None) -> None:
+        """They finished (a caller whose sequences failed before their first tokens calls ``first_tokens`` too)."""
+        self.in_flight -= sequences
+        self.decode_tokens -= sequences * max_new_tokens
+        self.targets.remove(tpot_target_ms, sequences)

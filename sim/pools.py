@@ -24,7 +24,7 @@ from typing import Any
 
 from routing.profile import EfficiencyProfile
 from fleet.profiles import engine_figures, modelled_profile
-from routing.state import PoolState, RateMeter, TargetTracker
+from routing.state import PoolState, SentLoad
 from workers.emulation.batcher import ContinuousBatcher, Sequence, StepResult
 from workers.hardware import get_hardware
 from workers.spec import PoolSpec
@@ -93,44 +93,10 @@ class ProfileBatcher:
                           tuple(first), tokens, tuple(done))
 
 
-class SentLoad:
-    """What the gateway has sent one replica and not yet seen finish (``PoolState``'s queue fields)."""
-
-    __slots__ = ("in_flight", "prefilling", "prefill_tokens", "decode_tokens", "prompt_meter",
-                 "arrival_meter", "targets")
-
-    def __init__(self):
-        self.in_flight = 0
-        self.prefilling = 0  # sequences without a first token yet
-        self.prefill_tokens = 0  # their prompt tokens
-        self.decode_tokens = 0  # output tokens owed to sequences in flight
-        self.prompt_meter = RateMeter()
-        self.arrival_meter = RateMeter()
-        self.targets = TargetTracker()  # TPOT targets promised to the sequences in flight
-
-    def sent(self, prompt: int, output: int, tpot_target_ms: float | None, now: float) -> None:
-        self.in_flight += 1
-        self.prefilling += 1
-        self.prefill_tokens += prompt
-        self.decode_tokens += output
-        self.targets.add(tpot_target_ms)
-        self.prompt_meter.add(prompt, now)
-        self.arrival_meter.add(1, now)
-
-    def first_token(self, prompt: int) -> None:
-        self.prefilling -= 1
-        self.prefill_tokens -= prompt
-
-    def done(self, output: int, tpot_target_ms: float | None) -> None:
-        self.in_flight -= 1
-        self.decode_tokens -= output
-        self.targets.remove(tpot_target_ms)
-
-
 class SimReplica:
     """One engine of a pool; ``busy`` while a step is scheduled; ``key`` names it in routing states."""
 
-    __slots__ = ("pool", "batcher", "busy", "slot_energy_j", "draining", "key", "sent")
+    __slots__ = ("pool", "batcher", "busy", "slot_energy_j", "draining", "key", "sent", "requests")
 
     def __init__(self, pool: "SimPool", batcher: ContinuousBatcher | ProfileBatcher, key: str = "0"):
         self.pool = pool
@@ -139,7 +105,8 @@ class SimReplica:
         self.slot_energy_j = 0.0  # running sum of step energy / batch: per-request energy
         self.draining = False  # shed: finishes its sequences, takes no new ones
         self.key = key
-        self.sent = SentLoad()
+        self.sent = SentLoad()  # what the router sent it and has not seen finish
+        self.requests = 0  # routed here
 
 
 class SimPool:
@@ -233,8 +200,8 @@ class SimPool:
             self.name, self.spec.hardware, self.models, n > 0, sent.in_flight, running, waiting,
             self.capacity, n, 1.0 - usage / n if n else 0.0, self.max_seq_len,
             self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
-            sent.prefilling, sent.prefill_tokens, sent.decode_tokens, sent.prompt_meter.rate(now),
-            sent.arrival_meter.rate(now), self.max_batch, 0, self.dynamic_watts,
+            sent.prefilling, sent.prefill_tokens, sent.decode_tokens, sent.prompts.rate(now),
+            sent.arrivals.rate(now), self.max_batch, 0, self.dynamic_watts,
             tightest_tpot_ms=sent.targets.tightest(),
         )
 
@@ -249,8 +216,8 @@ class SimPool:
                 self.name, self.spec.hardware, self.models, True, sent.in_flight, b.running, b.waiting,
                 self.spec.max_ongoing_requests, 1, 1.0 - b.kv_usage, self.max_seq_len,
                 self.batch_buckets, self.price_per_hour, self.spec.emulated, self.profile,
-                sent.prefilling, sent.prefill_tokens, sent.decode_tokens, sent.prompt_meter.rate(now),
-                sent.arrival_meter.rate(now), self.max_batch, 0, self.dynamic_watts,
+                sent.prefilling, sent.prefill_tokens, sent.decode_tokens, sent.prompts.rate(now),
+                sent.arrivals.rate(now), self.max_batch, 0, self.dynamic_watts,
                 tightest_tpot_ms=sent.targets.tightest(), replica=r.key,
             ))
         return out
@@ -270,18 +237,19 @@ class SimPool:
              now: float) -> None:
         """A sequence routed to ``replica``: it waits for its prefill and owes ``output`` tokens."""
         self._count_load(now)
-        self.sent_total.sent(prompt, output, tpot_target_ms, now)
-        replica.sent.sent(prompt, output, tpot_target_ms, now)
+        self.sent_total.sent(1, prompt, output, tpot_target_ms, now)
+        replica.sent.sent(1, prompt, output, tpot_target_ms, now)
+        replica.requests += 1
 
     def first_token(self, replica: SimReplica, prompt: int) -> None:
-        self.sent_total.first_token(prompt)
-        replica.sent.first_token(prompt)
+        self.sent_total.first_tokens(1, prompt)
+        replica.sent.first_tokens(1, prompt)
 
     def done(self, replica: SimReplica, output: int, tpot_target_ms: float | None, now: float) -> None:
         """A sequence sent with ``sent`` finished."""
         self._count_load(now)
-        self.sent_total.done(output, tpot_target_ms)
-        replica.sent.done(output, tpot_target_ms)
+        self.sent_total.done(1, output, tpot_target_ms)
+        replica.sent.done(1, output, tpot_target_ms)
 
     @property
     def in_flight(self) -> int:

@@ -58,7 +58,7 @@ class FlakyPools:
         self.calls: list[str] = []
         self.streams: list[FakeStream] = []
 
-    def stream(self, pool: str, request: PoolRequest):
+    def stream(self, pool: str, request: PoolRequest, replica=""):
         self.calls.append(pool)
         n = request.params.max_tokens
         items = [RelayItem(f"{pool}{i} ", 5, i + 1, "length" if i == n - 1 else None) for i in range(n)]

@@ -89,7 +89,7 @@ class LogprobPools:
     def __init__(self):
         self.requests: list[PoolRequest] = []
 
-    def stream(self, pool: str, request: PoolRequest):
+    def stream(self, pool: str, request: PoolRequest, replica=""):
         self.requests.append(request)
         n = request.params.max_tokens
         items = [

@@ -28,7 +28,7 @@ class DeadPool(FlakyPools):
         super().__init__()
         self.dead = dead
 
-    def stream(self, pool, request):
+    def stream(self, pool, request, replica=""):
         if pool != self.dead:
             return super().stream(pool, request)
         self.calls.append(pool)

@@ -33,7 +33,7 @@ async def test_gateway_counts_prefills_and_owed_tokens_and_hands_back_the_foreca
     state.profiles = fleet_profiles(FLEET.pools)  # modelled, as the gateway starts with
     body = json.dumps({"model": MODEL, "prompt": ["x", "y"], "max_tokens": 3, "stream": True}).encode()
     resp = await service.handle(TEXT, body, {}, "rid")
-    rec = state.pools["a"]
+    rec = state.pools["a"].sent
     assert (rec.in_flight, rec.prefilling, rec.prefill_tokens, rec.decode_tokens) == (2, 0, 0, 6)
     snap = state.snapshot(MODEL)[0]
     assert snap.decode_tokens == 6 and snap.prompt_rate > 0 and snap.max_batch == 8
@@ -49,7 +49,7 @@ async def test_a_failure_before_the_first_token_undoes_the_prefill_counts():
     _with_default_router(service)
     with pytest.raises(ContextLengthExceeded):
         await service.handle(TEXT, json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2}).encode(), {}, "r")
-    rec = state.pools["a"]
+    rec = state.pools["a"].sent
     assert (rec.in_flight, rec.prefilling, rec.prefill_tokens, rec.decode_tokens) == (0, 0, 0, 0)
 
 

@@ -66,7 +66,7 @@ class FakePools:
         self.streams: list[FakeStream] = []
         self.fail = fail
 
-    def stream(self, pool: str, request: PoolRequest):
+    def stream(self, pool: str, request: PoolRequest, replica=""):
         self.requests.append(request)
         tag = request.request_id.rsplit("-", 1)[1]
         n = request.params.max_tokens
@@ -125,7 +125,7 @@ async def test_stream_chunks_role_then_content_usage_and_done():
 @pytest.mark.parametrize("n", [1, 3])
 async def test_items_that_arrive_together_go_out_in_one_write_in_order(n):
     class Bursty(FakePools):
-        def stream(self, pool, request):
+        def stream(self, pool, request, replica=""):
             s = super().stream(pool, request)
             s.burst = 4  # four items per network read, the finishing one among them
             return s
@@ -160,7 +160,7 @@ async def test_engine_error_before_first_token_is_typed_and_frees_the_pool():
 class Unfinished(FakePools):
     """A pool whose streams end before their finishing item (a replica that went away mid-answer)."""
 
-    def stream(self, pool, request):
+    def stream(self, pool, request, replica=""):
         s = super().stream(pool, request)
         s._items.pop()
         return s
@@ -183,7 +183,7 @@ async def test_a_pool_stream_that_ends_unfinished_is_the_pools_failure_not_a_sho
 class Silent(FakePools):
     """A pool that never sends a first item (a stalled replica); its first request only."""
 
-    def stream(self, pool, request):
+    def stream(self, pool, request, replica=""):
         s = super().stream(pool, request)
         if len(self.streams) == 1:
             async def never():

@@ -252,3 +252,22 @@ def test_rate_meter_decays_with_the_injected_clock():
     assert m.rate(10.0) == pytest.approx(100.0 / math.e)
     m.add(1000, now=10.0)
     assert m.rate(10.0) == pytest.approx(100.0 / math.e + 100.0)
+
+
+def test_replicas_of_one_pool_are_ranked_each_so_a_tight_promise_pins_only_its_own_replica():
+    fast = _profile("fast", step_ms=20.0, prefill_ms_per_tok=0.05, base_j=1.0, slope_j=0.01)
+    slow = _profile("slow", step_ms=60.0, prefill_ms_per_tok=0.2, base_j=1.0, slope_j=0.02)
+    relaxed = RequestShape(MODEL, 500, 100, slo_ttft_ms=5000, slo_tpot_ms=200)
+    busy = dict(capacity=256, in_flight=32, running=32, decode_tokens=32 * 100)  # joining: 40 ms a step
+    # Seen as one pool (the load spread over both replicas, the tightest promise of either), a sequence
+    # promised 40 ms on one replica keeps the relaxed request off the whole fast pool.
+    whole = _pool(fast, replicas=2, capacity=512, in_flight=64, running=64, decode_tokens=6400,
+                  tightest_tpot_ms=40.0)
+    assert _router().choose(relaxed, [whole, _pool(slow)]).best.name == "slow"
+    # Seen per replica, only the replica running the tight sequence is off limits: the other packs.
+    held = _pool(fast, tightest_tpot_ms=40.0, replica="a", **busy)
+    free = _pool(fast, replica="b", **busy)
+    d = _router().choose(relaxed, [held, free, _pool(slow)])
+    assert (d.best.name, d.best.replica) == ("fast", "b")
+    assert d.dropped[0].label == "fast[a]" and "a running sequence needs" in d.dropped[0].why
+    assert d.reason.startswith("fast[b]: ") and "skipped fast[a] (" in d.reason

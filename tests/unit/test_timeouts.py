@@ -39,7 +39,7 @@ class HangingPools(FlakyPools):
         super().__init__()
         self.hang = hang
 
-    def stream(self, pool, request):
+    def stream(self, pool, request, replica=""):
         s = super().stream(pool, request)
         if pool in self.hang:
             s = HangAfter(s._items, self.hang[pool])
@@ -101,7 +101,7 @@ async def test_a_whole_response_that_stalls_midway_goes_to_the_next_pool():
 
 async def test_a_slow_pool_that_keeps_sending_is_not_timed_out():
     class Slow(FlakyPools):
-        def stream(self, pool, request):
+        def stream(self, pool, request, replica=""):
             s = super().stream(pool, request)
             inner = s.__anext__
 

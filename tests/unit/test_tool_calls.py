@@ -89,7 +89,7 @@ class ToolPools:
     def __init__(self):
         self.requests: list[PoolRequest] = []
 
-    def stream(self, pool: str, request: PoolRequest):
+    def stream(self, pool: str, request: PoolRequest, replica=""):
         self.requests.append(request)
         call = ToolCall("call_1", "weather", '{"city": "Seoul"}')
         return FakeStream([RelayItem("", 9, 5, "tool_calls", Telemetry(1.0, 0.1, ReplicaStats("r")), None, [call])])
