@@ -41,6 +41,7 @@ log = logging.getLogger("hetserve.gateway.relay")
 #: Errors of the connection (refused, reset, cut mid-body, timed out connecting): the replica is gone.
 #: Any other ``aiohttp.ClientError`` (a garbled status line) is the replica failing the sequence.
 _TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+_NDJSON = "application/x-ndjson"
 
 
 def _failure(exc: BaseException) -> EngineFailure:
@@ -231,7 +232,8 @@ class HttpStream:
     async def _first(self, endpoint: Endpoint, body: bytes) -> None:
         """Open the stream and read up to its first item (or read the whole answer)."""
         self._response = await self.pools.session.post(endpoint.url, data=body, headers=self.pools.headers)
-        if self._response.status != 200 or self.request.whole:
+        # A whole answer is one JSON body, or lines when progress items came before it.
+        if self._response.status != 200 or (self.request.whole and self._response.content_type != _NDJSON):
             content = await self._response.read()
             self._done = True
             self._release()

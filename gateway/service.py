@@ -392,6 +392,8 @@ class CompletionService:
     ) -> list[_Sequence]:
         """Start one pool stream per sequence and wait for each one's first item (the caller counts the load)."""
         seqs = []
+        t = self.timeouts
+        progress_s = t.idle_s / 2 if whole else None
         try:
             for p_index, prompt in enumerate(prompts):
                 for j in range(n):
@@ -400,13 +402,13 @@ class CompletionService:
                     if params["seed"] is not None:
                         seq_params["seed"] = params["seed"] + j
                     request = PoolRequest(
-                        f"{request_id}-{index}", SamplingParams(**seq_params), trace=trace, whole=whole, **prompt,
+                        f"{request_id}-{index}", SamplingParams(**seq_params), trace=trace, whole=whole,
+                        progress_s=progress_s, **prompt,
                     )
                     seqs.append(_Sequence(index, self.pools.stream(pool, request, replica)))
-            # A whole (non-streamed) answer is one item at the end: allow what a stream could take, the first
-            # token's bound plus the idle bound per token.
-            t = self.timeouts
-            limit = t.first_token_s + (params["max_tokens"] * t.idle_s if whole else 0.0)
+            # A whole (non-streamed) answer's first item is the answer, or an empty progress item once the
+            # engine has run for progress_s; then items at most idle_s apart, as in a stream (_next).
+            limit = t.first_token_s + (progress_s if whole else 0.0)
             try:
                 firsts = await asyncio.wait_for(asyncio.gather(*(s.stream.__anext__() for s in seqs)), limit)
             except TimeoutError:
@@ -552,8 +554,12 @@ class _Context:
                 events = []
                 for index, item in batch:
                     self._note(index, item)
-                    events.append(writer.delta(index, item.text, item.finish_reason, item.logprobs, item.tool_calls))
-                yield "".join(events)
+                    if item.text or item.finish_reason is not None or item.logprobs or item.tool_calls:
+                        events.append(
+                            writer.delta(index, item.text, item.finish_reason, item.logprobs, item.tool_calls)
+                        )  # an item with nothing to show (a whole answer's progress) is no event
+                if events:
+                    yield "".join(events)
             if writer.include_usage:
                 yield writer.usage(self.usage())
             self.ok = True

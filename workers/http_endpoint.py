@@ -67,7 +67,7 @@ class EndpointApp:
                 gone.ending = True
                 status, payload = wire.encode_error(exc)
                 return await _answer(send, status, _JSON, payload)
-            if request.whole:
+            if request.whole and first.finish_reason is not None:  # one body; else progress items lead
                 gone.ending = True
                 return await _answer(send, 200, _JSON, wire.encode_item(first))
             await self._stream(first, stream, send, gone)

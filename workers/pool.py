@@ -94,12 +94,15 @@ class PoolReplica:
         self._streams += 1
         try:
             stream = self.engine.generate(self._engine_request(request))
-            items = whole(stream) if request.whole or request.tools else coalesce(stream, self._window)
+            if request.whole or request.tools:
+                items = whole(stream, request.progress_s)
+            else:
+                items = coalesce(stream, self._window)
             async for item in items:
                 n_out = item.output_tokens
-                if request.tools:
-                    item = self._with_tool_calls(item, request)
                 if item.finish_reason is not None:
+                    if request.tools:
+                        item = self._with_tool_calls(item, request)
                     energy = self.ledger.attribute(mark, n_out, self.engine.stats().output_tokens_total)
                     item = item._replace(telemetry=Telemetry(energy, time.monotonic() - started, self._counters()))
                 yield item

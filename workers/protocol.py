@@ -24,6 +24,7 @@ class PoolRequest:
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
     whole: bool = False  # non-streaming: one item with the whole output
+    progress_s: float | None = None  # whole: an empty progress item at most this often while tokens come
     trace: dict[str, str] | None = None  # W3C trace context carrier
     tools: list[dict[str, Any]] | None = None  # chat: OpenAI's function tools (workers.tool_calls)
     tool_choice: str | dict[str, Any] | None = None

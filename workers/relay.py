@@ -18,6 +18,7 @@ Items are ``RelayItem``s without telemetry (the replica adds it to the last).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 from workers.engine import EngineDelta
@@ -40,9 +41,19 @@ def adaptive_window(streams: int, max_window_s: float, items_per_s: float, min_w
     return min(max_window_s, max(min_window_s, streams / items_per_s))
 
 
-async def whole(source: AsyncIterator[EngineDelta]) -> AsyncIterator[RelayItem]:
-    """One item for the whole output (non-streaming requests): the fewest Ray items."""
-    deltas = [d async for d in source]
+async def whole(source: AsyncIterator[EngineDelta], progress_s: float | None = None,
+                clock: Callable[[], float] = time.monotonic) -> AsyncIterator[RelayItem]:
+    """One item for the whole output (non-streaming requests), the last; before it, with ``progress_s``,
+    an empty item (no text, the token counts so far) when a delta arrives ``progress_s`` or more after the
+    start or the previous one: a long answer shows the gateway it advances, a stalled engine shows nothing."""
+    deltas: list[EngineDelta] = []
+    last = clock()
+    async for delta in source:
+        deltas.append(delta)
+        if progress_s is not None and delta.finish_reason is None and clock() - last >= progress_s:
+            last = clock()
+            logprobs = [] if delta.logprobs is not None else None
+            yield RelayItem("", delta.prompt_tokens, delta.output_tokens, None, None, logprobs)
     if deltas:
         yield merge(deltas)
 

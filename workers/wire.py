@@ -9,7 +9,9 @@ logprob], ...]], ...]``, and a tool request's one line a seventh, ``[[id,
 name, arguments], ...]`` (elements before the last one present may be
 ``null``); a failure after the first line
 is a line ``{"error": ...}``. A whole (non-streaming) answer is one such
-item as the body. A failure before the first item is an HTTP error status
+item as the body, or, when the request's ``progress_s`` passed before it,
+lines as a stream's: empty progress items (``["", prompt, output, null]``)
+then the answer. A failure before the first item is an HTTP error status
 with ``{"error": {"kind", "message", "param"}}``, ``kind`` naming a class of
 ``workers.errors``, so the gateway raises the same typed error it would
 have raised in-process.

@@ -91,3 +91,17 @@ async def test_whole_sends_one_item():
 
     items = [i async for i in whole(_deltas(10, 0))]
     assert items == [RelayItem("".join(f"t{i} " for i in range(10)), 3, 10, "length")]
+
+
+async def test_whole_with_progress_sends_an_empty_item_per_period_of_advancing_tokens_then_the_answer():
+    from workers.relay import whole
+
+    clock = iter(float(t) for t in range(1000))  # every reading one second later
+    items = [i async for i in whole(_deltas(10, 0), progress_s=3.0, clock=lambda: next(clock))]
+    *progress, answer = items
+    assert answer == RelayItem("".join(f"t{i} " for i in range(10)), 3, 10, "length")
+    assert progress and all(p.text == "" and p.finish_reason is None and p.telemetry is None for p in progress)
+    counts = [p.output_tokens for p in progress]
+    assert counts == sorted(counts) and counts[-1] < 10  # the counts so far, never the finishing delta
+    assert len(progress) < 10  # not one per delta: one per period
+    assert [i async for i in whole(_deltas(10, 0), progress_s=1e9)] == [answer]  # a short answer: one item

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
-from fleet.config import parse_fleet
+from fleet.config import TimeoutSpec, parse_fleet
 from gateway import errors
 from gateway.fleet_state import FleetState
 from gateway.metrics import GatewayMetrics
@@ -52,6 +52,12 @@ class FakeEngine:
             if prompt == "slow":  # a queued sequence, or a long whole answer: nothing for a while
                 await asyncio.sleep(30)
             texts = [f"{self.name}{i} " for i in range(n)]
+            if request.whole and prompt in ("progress", "stall"):  # as workers.relay.whole with progress_s
+                for i in range(2):
+                    await asyncio.sleep(0.05)
+                    yield RelayItem("", 3, i + 1, None)
+                if prompt == "stall":  # the engine stops advancing: no more progress, no answer
+                    await asyncio.sleep(30)
             if request.whole:
                 yield RelayItem("".join(texts), 3, n, "length", _telemetry(self.name))
                 return
@@ -427,3 +433,25 @@ def test_bytes_that_are_no_relay_item_are_the_pools_failure_not_an_internal_erro
     assert errors.to_api_error(EngineFailure("x")).status == 503
     with pytest.raises(ContextLengthExceeded):  # a well-formed error line keeps its type
         wire.decode_item(b'{"error": {"kind": "ContextLengthExceeded", "message": "long", "param": "prompt"}}')
+
+
+async def test_a_long_whole_answer_arrives_after_its_progress_items_and_a_stalled_one_times_out(gateway, replicas):
+    client, service = gateway
+    engines, _ = replicas
+    done = await client.completions.create(model=MODEL, prompt="progress", max_tokens=3)
+    assert done.choices[0].text.split() and len(done.choices[0].text.split()) == 3
+    assert done.usage.completion_tokens == 3
+    sent = [r for e in engines.values() for r in e.requests]
+    assert sent[-1].whole and sent[-1].progress_s == service.timeouts.idle_s / 2
+    # A stalled engine is found by the idle bound, not after max_tokens × idle_s.
+    service.timeouts = TimeoutSpec(first_token_s=5.0, idle_s=0.5)
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.completions.create(model=MODEL, prompt="stall", max_tokens=500)
+    assert info.value.status_code == 504 and "no token for 0.5 s" in info.value.message
+    await asyncio.wait_for(_any_aborted(engines), 5)  # the relay closed its connection: the engine stopped
+    assert service.active == 0
+
+
+async def _any_aborted(engines) -> None:
+    while not any(e.aborted.is_set() for e in engines.values()):
+        await asyncio.sleep(0.05)
