@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 
 import httpx
 import pytest
@@ -34,6 +35,7 @@ FLEET = {
         {"name": "fast-b", "models": ["m-ok"], **EMULATED, "engine_args": {"time_scale": 2}},
         {"name": "hung", "models": ["m-hang"], **EMULATED, "engine_args": {"fault": {"hang_after_tokens": 0}}},
         {"name": "stall", "models": ["m-stall"], **EMULATED, "engine_args": {"fault": {"hang_after_tokens": 2}}},
+        {"name": "pair", "models": ["m-pair"], **EMULATED, "replicas": 2},
     ],
 }
 
@@ -90,6 +92,31 @@ def test_a_stream_that_stalls_ends_with_an_error_event_and_done(server):
     assert json.loads(events[-2])["error"]["code"] == "pool_timeout"
     assert any(json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-2])
     assert _metric(server, "hetserve_streams_broken_total", pool="stall") == 1
+
+
+def test_a_non_streamed_request_to_a_stalled_pool_times_out_by_the_idle_bound(server):
+    started = time.monotonic()
+    r = httpx.post(f"{server.url}/v1/completions", timeout=120,
+                   json={"model": "m-stall", "prompt": "hi", "max_tokens": 50})  # fmt: skip
+    # first_token_s + idle_s / 2 = 4.5 s here; it used to be first_token_s + max_tokens × idle_s = 153 s.
+    assert r.status_code == 504 and r.json()["error"]["code"] == "pool_timeout"
+    assert time.monotonic() - started < 60
+
+
+def test_the_replicas_of_a_pool_are_routed_to_by_name(server):
+    body = {"model": "m-pair", "prompt": "hi", "max_tokens": 4}
+    deadline = time.monotonic() + 60
+    while True:  # both replicas report their endpoints within a few polls
+        ranked = httpx.post(f"{server.url}/v1/routing/explain", json=body, timeout=10).json()["ranked"]
+        replicas = {r["replica"] for r in ranked}
+        if len(replicas) == 2 and None not in replicas:
+            break
+        assert time.monotonic() < deadline, ranked
+        time.sleep(0.5)
+    for _ in range(4):  # round-robin over the two replicas' states
+        r = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30)
+        assert r.status_code == 200 and r.headers["x-hetserve-pool"] == "pair"
+        assert "pair[" in r.headers["x-hetserve-route-reason"]
 
 
 def test_a_replica_killed_under_load_loses_no_request_that_had_not_started_streaming(server):
