@@ -7,8 +7,14 @@ Starting Ray and the default fleet (with its real vLLM engine) costs about
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -83,3 +89,46 @@ def async_client(gateway_url):
     import openai
 
     return openai.AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+#: A test whose call runs longer than this gets the stacks of every Serve replica and the gateway dumped
+#: (py-spy) into test-artifacts/stalls/: a request that hangs in CI then leaves where each process was.
+STALL_S = float(os.environ.get("HETSERVE_TEST_STALL_S", "180"))
+STALL_DIR = Path(__file__).resolve().parents[1] / "test-artifacts" / "stalls"
+
+
+def _dump_stacks(test_id: str) -> Path | None:
+    """py-spy dumps of the Ray Serve actors on this machine; the file written (None without py-spy)."""
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable))
+    if spy is None:
+        return None
+    import psutil  # the project's dependency; the contract tests' side environments lack both
+
+    STALL_DIR.mkdir(parents=True, exist_ok=True)
+    out = STALL_DIR / (re.sub(r"[^\w.-]+", "_", test_id)[:150] + ".txt")
+    with out.open("w") as f:
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if not cmd.startswith(("ray::ServeReplica", "ray::ServeController", "ray::ProxyActor")):
+                continue
+            f.write(f"=== {proc.info['pid']} {cmd[:120]}\n")
+            done = subprocess.run([spy, "dump", "--pid", str(proc.info["pid"])], capture_output=True, text=True,
+                                  timeout=60)  # fmt: skip
+            f.write(done.stdout or done.stderr)
+    return out
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    def stalled() -> None:
+        where = _dump_stacks(item.nodeid)
+        print(f"\n{item.nodeid} still running after {STALL_S:g} s; stacks: {where or 'py-spy not installed'}",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    timer = threading.Timer(STALL_S, stalled)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
