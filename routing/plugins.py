@@ -87,6 +87,7 @@ PLUGINS: dict[str, PluginType] = {
     "cost": PluginType("scorer", NoParameters, _plain(p.CostScorer)),
     "latency": PluginType("scorer", NoParameters, _plain(p.LatencyScorer)),
     "load": PluginType("scorer", NoParameters, _plain(p.LoadScorer)),
+    "prefill-queue": PluginType("scorer", NoParameters, _plain(p.PrefillQueueScorer)),
     "marginal-energy": PluginType("scorer", NoParameters, _plain(p.MarginalEnergyScorer), predicts=True),
     "marginal-cost": PluginType("scorer", NoParameters, _plain(p.MarginalCostScorer), predicts=True),
     "packed-energy": PluginType(

@@ -106,6 +106,23 @@ class LoadScorer:
         return f"load {ranked.pool.load}/{ranked.pool.capacity}"
 
 
+class PrefillQueueScorer:
+    """Fewer prompt tokens sent and not yet prefilled is better: ``1 / (1 + tokens / 1000)``.
+
+    With a small weight beside a packed figure, which is equal for the replicas
+    of one pool, it breaks their tie: a prompt goes where no other waits for its
+    prefill (prefills spread, so none waits behind another's in one engine
+    step), and where none waits, to the first, so decoding packs."""
+
+    name = "prefill-queue"
+
+    def score(self, shape, cands):
+        return [1.0 / (1.0 + c.pool.prefill_tokens / 1000.0) for c in cands]
+
+    def explain(self, shape, ranked):
+        return f"{ranked.pool.prefill_tokens} prompt tokens waiting"
+
+
 class SloFilter:
     """Keeps pools whose predicted TTFT and TPOT meet the targets. The request's
     own targets win over the configured ones; a pool with no prediction for a

@@ -271,3 +271,15 @@ def test_replicas_of_one_pool_are_ranked_each_so_a_tight_promise_pins_only_its_o
     assert (d.best.name, d.best.replica) == ("fast", "b")
     assert d.dropped[0].label == "fast[a]" and "a running sequence needs" in d.dropped[0].why
     assert d.reason.startswith("fast[b]: ") and "skipped fast[a] (" in d.reason
+
+
+def test_replicas_of_one_pool_tie_on_packed_energy_and_the_one_without_a_waiting_prefill_wins():
+    relaxed = RequestShape(MODEL, 500, 100, slo_ttft_ms=5000, slo_tpot_ms=200)
+    busy = dict(capacity=256, in_flight=8, running=8, decode_tokens=800)
+    first, second = _pool(CHEAP, replica="a", **busy), _pool(CHEAP, replica="b", capacity=256)
+    assert _router().choose(relaxed, [first, second]).best.replica == "a"  # none waits: the first packs
+    waiting = _pool(CHEAP, replica="a", prefilling=1, prefill_tokens=4000, **{**busy, "in_flight": 9})
+    d = _router().choose(relaxed, [waiting, second])
+    assert d.best.replica == "b" and d.best.scores["prefill-queue"] == 1.0
+    other = _pool(PRICEY, replica="c", capacity=256)
+    assert _router().choose(relaxed, [waiting, other]).best.pool.name == "cheap"  # it breaks ties only
