@@ -34,7 +34,8 @@ from workers.hardware import HardwareModel, get_hardware
 from workers.protocol import ReplicaStats
 from workers.spec import PoolSpec
 
-#: A pool whose polls have failed for this long counts as unhealthy.
+#: A pool whose polls have failed for this long counts as unhealthy; a replica not heard from for this
+#: long is no longer offered to the router on its own.
 STALE_AFTER_S = 30.0
 
 _NOTHING_SENT = SentLoad()  # a replica this gateway has sent nothing (read only)
@@ -53,6 +54,7 @@ class PoolRecord:
     sent: SentLoad = field(default_factory=SentLoad)  # what this gateway has in flight on the pool
     sent_to: dict[str, SentLoad] = field(default_factory=dict)  # the same per replica routed to by name
     unreachable: set[str] = field(default_factory=set)  # replicas the relay could not reach since they last answered
+    heard: dict[str, float] = field(default_factory=dict)  # replica -> when a poll or a finished request last came
 
     @property
     def in_flight(self) -> int:
@@ -155,7 +157,7 @@ class FleetState:
         # Finished requests carry counters only; polls add power and provenance: merge.
         rec.replicas[stats.replica] = stats.merged_over(rec.replicas.get(stats.replica))
         rec.unreachable.discard(stats.replica)
-        rec.last_ok = self._clock()
+        rec.last_ok = rec.heard[stats.replica] = self._clock()
         rec.last_error = None
         rec.failed_polls = 0
         rec.down = False
@@ -202,8 +204,9 @@ class FleetState:
         out = []
         for name, rec in self.pools.items():
             reachable = [] if rec.down else [
-                (rid, st) for rid, st in rec.replicas.items() if st.endpoint and rid not in rec.unreachable
-            ]
+                (rid, st) for rid, st in rec.replicas.items()
+                if st.endpoint and rid not in rec.unreachable and now - rec.heard[rid] < STALE_AFTER_S
+            ]  # a replica not heard from for STALE_AFTER_S is gone (Serve replaced it, its node died)
             if len(reachable) < 2:
                 usage = [r.kv_cache_usage for r in rec.replicas.values()]
                 out.append(self._state(

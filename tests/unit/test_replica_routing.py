@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from fleet.config import parse_fleet
-from gateway.fleet_state import FleetState
+from gateway.fleet_state import STALE_AFTER_S, FleetState
 from gateway.metrics import GatewayMetrics
 from gateway.relay_http import HttpPools
 from gateway.responses import TEXT
@@ -60,6 +60,20 @@ def test_a_replica_the_relay_cannot_reach_is_not_offered_until_it_answers_again(
     state.record_stats("a", ReplicaStats("r1"))
     assert {s.replica for s in state.snapshot(MODEL)} == {"r1", "r2"}
     assert [s.replica for s in _state("r1").snapshot(MODEL)] == [""]
+
+
+def test_a_replica_not_heard_from_for_a_while_is_not_offered_on_its_own():
+    now = [0.0]
+    state = FleetState(FLEET.pools, clock=lambda: now[0])
+    for r in ("r1", "r2"):
+        state.record_stats("a", ReplicaStats(r, endpoint=f"http://10.0.0.1:1/{r}"))
+    assert {s.replica for s in state.snapshot(MODEL)} == {"r1", "r2"}
+    now[0] = 20.0
+    state.record_stats("a", ReplicaStats("r2"))  # a finished request's counters: r2 lives
+    now[0] = STALE_AFTER_S + 5  # r1 silent since 0 (Serve replaced it, say)
+    assert [s.replica for s in state.snapshot(MODEL)] == [""]
+    state.record_stats("a", ReplicaStats("r1"))
+    assert {s.replica for s in state.snapshot(MODEL)} == {"r1", "r2"}
 
 
 def test_the_relay_takes_the_replica_the_router_chose_and_reports_one_it_drops():
