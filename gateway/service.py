@@ -303,8 +303,10 @@ class CompletionService:
 
     async def _attempts(self, kind: str, req, decision: Decision, prompts, params: dict, shape, request_id: str,
                         start: float, root, limits: dict[str, str], caller: Caller | None):
-        """The ranked pools in turn, while the failure is the pool's and the retry budget allows."""
-        ranked = decision.ranked[: self.failover.max_attempts]
+        """The ranked pools in turn, while the failure is the pool's and the retry budget allows. A pool is
+        tried once: the relay already tried each of its replicas before calling the pool failed, so a
+        second replica ranked below is skipped for the next pool."""
+        ranked = _one_per_pool(decision.ranked)[: self.failover.max_attempts]
         failure: BaseException | None = None
         for attempt, choice in enumerate(ranked):
             if attempt:
@@ -421,6 +423,12 @@ class CompletionService:
         for s, first in zip(seqs, firsts):
             s.first = first
         return seqs
+
+
+def _one_per_pool(ranked: list) -> list:
+    """Each pool's best-ranked entry (a pool of several replicas is ranked per replica), in rank order."""
+    seen: set[str] = set()
+    return [c for c in ranked if not (c.name in seen or seen.add(c.name))]
 
 
 class _ClosingStream(StreamingResponse):

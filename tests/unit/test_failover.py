@@ -237,3 +237,19 @@ async def test_a_request_cancelled_because_its_client_left_ejects_no_pool():
     assert service.pools.calls == [first]  # not retried elsewhere
     assert all(p.healthy for p in state.describe())
     assert _metric(metrics, "hetserve_pool_failures_total", pool=first) == 0
+
+
+async def test_a_failed_pool_is_not_retried_on_its_other_replica():
+    pools = FlakyPools()
+    service, state, _, _ = make(pools, poll=())
+    for name, replicas in (("a", ("a1", "a2")), ("b", ("b1",))):
+        for r in replicas:  # a reports two replicas with endpoints: it is ranked per replica
+            state.record_stats(name, ReplicaStats(r, max_model_len=4096, endpoint=f"http://10.0.0.1:1/{r}"))
+    state.record_stats("a", ReplicaStats("a2", running=1))
+    state.record_stats("b", ReplicaStats("b1", running=2))
+    _, _, _, decision = service.plan(TEXT, BODY, {})
+    assert [(r.name, r.replica) for r in decision.ranked] == [("a", "a1"), ("a", "a2"), ("b", "")]
+    pools.failures = {"a": EngineFailure("every replica of a died")}
+    resp = await service.handle(TEXT, BODY, {}, "rid")
+    assert resp.status_code == 200 and resp.headers["x-hetserve-pool"] == "b"
+    assert pools.calls == ["a", "b"]  # max_attempts 2: b, not a's second replica
