@@ -15,11 +15,14 @@ fewer chunks shows fewer, longer gaps. TPOT is ``(e2e - ttft) / (tokens - 1)``.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -126,6 +129,20 @@ def medians(rows: list[dict], keys) -> dict:
         out[key] = statistics.median(values) if values else None
         out[f"{key}_spread"] = [min(values), max(values)] if values else None
     return out
+
+
+def with_spread(row: dict, key: str, fmt: str) -> str:
+    """``row[key]`` and its spread over rounds (from :func:`medians`) as "median (lowest-highest)"."""
+    lo, hi = row[f"{key}_spread"] or (0, 0)
+    return f"{row[key]:{fmt}} ({lo:{fmt}}-{hi:{fmt}})"
+
+
+def write_result(path: Path, benchmark: str, script: str, argv: list[str] | None, machine: dict, **fields) -> None:
+    """A benchmark's JSON: its name, the date, the machine, the command that made it, then ``fields``."""
+    doc = {"benchmark": benchmark, "date": datetime.date.today().isoformat(), "machine": machine,
+           "command": f"bench/{script} " + " ".join(argv if argv is not None else sys.argv[1:]), **fields}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def pct(values, q: float) -> float | None:

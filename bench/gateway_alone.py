@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
-import json
 import sys
 import tempfile
 import time
@@ -125,19 +123,16 @@ def _run(args, variants: dict[str, Variant], argv: list[str] | None) -> int:
             "tok_s", "gateway_cpu_s_per_1k_tok", "gateway_cpu_us_per_event", "tok_per_gateway_core_s",
             "gateway_cores_busy", "pool_cpu_s_per_1k_tok", "tokens_per_event", "ttft_ms_p50", "itl_ms_p99")))
         cells.append(cell)
-    doc = {"benchmark": "gateway_alone", "date": datetime.date.today().isoformat(), "machine": machine(),
-           "command": "bench/gateway_alone.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "fleet": str(FLEET.relative_to(ROOT)), "elapsed_s": round(time.monotonic() - t0, 1), "cells": cells}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    _load.write_result(args.out, "gateway_alone", "gateway_alone.py", argv, machine(),
+                       fleet=str(FLEET.relative_to(ROOT)), elapsed_s=round(time.monotonic() - t0, 1), cells=cells)
     print("\n| server | streams | tok/s | tokens per event | gateway cores busy | gateway CPU s/1k tok | gateway CPU us per event"
           " | tok/s per gateway core (spread) | pool CPU s/1k tok | err |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for c in sorted(cells, key=lambda c: (c["concurrency"], c["server"] != "hetserve")):
-        lo, hi = c["tok_per_gateway_core_s_spread"] or (0, 0)
         print(f"| {c['server']} | {c['concurrency']} | {c['tok_s']:,.0f} | {c['tokens_per_event']:.1f} | {c['gateway_cores_busy']:.2f}"
               f" | {c['gateway_cpu_s_per_1k_tok']:.3f} | {c['gateway_cpu_us_per_event']:.0f}"
-              f" | {c['tok_per_gateway_core_s']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {c['pool_cpu_s_per_1k_tok']:.3f} | {c['errors']} |")
+              f" | {_load.with_spread(c, 'tok_per_gateway_core_s', ',.0f')} | {c['pool_cpu_s_per_1k_tok']:.3f}"
+              f" | {c['errors']} |")
     print(f"\nresults: {args.out}")
     return 1 if any(c["errors"] for c in cells) else 0
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import datetime
-import json
 import os
 import shutil
 import subprocess
@@ -261,14 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     added = seq_unary["e2e_ms"]["p50"] - results[0]["rows"][0]["e2e_ms"]["p50"]
     name = "gateway_overhead" + ("-quick" if args.quick else "")
     out_path = args.out or RESULTS / f"{name}.json"
-    doc = {"benchmark": name, "date": datetime.date.today().isoformat(), "machine": machine(),
-           "engine": {**_servers.ENGINE, **_servers.ENGINE_ENV},
-           "command": "bench/gateway_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "fleet": args.fleet.name if args.fleet else "cpu-vllm.yaml",
-           "target_added_p50_ms": TARGET_MS, "added_p50_ms_sequential_unary": added,
-           "results": results, "profile": profile}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(doc, indent=1) + "\n")
+    _load.write_result(out_path, name, "gateway_overhead.py", argv, machine(),
+                       engine={**_servers.ENGINE, **_servers.ENGINE_ENV},
+                       fleet=args.fleet.name if args.fleet else "cpu-vllm.yaml", target_added_p50_ms=TARGET_MS,
+                       added_p50_ms_sequential_unary=added, results=results, profile=profile)
     print()
     print(text)
     verdict = "meets" if added < TARGET_MS else "MISSES"

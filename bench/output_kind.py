@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import json
 import os
 import sys
 import time
@@ -106,20 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in per.items():
         kinds.append({"output_kind": name, "per_round": rows,
                       **_load.medians(rows, ("tok_s", "frontend_cpu_us_per_token", "outputs_per_request"))})
-    doc = {"benchmark": "output_kind", "date": datetime.date.today().isoformat(), "machine": machine(),
-           "command": "bench/output_kind.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "engine": {**_servers.ENGINE, **_servers.ENGINE_ENV}, "concurrency": args.concurrency,
-           "max_tokens": args.max_tokens, "kinds": kinds}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    _load.write_result(args.out, "output_kind", "output_kind.py", argv, machine(),
+                       engine={**_servers.ENGINE, **_servers.ENGINE_ENV}, concurrency=args.concurrency,
+                       max_tokens=args.max_tokens, kinds=kinds)
     ref = kinds[0]
     print("\n| output kind | tok/s (spread) | frontend CPU us/token (spread) | vs DELTA | outputs/request |")
     print("|---|---|---|---|---|")
     for k in kinds:
-        lo, hi = k["tok_s_spread"]
-        clo, chi = k["frontend_cpu_us_per_token_spread"]
-        print(f"| {k['output_kind']} | {k['tok_s']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {k['frontend_cpu_us_per_token']:.1f}"
-              f" ({clo:.1f}-{chi:.1f}) | {k['frontend_cpu_us_per_token'] / ref['frontend_cpu_us_per_token']:.2f}x"
+        print(f"| {k['output_kind']} | {_load.with_spread(k, 'tok_s', ',.0f')}"
+              f" | {_load.with_spread(k, 'frontend_cpu_us_per_token', '.1f')}"
+              f" | {k['frontend_cpu_us_per_token'] / ref['frontend_cpu_us_per_token']:.2f}x"
               f" | {k['outputs_per_request']:.1f} |")
     print(f"\nresults: {args.out}")
     return 0

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import json
 import multiprocessing
 import sys
 import time
@@ -153,18 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         clients.append({"client": name, "per_round": rows,
                         **_load.medians(rows, ("cpu_us_per_line", "cpu_us_per_request"))})
     ref = clients[0]
-    doc = {"benchmark": "relay_client", "date": datetime.date.today().isoformat(), "machine": machine(),
-           "command": "bench/relay_client.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "streams": args.streams, "lines": args.lines, "opens": args.opens, "clients": clients}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    _load.write_result(args.out, "relay_client", "relay_client.py", argv, machine(), streams=args.streams,
+                       lines=args.lines, opens=args.opens, clients=clients)
     print("\n| client | CPU us per relayed line (spread) | vs httpx | CPU us per request (spread) | vs httpx |")
     print("|---|---|---|---|---|")
     for c in clients:
-        lo, hi = c["cpu_us_per_line_spread"]
-        rlo, rhi = c["cpu_us_per_request_spread"]
-        print(f"| {c['client']} | {c['cpu_us_per_line']:.1f} ({lo:.1f}-{hi:.1f}) | {c['cpu_us_per_line'] / ref['cpu_us_per_line']:.2f}x"
-              f" | {c['cpu_us_per_request']:.0f} ({rlo:.0f}-{rhi:.0f}) | {c['cpu_us_per_request'] / ref['cpu_us_per_request']:.2f}x |")
+        print(f"| {c['client']} | {_load.with_spread(c, 'cpu_us_per_line', '.1f')}"
+              f" | {c['cpu_us_per_line'] / ref['cpu_us_per_line']:.2f}x"
+              f" | {_load.with_spread(c, 'cpu_us_per_request', '.0f')}"
+              f" | {c['cpu_us_per_request'] / ref['cpu_us_per_request']:.2f}x |")
     print(f"\nresults: {args.out}")
     return 0
 
