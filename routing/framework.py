@@ -27,7 +27,7 @@ from routing.errors import (
 from routing.predictor import LatencyPredictor, Prediction
 from routing.profile import Cell
 from routing.shape import RequestShape
-from routing.state import PoolState
+from routing.state import PoolState, replica_label
 
 
 @dataclass(slots=True, eq=False)  # compared by identity
@@ -74,7 +74,7 @@ class Dropped:
 
     @property
     def label(self) -> str:
-        return f"{self.name}[{self.replica}]" if self.replica else self.name
+        return replica_label(self.name, self.replica)
 
 
 @dataclass(frozen=True, slots=True)

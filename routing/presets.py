@@ -41,8 +41,8 @@ def _slo_constrained(policy: str, scorer: str) -> dict:
         "schedulingProfiles": [
             {"name": policy, "plugins": [_ref("predicted-slo"), _ref("headroom"), _ref(scorer, 1.0),
                                          _ref("prefill-queue", 0.01), _ref("max-score")]},
-            {"name": f"{policy}-shared", "plugins": [_ref("predicted-slo"), _ref(scorer, 1.0), _ref("prefill-queue", 0.01),
-                                                     _ref("max-score")]},
+            {"name": f"{policy}-shared", "plugins": [_ref("predicted-slo"), _ref(scorer, 1.0),
+                                                     _ref("prefill-queue", 0.01), _ref("max-score")]},
             {"name": "best-outcome", "plugins": [_ref("slo-violation", 1.0), _ref("max-score")]},
         ],
     }

@@ -79,8 +79,7 @@ class PoolState:
 
     @property
     def label(self) -> str:
-        """``name``, or ``name[replica]`` for one replica's state."""
-        return f"{self.name}[{self.replica}]" if self.replica else self.name
+        return replica_label(self.name, self.replica)
 
     @property
     def saturated(self) -> bool:
@@ -88,6 +87,11 @@ class PoolState:
 
     def serves(self, model: str) -> bool:
         return model in self.models
+
+
+def replica_label(pool: str, replica: str) -> str:
+    """How reasons name a target: ``pool``, or ``pool[replica]`` for one replica of it."""
+    return f"{pool}[{replica}]" if replica else pool
 
 
 class RateMeter:

@@ -50,8 +50,8 @@ async def whole(source: AsyncIterator[EngineDelta], progress_s: float | None = N
     last = clock()
     async for delta in source:
         deltas.append(delta)
-        if progress_s is not None and delta.finish_reason is None and clock() - last >= progress_s:
-            last = clock()
+        if progress_s is not None and delta.finish_reason is None and (now := clock()) - last >= progress_s:
+            last = now
             logprobs = [] if delta.logprobs is not None else None
             yield RelayItem("", delta.prompt_tokens, delta.output_tokens, None, None, logprobs)
     if deltas:

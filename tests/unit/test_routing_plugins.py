@@ -140,7 +140,8 @@ def test_a_custom_policy_composes_plugins_by_name():
       "schedulingProfiles": [{"name": "a", "plugins": [{"pluginRef": "load"}]}]},
      "scorers: only adjusts a preset"),
     ({"predictor": {"alpha": 0}}, "predictor.alpha: Input should be greater than 0"),
-    ({"policy": "slo-energy", "scorers": {"packed-energy": 0, "prefill-queue": 0}}, "profile 'slo-energy' has no scorer"),
+    ({"policy": "slo-energy", "scorers": {"packed-energy": 0, "prefill-queue": 0}},
+     "profile 'slo-energy' has no scorer"),
 ])
 def test_config_errors_name_the_bad_key(data, expected):
     with pytest.raises(RoutingConfigError) as e:
