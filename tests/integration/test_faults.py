@@ -95,12 +95,11 @@ def test_a_stream_that_stalls_ends_with_an_error_event_and_done(server):
 
 
 def test_a_non_streamed_request_to_a_stalled_pool_times_out_by_the_idle_bound(server):
-    started = time.monotonic()
+    # The gateway's bound is first_token_s + idle_s / 2 = 4.5 s here; it used to be first_token_s +
+    # max_tokens × idle_s = 153 s, past this client's timeout (a ReadTimeout, not this 504).
     r = httpx.post(f"{server.url}/v1/completions", timeout=120,
                    json={"model": "m-stall", "prompt": "hi", "max_tokens": 50})  # fmt: skip
-    # first_token_s + idle_s / 2 = 4.5 s here; it used to be first_token_s + max_tokens × idle_s = 153 s.
     assert r.status_code == 504 and r.json()["error"]["code"] == "pool_timeout"
-    assert time.monotonic() - started < 60
 
 
 def test_the_replicas_of_a_pool_are_routed_to_by_name(server):
