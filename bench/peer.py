@@ -82,6 +82,7 @@ class Variant:
     env: dict[str, str] = field(default_factory=dict)
     root: Path | None = None  # another commit's source tree (--baseline)
     cpus: str | None = None  # the CPUs its processes start on (taskset), engine threads aside
+    options: dict = field(default_factory=dict)  # hetserve's: _servers.start_server's options (relay_window_s)
 
 
 def _serving_core_layout() -> tuple[dict[str, str], str]:
@@ -105,6 +106,10 @@ VARIANTS = {
     "hetserve-serving-core": Variant("hetserve serving-core", "hetserve", _SERVING_ENV, cpus=_SERVING_CPUS),
     # hetserve behind Ray Serve's default Python proxy instead of HAProxy (deploy/ingress.py), to re-measure.
     "hetserve-serve-proxy": Variant("hetserve serve-proxy", "hetserve", {"RAY_SERVE_ENABLE_HA_PROXY": "0"}),
+    # hetserve relaying every engine delta as its own line, however many streams share the replica.
+    "hetserve-unmerged": Variant("hetserve unmerged", "hetserve", options={"relay_window_s": 0.0}),
+    # hetserve with Serve's controller reconciling every 0.5 s instead of 0.1 s (its idle wakeups, to measure).
+    "hetserve-control-0.5": Variant("hetserve control 0.5 s", "hetserve", {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}),
 }
 
 #: The cells the targets are stated on.
@@ -285,7 +290,8 @@ def _run(args, chosen: list[Variant], argv: list[str] | None) -> int:
             print(f"== {v.label}: starting", flush=True)
             try:
                 servers[v.label] = _servers.start_server(v.kind, label=v.label.replace(" ", "_").replace(".", "_"),
-                                                         log_dir=log_dir, env=v.env, root=v.root, cpus=v.cpus)
+                                                         log_dir=log_dir, env=v.env, root=v.root, cpus=v.cpus,
+                                                         **v.options)
             except RuntimeError as exc:  # a configuration that does not run here is a finding, not a crash
                 failed[v.label] = str(exc).strip().splitlines()[-1][:300]  # the log tail's last line: the error
                 print(f"   did not start: {failed[v.label]}", flush=True)
