@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _load  # noqa: E402
 import _servers  # noqa: E402
-from output_kind import closed_loop  # noqa: E402
+from output_kind import closed_loop, frontend_cells  # noqa: E402
 from peer import machine  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in args.concurrency:
         on = next(x for x in cells if x["concurrency"] == c and not x["disable_log_stats"])
         for x in (x for x in cells if x["concurrency"] == c):
-            print(f"| {c} | {x['setting']} | {_load.with_spread(x, 'tok_s', ',.0f')}"
-                  f" | {_load.with_spread(x, 'frontend_cpu_us_per_token', '.1f')}"
-                  f" | {x['frontend_cpu_us_per_token'] / on['frontend_cpu_us_per_token']:.2f}x |")
+            print(f"| {c} | {x['setting']} | {frontend_cells(x, on)} |")
     print(f"\nresults: {args.out}")
     return 0
 

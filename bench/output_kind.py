@@ -90,6 +90,12 @@ async def _run(args) -> dict[str, list[dict]]:
     return per
 
 
+def frontend_cells(row: dict, ref: dict) -> str:
+    """A table's tok/s and frontend CPU per token (medians with spread), and the CPU as a ratio to ``ref``'s."""
+    return (f"{_load.with_spread(row, 'tok_s', ',.0f')} | {_load.with_spread(row, 'frontend_cpu_us_per_token', '.1f')}"
+            f" | {row['frontend_cpu_us_per_token'] / ref['frontend_cpu_us_per_token']:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
@@ -113,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| output kind | tok/s (spread) | frontend CPU us/token (spread) | vs DELTA | outputs/request |")
     print("|---|---|---|---|---|")
     for k in kinds:
-        print(f"| {k['output_kind']} | {_load.with_spread(k, 'tok_s', ',.0f')}"
-              f" | {_load.with_spread(k, 'frontend_cpu_us_per_token', '.1f')}"
-              f" | {k['frontend_cpu_us_per_token'] / ref['frontend_cpu_us_per_token']:.2f}x"
-              f" | {k['outputs_per_request']:.1f} |")
+        print(f"| {k['output_kind']} | {frontend_cells(k, ref)} | {k['outputs_per_request']:.1f} |")
     print(f"\nresults: {args.out}")
     return 0
 

@@ -92,11 +92,17 @@ def _counts(engine: VLLMEngine) -> tuple[int, int, float]:
     return s.running, s.waiting, s.kv_cache_usage
 
 
-async def _next(stream, fake: FakeAsyncLLM, request_id: str, tokens: int, finished: bool = False):
-    await fake.streams[request_id].put(
-        Output([Completion("x" * tokens, list(range(tokens)), "stop" if finished else None)], finished)
-    )
-    return await anext(stream)
+async def _submitted(engine: VLLMEngine, request_id: str, words: int):
+    """A request in the engine, its first delta awaited by a task: (the stream, that task)."""
+    stream = engine.generate(_request(request_id, words))
+    first = asyncio.create_task(anext(stream))
+    while request_id not in engine._engine.streams:
+        await asyncio.sleep(0)
+    return stream, first
+
+
+def _output(tokens: int, finished: bool = False) -> Output:
+    return Output([Completion("x" * tokens, list(range(tokens)), "stop" if finished else None)], finished)
 
 
 async def test_stat_logging_is_off_unless_the_fleet_turns_it_on(engine, monkeypatch):
@@ -111,30 +117,26 @@ async def test_stat_logging_is_off_unless_the_fleet_turns_it_on(engine, monkeypa
 
 async def test_a_request_waits_until_its_first_tokens_then_runs_until_it_ends(engine):
     fake = engine._engine
-    a = engine.generate(_request("a", 16))
-    b = engine.generate(_request("b", 8))
+    a, first_a = await _submitted(engine, "a", 16)
+    b, first_b = await _submitted(engine, "b", 8)
     # Both submitted, no output yet: waiting, holding their prompts in the KV cache.
-    pending_a = asyncio.create_task(anext(a))
-    pending_b = asyncio.create_task(anext(b))
-    while len(fake.streams) < 2:
-        await asyncio.sleep(0)
     assert _counts(engine) == (0, 2, 24 / 64)
 
-    await fake.streams["a"].put(Output([Completion("xx", [1, 2])], False))
-    delta = await pending_a
-    assert delta.output_tokens == 2
+    await fake.streams["a"].put(_output(2))
+    assert (await first_a).output_tokens == 2
     assert _counts(engine) == (1, 1, 26 / 64)
 
-    delta = await _next(a, fake, "a", 3, finished=True)
+    await fake.streams["a"].put(_output(3, finished=True))
+    delta = await anext(a)
     assert delta.finish_reason == "stop" and delta.output_tokens == 5
     with pytest.raises(StopAsyncIteration):
         await anext(a)
     assert _counts(engine) == (0, 1, 8 / 64)
 
     # A request cancelled before its first token leaves the waiting count and is aborted in the engine.
-    pending_b.cancel()
+    first_b.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await pending_b
+        await first_b
     await b.aclose()
     assert fake.aborted == ["b"]
     assert _counts(engine) == (0, 0, 0.0)
@@ -142,27 +144,19 @@ async def test_a_request_waits_until_its_first_tokens_then_runs_until_it_ends(en
 
 
 async def test_a_running_request_closed_by_its_client_is_released_and_aborted(engine):
-    fake = engine._engine
-    stream = engine.generate(_request("c", 40))
-    pending = asyncio.create_task(anext(stream))
-    while "c" not in fake.streams:
-        await asyncio.sleep(0)
-    await fake.streams["c"].put(Output([Completion("xxxx", [1, 2, 3, 4])], False))
-    await pending
+    stream, first = await _submitted(engine, "c", 40)
+    await engine._engine.streams["c"].put(_output(4))
+    await first
     assert _counts(engine) == (1, 0, 44 / 64)
     await stream.aclose()
-    assert fake.aborted == ["c"]
+    assert engine._engine.aborted == ["c"]
     assert _counts(engine) == (0, 0, 0.0)
 
 
 async def test_kv_usage_is_capped_at_a_full_cache(engine):
-    fake = engine._engine
-    stream = engine.generate(_request("d", 100))
-    pending = asyncio.create_task(anext(stream))
-    while "d" not in fake.streams:
-        await asyncio.sleep(0)
+    stream, first = await _submitted(engine, "d", 100)
     assert _counts(engine) == (0, 1, 1.0)
-    pending.cancel()
+    first.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await pending
+        await first
     await stream.aclose()
