@@ -88,6 +88,8 @@ def role_of(cmdline: list[str], name: str) -> str:
         return "frontend"
     if "_servers.py" in title:
         return "driver"
+    if "gcs_server" in title or "raylet" in title or "/ray/" in title:
+        return "ray"  # the cluster's own processes: GCS, raylet, dashboard and its agent, log monitor, idle workers
     return "other"
 
 

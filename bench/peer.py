@@ -46,6 +46,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -135,6 +136,7 @@ def run_cell(server, variant: Variant, cell: Cell, duration_s: float, first_inde
     row["serving_cpu_s_per_1k_tok"] = sum(v for k, v in cpu.items() if k != "engine") * 1000 / tokens
     row["gateway_cpu_s_per_1k_tok"] = (_servers.gateway_cpu(cpu) * 1000 / tokens if variant.kind != "vllm"
                                        else None)
+    row["cpu_s_per_1k_tok_by_role"] = {role: v * 1000 / tokens for role, v in sorted(cpu.items())}
     row["tokens_exact"] = all(s.output_tokens == cell.max_tokens for s in samples if s.ok)
     return row
 
@@ -149,7 +151,9 @@ def summarize_rounds(rounds: list[dict]) -> dict:
            "first_error": next((r["first_error"] for r in rounds if r["first_error"]), None),
            "tokens_exact": all(r["tokens_exact"] for r in rounds),
            "requests": sum(r["requests"] for r in rounds)}
-    return {**out, **_load.medians(rounds, FIGURES)}
+    roles = sorted({role for r in rounds for role in r["cpu_s_per_1k_tok_by_role"]})
+    by_role = {role: statistics.median(r["cpu_s_per_1k_tok_by_role"].get(role, 0.0) for r in rounds) for role in roles}
+    return {**out, **_load.medians(rounds, FIGURES), "cpu_s_per_1k_tok_by_role": by_role}
 
 
 #: (cell, figure, how, bound, against): the targets of issue 12, against vLLM's own server
@@ -230,6 +234,21 @@ def table(results: list[dict], reference: str = REFERENCE) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(results: list[dict]) -> str:
+    """Markdown: CPU seconds per 1,000 output tokens by process role (``_servers.role_of``), medians over
+    rounds: where each server spends its CPU, the engine included."""
+    roles = sorted({role for r in results for c in r["cells"] for role in c["cpu_s_per_1k_tok_by_role"]})
+    lines = ["| cell | server | " + " | ".join(roles) + " |", "|" + "---|" * (len(roles) + 2)]
+    cells = list(dict.fromkeys(c["cell"] for r in results for c in r["cells"]))
+    for name in cells:
+        for r in results:
+            row = next((c for c in r["cells"] if c["cell"] == name), None)
+            if row is not None:
+                figs = [_f(row["cpu_s_per_1k_tok_by_role"].get(role), 3) for role in roles]
+                lines.append("| " + " | ".join([name, r["label"]] + figs) + " |")
+    return "\n".join(lines)
+
+
 def targets_table(checks: list[dict]) -> str:
     lines = ["| cell | figure | target | hetserve | met |", "|---|---|---|---|---|"]
     for c in checks:
@@ -251,6 +270,19 @@ def machine() -> dict:
 
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "ray": ray.__version__, "vllm": vllm.__version__}
+
+
+def _without_log_dir(args: list[str]) -> list[str]:
+    """The command as recorded: ``--log-dir`` names a path of the machine that ran it."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--log-dir":
+            skip = True
+        elif not a.startswith("--log-dir="):
+            out.append(a)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,7 +374,7 @@ def _run(args, chosen: list[Variant], argv: list[str] | None) -> int:
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
         "engine": {**_servers.ENGINE, **_servers.ENGINE_ENV},
-        "command": "bench/peer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "bench/peer.py " + " ".join(_without_log_dir(argv if argv is not None else sys.argv[1:])),
         "rounds": rounds,
         "duration_s": duration,
         "elapsed_s": round(time.monotonic() - t0, 1),
@@ -354,6 +386,8 @@ def _run(args, chosen: list[Variant], argv: list[str] | None) -> int:
     out_path.write_text(json.dumps(doc, indent=1) + "\n")
     print()
     print(table(results))
+    print("\nCPU s per 1,000 output tokens, by process role:\n")
+    print(cpu_table(results))
     if checks:
         print()
         print(targets_table(checks))

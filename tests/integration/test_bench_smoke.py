@@ -38,16 +38,18 @@ def test_peer_harness_quick(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    # The table: a header and one row per (cell, server) with a positive tok/s.
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    assert lines and lines[0].startswith("| cell | server | tok/s |"), proc.stdout[-2000:]
-    rows = [line.split(" | ") for line in lines[1:]]
+    # The first table: a header and one row per (cell, server) with a positive tok/s; the second, CPU by role.
+    tables = _tables(proc.stdout)
+    assert len(tables) == 2 and tables[0][0].startswith("| cell | server | tok/s |"), proc.stdout[-2000:]
+    rows = [line.split(" | ") for line in tables[0][2:]]
     assert {r[1] for r in rows} == {"vllm", "hetserve"}
     for r in rows:
         assert float(r[2].split(" ")[0].replace(",", "")) > 0, r
+    assert tables[1][0].startswith("| cell | server | ") and "engine" in tables[1][0]
 
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "peer-quick"
+    assert "--log-dir" not in doc["command"] and str(tmp_path) not in doc["command"].replace(str(out), "")
     assert doc["machine"]["cores"] >= 1
     assert [r["kind"] for r in doc["results"]] == ["vllm", "hetserve"]
     for result in doc["results"]:
@@ -63,3 +65,21 @@ def test_peer_harness_quick(tmp_path):
             assert cell["serving_cpu_s_per_1k_tok"] >= 0
         hetserve = result["kind"] == "hetserve"
         assert all((c["gateway_cpu_s_per_1k_tok"] is not None) == hetserve for c in result["cells"])
+        # Every process is given a role; the engine's and its frontend's CPU are found in each server.
+        frontend = "llm_replica" if hetserve else "frontend"
+        for cell in result["cells"]:
+            by_role = cell["cpu_s_per_1k_tok_by_role"]
+            assert by_role["engine"] > 0 and by_role[frontend] > 0, (result["label"], by_role)
+            assert ("ingress" in by_role) == hetserve, by_role
+
+
+def _tables(stdout: str) -> list[list[str]]:
+    """The markdown tables in ``stdout``, each as its lines (header, separator, rows)."""
+    tables, current = [], []
+    for line in stdout.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
