@@ -44,8 +44,16 @@ _KINDS = {
 }
 
 
+_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(PoolRequest))
+_PARAMS_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))
+
+
 def encode_request(request: PoolRequest) -> bytes:
-    return json.dumps(dataclasses.asdict(request), separators=(",", ":")).encode()
+    """Field by field, not ``dataclasses.asdict``: that rebuilds every message's dicts and lists before
+    ``json`` walks them again (a percent of the gateway's CPU on a 1-token request)."""
+    data = {name: getattr(request, name) for name in _REQUEST_FIELDS}
+    data["params"] = {name: getattr(request.params, name) for name in _PARAMS_FIELDS}
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def decode_request(body: bytes) -> PoolRequest:

@@ -422,6 +422,19 @@ def test_a_request_crosses_the_wire_with_its_typed_sampling_params():
     assert all(isinstance(t, int) for t in back.params.logit_bias)
 
 
+def test_a_chat_request_with_tools_and_a_schema_crosses_the_wire_whole():
+    from workers import wire
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    params = SamplingParams(max_tokens=8, stop=["\n\n"], response_format={"type": "json_schema",
+                            "json_schema": {"name": "w", "schema": schema}}, logprobs=2)
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": schema}}]
+    request = PoolRequest("r-1", params, messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                          whole=True, progress_s=2.5, trace={"traceparent": "00-ab-cd-01"}, tools=tools,
+                          tool_choice={"type": "function", "function": {"name": "weather"}}, parallel_tool_calls=False)
+    assert wire.decode_request(wire.encode_request(request)) == request
+
+
 def test_bytes_that_are_no_relay_item_are_the_pools_failure_not_an_internal_error():
     from workers import wire
 
