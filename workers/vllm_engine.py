@@ -227,8 +227,8 @@ class VLLMEngine(EngineAdapter):
 
 class _LiveRequests:
     """The requests in the engine as the adapter sees them: waiting until their first output, then
-    running; ``tokens`` are the prompt and output tokens they hold in the KV cache (an upper bound:
-    prefix sharing and block rounding are not counted)."""
+    running; ``tokens`` are the prompt and output tokens they hold in the KV cache (an estimate: shared
+    prefixes would make it less, partly filled blocks more)."""
 
     def __init__(self) -> None:
         self.running = 0
