@@ -48,7 +48,7 @@ async def _run(args) -> list[dict]:
     rows: dict[tuple[str, int], list[dict]] = {cell: [] for cell in cells}
     kind = RequestOutputKind.DELTA  # as hetserve's adapter asks
     try:
-        for label, engine in engines.items():  # warm-up, not recorded
+        for engine in engines.values():  # warm-up, not recorded
             await closed_loop(engine, kind, max(args.concurrency), args.max_tokens, args.warmup / len(engines))
         for rnd in range(args.rounds):
             for label, c in cells if rnd % 2 == 0 else cells[::-1]:

@@ -97,6 +97,7 @@ async def _submitted(engine: VLLMEngine, request_id: str, words: int):
     stream = engine.generate(_request(request_id, words))
     first = asyncio.create_task(anext(stream))
     while request_id not in engine._engine.streams:
+        assert not first.done(), first.exception()  # the adapter refused it: fail, do not spin
         await asyncio.sleep(0)
     return stream, first
 
@@ -105,12 +106,9 @@ def _output(tokens: int, finished: bool = False) -> Output:
     return Output([Completion("x" * tokens, list(range(tokens)), "stop" if finished else None)], finished)
 
 
-async def test_stat_logging_is_off_unless_the_fleet_turns_it_on(engine, monkeypatch):
+async def test_stat_logging_is_off_unless_the_fleet_turns_it_on(engine):
     assert engine._engine.args.disable_log_stats is True
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-    monkeypatch.setattr(AsyncLLM, "from_engine_args", classmethod(lambda cls, args: FakeAsyncLLM(args)))
-    logged = VLLMEngine("tiny", disable_log_stats=False)
+    logged = VLLMEngine("tiny", disable_log_stats=False)  # the fixture's fake AsyncLLM still stands in
     await logged.start()
     assert logged._engine.args.disable_log_stats is False
 
