@@ -1,12 +1,15 @@
 """The gateway alone: relayed tokens/s per gateway core and gateway CPU per 1,000 tokens.
 
 Run: .venv/bin/python bench/gateway_alone.py [--rounds 3] [--duration 6] [--concurrency 1,16,64]
-                                              [--compare-separate-thread] [--baseline REF]
+                                              [--unary-concurrency 1,16] [--compare-separate-thread]
+                                              [--baseline REF]
 
 hetserve serves one emulated pool (``bench/fleets/emulated-relay.yaml``: an
 emulated H100 at 20x its modelled speed, so no engine work) and the
 benchmark client (``bench/_load.py``) streams 256-token completions at 1, 16
-and 64 concurrent streams. The gateway's CPU is that of its process tree's
+and 64 concurrent streams, then (``--unary-concurrency``) sends 1-token
+requests without streaming, where what counts is the gateway's CPU per
+request (at one client it is on every request's latency). The gateway's CPU is that of its process tree's
 ``proxy``, ``ingress`` and ``haproxy`` roles (``_servers.GATEWAY_ROLES``),
 kept per role in each round; the pool replica (the emulated engine and its
 endpoint) is reported apart. Servers not being measured are paused
@@ -30,6 +33,7 @@ import contextlib
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,17 +49,36 @@ FLEET = ROOT / "bench" / "fleets" / "emulated-relay.yaml"
 MAX_TOKENS = 256
 
 
-def run_cell(server, concurrency: int, duration_s: float, first_index: int) -> dict:
+@dataclass(frozen=True)
+class Cell:
+    """What one cell sends: ``concurrency`` closed-loop clients, streamed 256-token or unary 1-token requests."""
+
+    concurrency: int
+    stream: bool
+
+    @property
+    def max_tokens(self) -> int:
+        return MAX_TOKENS if self.stream else 1
+
+    @property
+    def name(self) -> str:
+        return f"c={self.concurrency} {'stream' if self.stream else 'unary'}"
+
+
+def run_cell(server, cell: Cell, duration_s: float, first_index: int) -> dict:
     cpu0 = server.cpu()
     samples, wall = asyncio.run(_load.closed_loop(
-        server.url, concurrency=concurrency, duration_s=duration_s, max_tokens=MAX_TOKENS, stream=True,
-        first_index=first_index))
+        server.url, concurrency=cell.concurrency, duration_s=duration_s, max_tokens=cell.max_tokens,
+        stream=cell.stream, first_index=first_index))
     cpu = _servers.cpu_delta(cpu0, server.cpu())
-    row = _load.summarize(samples, wall, True)
+    row = _load.summarize(samples, wall, cell.stream)
     tokens = max(row["output_tokens"], 1)
     gateway = _servers.gateway_cpu(cpu)
     row["gateway_cpu_s_by_role"] = {role: cpu.get(role, 0.0) for role in _servers.GATEWAY_ROLES}
     row["gateway_cpu_s"] = gateway
+    row["gateway_cpu_us_per_request"] = gateway * 1e6 / max(row["requests"] - row["errors"], 1)
+    if not cell.stream:
+        return row
     row["gateway_cpu_s_per_1k_tok"] = gateway * 1000 / tokens
     row["gateway_cpu_us_per_event"] = gateway * 1e6 * (row["tokens_per_event"] or 1) / tokens
     row["tok_per_gateway_core_s"] = tokens / gateway if gateway else None
@@ -68,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=6.0)
-    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--concurrency", default="1,16,64", help="streamed cells: concurrent streams")
+    parser.add_argument("--unary-concurrency", default="1,16", help="1-token unary cells: clients ('' for none)")
     parser.add_argument("--compare-separate-thread", action="store_true",
                         help="also run hetserve with Serve's default second event loop, alternating")
     parser.add_argument("--baseline", metavar="REF", help="also run hetserve as of git commit REF, alternating")
@@ -85,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, variants: dict[str, Variant], argv: list[str] | None) -> int:
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = [Cell(int(c), True) for c in args.concurrency.split(",") if c] + [
+        Cell(int(c), False) for c in args.unary_concurrency.split(",") if c]
 
     t0 = time.monotonic()
     log_dir = Path(tempfile.mkdtemp(prefix="hetserve-bench-"))
     servers = {}
-    per: dict[tuple[str, int], list[dict]] = {(v, c): [] for v in variants for c in levels}
+    per: dict[tuple[str, Cell], list[dict]] = {(v, c): [] for v in variants for c in levels}
     try:
         for label, v in variants.items():
             servers[label] = _servers.start_server(v.kind, label=f"hetserve-emulated-{len(servers)}", log_dir=log_dir,
@@ -108,31 +133,42 @@ def _run(args, variants: dict[str, Variant], argv: list[str] | None) -> int:
                     servers[label].pause()
                     index += row["requests"]
                     per[(label, c)].append(row)
-                    print(f"round {rnd + 1} {label:<16} c={c:<3} {row['tok_s']:>7.0f} tok/s  gateway "
-                          f"{row['gateway_cores_busy']:.2f} cores  {row['gateway_cpu_s_per_1k_tok']:.3f} CPU-s/1k tok"
-                          f"  {row['gateway_cpu_us_per_event']:.0f} CPU-us/event  errors {row['errors']}", flush=True)
+                    rate = f"{row['tok_s']:>7.0f} tok/s" if c.stream else f"{row['req_s']:>7.0f} req/s"
+                    print(f"round {rnd + 1} {label:<16} {c.name:<12} {rate}  gateway {row['gateway_cpu_s']:.2f} CPU-s"
+                          f"  {row['gateway_cpu_us_per_request']:.0f} CPU-us/request  errors {row['errors']}", flush=True)
     finally:
         for server in servers.values():
             server.stop()
 
     cells = []
     for (label, c), rows in per.items():
-        cell = {"server": label, "env": variants[label].env, "concurrency": c, "max_tokens": MAX_TOKENS,
-                "errors": sum(r["errors"] for r in rows), "per_round": rows}
-        cell.update(_load.medians(rows, (
-            "tok_s", "gateway_cpu_s_per_1k_tok", "gateway_cpu_us_per_event", "tok_per_gateway_core_s",
-            "gateway_cores_busy", "pool_cpu_s_per_1k_tok", "tokens_per_event", "ttft_ms_p50", "itl_ms_p99")))
+        cell = {"server": label, "env": variants[label].env, "concurrency": c.concurrency, "stream": c.stream,
+                "max_tokens": c.max_tokens, "errors": sum(r["errors"] for r in rows), "per_round": rows}
+        keys = ("tok_s", "gateway_cpu_s_per_1k_tok", "gateway_cpu_us_per_event", "tok_per_gateway_core_s",
+                "gateway_cores_busy", "pool_cpu_s_per_1k_tok", "tokens_per_event", "ttft_ms_p50", "itl_ms_p99")
+        unary_keys = ("req_s", "gateway_cpu_us_per_request", "e2e_ms_p50", "e2e_ms_p99")
+        cell.update(_load.medians(rows, keys if c.stream else unary_keys))
         cells.append(cell)
     _load.write_result(args.out, "gateway_alone", "gateway_alone.py", argv, machine(),
                        fleet=str(FLEET.relative_to(ROOT)), elapsed_s=round(time.monotonic() - t0, 1), cells=cells)
-    print("\n| server | streams | tok/s | tokens per event | gateway cores busy | gateway CPU s/1k tok | gateway CPU us per event"
-          " | tok/s per gateway core (spread) | pool CPU s/1k tok | err |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for c in sorted(cells, key=lambda c: (c["concurrency"], c["server"] != "hetserve")):
+    streamed = [c for c in cells if c["stream"]]
+    unary = [c for c in cells if not c["stream"]]
+    if streamed:
+        print("\n| server | streams | tok/s | tokens per event | gateway cores busy | gateway CPU s/1k tok"
+              " | gateway CPU us per event | tok/s per gateway core (spread) | pool CPU s/1k tok | err |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+    for c in sorted(streamed, key=lambda c: (c["concurrency"], c["server"] != "hetserve")):
         print(f"| {c['server']} | {c['concurrency']} | {c['tok_s']:,.0f} | {c['tokens_per_event']:.1f} | {c['gateway_cores_busy']:.2f}"
               f" | {c['gateway_cpu_s_per_1k_tok']:.3f} | {c['gateway_cpu_us_per_event']:.0f}"
               f" | {_load.with_spread(c, 'tok_per_gateway_core_s', ',.0f')} | {c['pool_cpu_s_per_1k_tok']:.3f}"
               f" | {c['errors']} |")
+    if unary:
+        print("\n| server | clients (1-token unary) | req/s | latency p50 ms | latency p99 ms"
+              " | gateway CPU us per request (spread) | err |")
+        print("|---|---|---|---|---|---|---|")
+    for c in sorted(unary, key=lambda c: (c["concurrency"], c["server"] != "hetserve")):
+        print(f"| {c['server']} | {c['concurrency']} | {c['req_s']:,.0f} | {c['e2e_ms_p50']:.2f} | {c['e2e_ms_p99']:.2f}"
+              f" | {_load.with_spread(c, 'gateway_cpu_us_per_request', ',.0f')} | {c['errors']} |")
     print(f"\nresults: {args.out}")
     return 1 if any(c["errors"] for c in cells) else 0
 

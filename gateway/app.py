@@ -42,6 +42,38 @@ log = logging.getLogger("hetserve.gateway")
 api = FastAPI(title="hetserve", description="OpenAI-compatible gateway over mixed-hardware pools")
 api.include_router(dashboard.router)
 _OPEN_PATHS = ("/health", "/ready", "/metrics")
+_COMPLETION_PATHS = {"/v1/chat/completions": CHAT, "/v1/completions": TEXT}
+
+
+class _CompletionsFastPath:
+    """ASGI middleware: ``POST`` to the two completion endpoints skips FastAPI's routing layers.
+
+    Every other path (and a completion path with another method, a 405) goes
+    through FastAPI as before. The endpoints below stay declared, so the
+    OpenAPI schema and the method check still name them.
+    Why: at one client with 1-token answers the gateway replica's CPU per
+    request is on the client's latency; routing, dependency solving and the
+    exception wrappers of each request are measured in ``docs/benchmarks.md``
+    ("The gateway alone").
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path, root = scope["path"], scope.get("root_path", "")
+            kind = _COMPLETION_PATHS.get(path[len(root):] if root and path.startswith(root) else path)
+            if kind is not None:
+                # Serve's own way to the replica's instance (what its class-based FastAPI views use).
+                gateway = serve.get_replica_context().servable_object
+                response = await gateway._complete(kind, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+api.add_middleware(_CompletionsFastPath)
 
 
 def _serve_request_id(request: Request) -> str:
@@ -55,7 +87,8 @@ def _serve_request_id(request: Request) -> str:
     name="gateway",
     max_ongoing_requests=1024,
     ray_actor_options={"num_cpus": 0},
-    logging_config={"enable_access_log": False},
+    # WARNING: Serve builds an access-log record for every request before its filter drops it.
+    logging_config={"enable_access_log": False, "log_level": "WARNING"},
 )
 @serve.ingress(api)
 class Gateway:
