@@ -67,7 +67,7 @@ class _CompletionsFastPath:
             if kind is not None:
                 # Serve's own way to the replica's instance (what its class-based FastAPI views use).
                 gateway = serve.get_replica_context().servable_object
-                response = await gateway._complete(kind, Request(scope, receive))
+                response = await gateway.complete(kind, Request(scope, receive))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -284,15 +284,18 @@ class Gateway:
         pools = [p.name for p in self.fleet.pools if model in p.models]
         return {"id": model, "object": "model", "created": 0, "owned_by": "hetserve", "pools": pools}
 
+    # Declared for the OpenAPI schema and the 405 on another method; under Serve a POST is
+    # answered by ``_CompletionsFastPath`` before FastAPI's router sees it.
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
-        return await self._complete(CHAT, request)
+        return await self.complete(CHAT, request)
 
     @api.post("/v1/completions")
     async def completions(self, request: Request):
-        return await self._complete(TEXT, request)
+        return await self.complete(TEXT, request)
 
-    async def _complete(self, kind: str, request: Request):
+    async def complete(self, kind: str, request: Request):
+        """One chat or text completion: the answer, or the error in OpenAI's shape."""
         try:
             caller = self._authorize(request)
             body = await self._body(request)
