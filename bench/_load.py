@@ -18,6 +18,7 @@ import asyncio
 import datetime
 import itertools
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -140,7 +141,7 @@ def with_spread(row: dict, key: str, fmt: str) -> str:
 def write_result(path: Path, benchmark: str, script: str, argv: list[str] | None, machine: dict, **fields) -> None:
     """A benchmark's JSON: its name, the date, the machine, the command that made it, then ``fields``."""
     doc = {"benchmark": benchmark, "date": datetime.date.today().isoformat(), "machine": machine,
-           "command": f"bench/{script} " + " ".join(argv if argv is not None else sys.argv[1:]), **fields}
+           "command": f"bench/{script} " + shlex.join(argv if argv is not None else sys.argv[1:]), **fields}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
