@@ -7,6 +7,7 @@ import dataclasses
 import json
 import hmac
 import logging
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -43,6 +44,22 @@ api = FastAPI(title="hetserve", description="OpenAI-compatible gateway over mixe
 api.include_router(dashboard.router)
 _OPEN_PATHS = ("/health", "/ready", "/metrics")
 _COMPLETION_PATHS = {"/v1/chat/completions": CHAT, "/v1/completions": TEXT}
+
+
+def _log_to_stderr() -> None:
+    """hetserve's warnings and errors straight to the process's own stderr (the replica's log file).
+
+    Without a handler of their own they reach ``sys.stderr`` through logging's
+    last resort, and when Serve logs to files only (``RAY_SERVE_LOG_TO_STDERR=0``)
+    it replaces ``sys.stderr`` with its ``ray.serve`` logger at INFO, which the
+    gateway's WARNING level (below) would then drop.
+    """
+    logger = logging.getLogger("hetserve")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.__stderr__)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 class _CompletionsFastPath:
@@ -96,6 +113,7 @@ class Gateway:
         self, fleet: dict[str, Any], pools: dict[str, Any], admin_key: str | None = None, base_dir: str | None = None,
         token: str = "",
     ):
+        _log_to_stderr()
         self.fleet = FleetConfig.model_validate(fleet)
         tracing.configure(self.fleet.tracing, "gateway")
         self.admin_key = admin_key

@@ -70,3 +70,21 @@ def test_a_root_path_is_stripped_before_matching(setup):
     client = TestClient(api, root_path="/prefix")
     r = client.post("/prefix/v1/completions", content=b"{}")
     assert r.json() == {"kind": TEXT} and fake.calls == [(TEXT, b"{}")]
+
+
+def test_hetserve_warnings_reach_the_process_stderr_when_serve_replaces_sys_stderr(monkeypatch, capfd):
+    """Serve logging to files only swaps ``sys.stderr`` for its INFO logger, which the gateway's WARNING drops."""
+    import io
+    import logging
+
+    logger = logging.getLogger("hetserve")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
+    replaced = io.StringIO()
+    monkeypatch.setattr("sys.stderr", replaced)
+    gateway_app._log_to_stderr()
+    gateway_app._log_to_stderr()  # idempotent: one handler
+    logging.getLogger("hetserve.gateway").warning("pool %s dropped", "h100")
+    assert len(logger.handlers) == 1 and not logger.propagate
+    assert "WARNING hetserve.gateway: pool h100 dropped" in capfd.readouterr().err
+    assert replaced.getvalue() == ""
