@@ -87,6 +87,11 @@ def run_cell(server, cell: Cell, duration_s: float, first_index: int) -> dict:
     return row
 
 
+def _row_order(cell: dict) -> tuple:
+    """Table rows by concurrency, hetserve as it is first."""
+    return cell["concurrency"], cell["server"] != "hetserve"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -157,18 +162,19 @@ def _run(args, variants: dict[str, Variant], argv: list[str] | None) -> int:
         print("\n| server | streams | tok/s | tokens per event | gateway cores busy | gateway CPU s/1k tok"
               " | gateway CPU us per event | tok/s per gateway core (spread) | pool CPU s/1k tok | err |")
         print("|---|---|---|---|---|---|---|---|---|---|")
-    for c in sorted(streamed, key=lambda c: (c["concurrency"], c["server"] != "hetserve")):
-        print(f"| {c['server']} | {c['concurrency']} | {c['tok_s']:,.0f} | {c['tokens_per_event']:.1f} | {c['gateway_cores_busy']:.2f}"
-              f" | {c['gateway_cpu_s_per_1k_tok']:.3f} | {c['gateway_cpu_us_per_event']:.0f}"
-              f" | {_load.with_spread(c, 'tok_per_gateway_core_s', ',.0f')} | {c['pool_cpu_s_per_1k_tok']:.3f}"
-              f" | {c['errors']} |")
+        for c in sorted(streamed, key=_row_order):
+            print(f"| {c['server']} | {c['concurrency']} | {c['tok_s']:,.0f} | {c['tokens_per_event']:.1f}"
+                  f" | {c['gateway_cores_busy']:.2f} | {c['gateway_cpu_s_per_1k_tok']:.3f}"
+                  f" | {c['gateway_cpu_us_per_event']:.0f} | {_load.with_spread(c, 'tok_per_gateway_core_s', ',.0f')}"
+                  f" | {c['pool_cpu_s_per_1k_tok']:.3f} | {c['errors']} |")
     if unary:
         print("\n| server | clients (1-token unary) | req/s | latency p50 ms | latency p99 ms"
               " | gateway CPU us per request (spread) | err |")
         print("|---|---|---|---|---|---|---|")
-    for c in sorted(unary, key=lambda c: (c["concurrency"], c["server"] != "hetserve")):
-        print(f"| {c['server']} | {c['concurrency']} | {c['req_s']:,.0f} | {c['e2e_ms_p50']:.2f} | {c['e2e_ms_p99']:.2f}"
-              f" | {_load.with_spread(c, 'gateway_cpu_us_per_request', ',.0f')} | {c['errors']} |")
+        for c in sorted(unary, key=_row_order):
+            print(f"| {c['server']} | {c['concurrency']} | {c['req_s']:,.0f} | {c['e2e_ms_p50']:.2f}"
+                  f" | {c['e2e_ms_p99']:.2f} | {_load.with_spread(c, 'gateway_cpu_us_per_request', ',.0f')}"
+                  f" | {c['errors']} |")
     print(f"\nresults: {args.out}")
     return 1 if any(c["errors"] for c in cells) else 0
 
