@@ -84,6 +84,22 @@ class Prediction:
                 pool.price_per_hour, per_token(buckets, col.tpot_ms, joined, seqs, out, mean_out, own_ms, arrivals))
         return self._cost
 
+    @property
+    def tpot_without_ms(self) -> float:
+        """The TPOT the same forecast gives the batch the request would join, without the request:
+        the stretch and correction alike, the step of the batch as it runs now (what a sequence
+        running there gets whether or not the request joins)."""
+        buckets, col, joined, seqs = self._inputs[:4]
+        tpots, last = col.tpot_ms, len(buckets) - 1
+        i, j = bisect_left(buckets, joined + seqs), bisect_left(buckets, joined if joined > 1 else 1)
+        step_with, step_without = tpots[i if i < last else last], tpots[j if j < last else last]
+        return self.tpot_ms * step_without / step_with if step_with and step_without else self.tpot_ms
+
+    @property
+    def own_prefill_ms(self) -> float:
+        """The request's own prefill (uncorrected): the stall its admission puts on every running sequence."""
+        return self._inputs[6]
+
     def to_dict(self) -> dict:
         """The forecast as ``explain`` shows it (``*_uncorrected_ms``: before the online correction)."""
         return {

@@ -205,6 +205,27 @@ def test_a_relaxed_request_may_not_slow_a_batch_past_a_running_tight_target():
     assert _router(**off).choose(relaxed, pools(40.0)).best.name == "fast"
 
 
+def test_a_batch_late_with_or_without_the_request_still_takes_a_short_prompt_but_not_a_long_one():
+    fast = _profile("fast", step_ms=20.0, prefill_ms_per_tok=0.05, base_j=1.0, slope_j=0.01)
+    slow = _profile("slow", step_ms=60.0, prefill_ms_per_tok=0.2, base_j=1.0, slope_j=0.02)
+    # 10,000 prompt tokens/s arrive at the fast pool: prefills take half its time, every step is stretched
+    # 2x, so its 32 running sequences are forecast at 60 ms without the request (80 with it), past the 36 ms
+    # a running sequence was promised (0.9 x 40) either way.
+    burst = dict(capacity=256, in_flight=32, running=32, decode_tokens=32 * 100, prompt_rate=10_000.0,
+                 tightest_tpot_ms=40.0)
+    short = RequestShape(MODEL, 100, 100, slo_ttft_ms=5000, slo_tpot_ms=200)  # prefill 5 ms
+    long = RequestShape(MODEL, 2000, 100, slo_ttft_ms=5000, slo_tpot_ms=200)  # prefill 100 ms
+    pred = _router().choose(short, [_pool(fast, **burst)]).best.prediction
+    assert pred.tpot_ms == pytest.approx(80.0) and pred.tpot_without_ms == pytest.approx(60.0)
+    assert pred.own_prefill_ms == pytest.approx(5.0)
+    # keeping the short one off would not bring the running sequences back under 36 ms: it packs the fast pool
+    assert _router().choose(short, [_pool(fast, **burst), _pool(slow)]).best.name == "fast"
+    # the long one's prefill stalls every running sequence by more than a step at the promised pace
+    d = _router().choose(long, [_pool(fast, **burst), _pool(slow)])
+    assert d.best.name == "slow"
+    assert d.dropped[0].why == "slo: prefill 100 ms > 36.0 ms a running sequence needs"
+
+
 def test_a_decision_promises_the_tpot_its_filter_checked_and_the_fallback_promises_none():
     assert _router().choose(TIGHT, [_pool(CHEAP), _pool(PRICEY)]).promised_tpot_ms == 50
     no_header = RequestShape(MODEL, 500, 100)
