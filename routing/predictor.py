@@ -106,6 +106,7 @@ class Prediction:
             "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "queued": self.queued,
             "marginal_j_per_token": self.marginal_j_per_token, "marginal_cost_per_mtok": self.marginal_cost_per_mtok,
             "ttft_uncorrected_ms": self.ttft_raw_ms, "tpot_uncorrected_ms": self.tpot_raw_ms,
+            "tpot_without_ms": self.tpot_without_ms, "own_prefill_ms": self.own_prefill_ms,
         }
 
     def e2e_ms(self, max_new_tokens: int) -> float:

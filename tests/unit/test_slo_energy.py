@@ -75,6 +75,7 @@ def test_a_long_queue_on_the_cheap_pool_sends_tight_traffic_to_the_idle_pricey_p
     assert d.dropped[0].prediction.ttft_ms > 8000
     shown = d.dropped[0].prediction.to_dict()  # what /v1/routing/explain shows per pool
     assert shown["ttft_ms"] > 8000 and shown["marginal_j_per_token"] > 0 and shown["queued"] == 0
+    assert shown["own_prefill_ms"] == pytest.approx(0.2 * 500) and shown["tpot_without_ms"] > 0
     assert "skipped cheap (slo: ttft" in d.reason
     # the queue-blind policy reads the same cells and keeps piling onto the cheap pool
     assert _router("slo-efficiency").choose(TIGHT, [queued, _pool(PRICEY)]).best.name == "cheap"
