@@ -46,6 +46,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -374,7 +375,7 @@ def _run(args, chosen: list[Variant], argv: list[str] | None) -> int:
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
         "engine": {**_servers.ENGINE, **_servers.ENGINE_ENV},
-        "command": "bench/peer.py " + " ".join(_without_log_dir(argv if argv is not None else sys.argv[1:])),
+        "command": "bench/peer.py " + shlex.join(_without_log_dir(argv if argv is not None else sys.argv[1:])),
         "rounds": rounds,
         "duration_s": duration,
         "elapsed_s": round(time.monotonic() - t0, 1),

@@ -70,8 +70,8 @@ class _CompletionsFastPath:
     OpenAPI schema and the method check still name them.
     Why: at one client with 1-token answers the gateway replica's CPU per
     request is on the client's latency; routing, dependency solving and the
-    exception wrappers of each request are measured in ``docs/benchmarks.md``
-    ("The gateway alone").
+    exception wrappers it skips are measured by ``bench/asgi_layers.py``
+    (``docs/benchmarks.md``, "1-token requests: the gateway's CPU per request").
     """
 
     def __init__(self, app) -> None:

@@ -328,9 +328,9 @@ class PredictedSloFilter:
     the batch past it with or without the request (a burst of prompts
     stretches every step), a request whose own prefill is shorter than a
     step at the promised pace still joins. Keeping it off would save the
-    running sequences nothing and send it to a costlier pool (on the
-    evaluation traces at ½ load the fast pool shed 3-5 % of its requests
-    that way). A longer prefill stalls every running sequence, so that
+    running sequences nothing and send it to a costlier pool: on the
+    evaluation traces at ½ load, a few percent of the fast pool's requests
+    went to an NPU at a small batch that way (``docs/benchmarks.md``). A longer prefill stalls every running sequence, so that
     request is still kept off."""
 
     name = "predicted-slo"

@@ -89,7 +89,7 @@ class Prediction:
         """The TPOT the same forecast gives the batch the request would join, without the request:
         the stretch and correction alike, the step of the batch as it runs now (what a sequence
         running there gets whether or not the request joins)."""
-        buckets, col, joined, seqs = self._inputs[:4]
+        buckets, col, joined, seqs, _out, _mean_out, _own_ms, _pool, _arrivals = self._inputs
         tpots, last = col.tpot_ms, len(buckets) - 1
         i, j = bisect_left(buckets, joined + seqs), bisect_left(buckets, joined if joined > 1 else 1)
         step_with, step_without = tpots[i if i < last else last], tpots[j if j < last else last]
@@ -98,7 +98,8 @@ class Prediction:
     @property
     def own_prefill_ms(self) -> float:
         """The request's own prefill (uncorrected): the stall its admission puts on every running sequence."""
-        return self._inputs[6]
+        _buckets, _col, _joined, _seqs, _out, _mean_out, own_ms, _pool, _arrivals = self._inputs
+        return own_ms
 
     def to_dict(self) -> dict:
         """The forecast as ``explain`` shows it (``*_uncorrected_ms``: before the online correction)."""
