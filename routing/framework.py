@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import mul
 from typing import Protocol
 
 from routing.buckets import round_up
@@ -41,7 +42,7 @@ class Candidate:
     prediction: Prediction | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per pool per decision, and a frozen __init__ costs 4x
 class RankedPool:
     """One pool in a decision: total score, per-scorer scores, the cell used."""
 
@@ -63,7 +64,7 @@ class RankedPool:
         return self.pool.label
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as RankedPool
 class Dropped:
     """A pool that serves the model but was not ranked, and why."""
 
@@ -77,7 +78,7 @@ class Dropped:
         return replica_label(self.name, self.replica)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as RankedPool
 class Decision:
     """Ranked pools, best first, a one-line human-readable reason, and the
     pools dropped on the way (with their forecasts, for ``explain``).
@@ -162,13 +163,13 @@ class SchedulingProfile:
             ranked = [RankedPool(c.pool.name, v, {name: v}, c.cell, c.batch, c.pool, c.prediction)
                       for c, v in zip(cands, scorer.score(shape, cands))]
             return self.picker.pick(ranked)
+        names = [s.name for s, _ in self.scorers]
         total_weight = sum(w for _, w in self.scorers) or 1.0
-        columns = [(s.name, w, s.score(shape, cands)) for s, w in self.scorers]
-        ranked = []
-        for i, c in enumerate(cands):
-            scores = {name: col[i] for name, _, col in columns}
-            total = sum(w * col[i] for _, w, col in columns) / total_weight
-            ranked.append(RankedPool(c.pool.name, total, scores, c.cell, c.batch, c.pool, c.prediction))
+        weights = [w for _, w in self.scorers]
+        columns = [s.score(shape, cands) for s, _ in self.scorers]
+        ranked = [RankedPool(c.pool.name, sum(map(mul, weights, values)) / total_weight, dict(zip(names, values)),
+                             c.cell, c.batch, c.pool, c.prediction)
+                  for c, values in zip(cands, zip(*columns) if columns else [()] * len(cands))]
         return self.picker.pick(ranked)
 
     @property

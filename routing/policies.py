@@ -22,6 +22,15 @@ NEUTRAL = 0.5
 _score = attrgetter("score")
 
 
+def _relative(values: list[float | None]) -> list[float]:
+    """``best / value`` per pool, lowest value best; ``NEUTRAL`` where a pool has no value."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return [NEUTRAL] * len(values)
+    best = min(known)
+    return [NEUTRAL if v is None else 1.0 if v <= best else best / v for v in values]
+
+
 class _LowerIsBetter:
     """Scores ``best / value`` of a per-pool metric where lower is better."""
 
@@ -31,12 +40,7 @@ class _LowerIsBetter:
         raise NotImplementedError
 
     def score(self, shape: RequestShape, cands: Sequence[Candidate]) -> list[float]:
-        values = [self.metric(shape, c) for c in cands]
-        known = [v for v in values if v is not None]
-        if not known:
-            return [NEUTRAL] * len(values)
-        best = min(known)
-        return [NEUTRAL if v is None else 1.0 if v <= best else best / v for v in values]
+        return _relative([self.metric(shape, c) for c in cands])
 
     def explain(self, shape: RequestShape, ranked: RankedPool) -> str:
         value = self.metric(shape, ranked)
@@ -242,6 +246,32 @@ class _Packed(_LowerIsBetter):
     def metric(self, shape, cand):
         point = self.point(shape, cand.pool)
         return None if point is None else self.value(point, cand.pool)
+
+    def score(self, shape, cands):
+        """``_LowerIsBetter.score`` with ``point`` inlined: the TPOT limit and the
+        column's bucket are the same for every pool of a decision (the hot path)."""
+        tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
+        limit = None if tpot is None else self.scale * tpot
+        seq, memo, value = shape.total_tokens, self._memo, self.value
+        values = []
+        for c in cands:
+            pool = c.pool
+            prof = pool.profile
+            col = None if prof is None else prof.column(seq)
+            if col is None:
+                values.append(None)
+                continue
+            key = (id(col), pool.slots, limit)
+            hit = memo.get(key)
+            if hit is not None and hit[0] is col:
+                point = hit[1]
+            else:
+                if len(memo) >= self.MEMO_SIZE:
+                    memo.clear()
+                point = column_point(prof.batch_buckets, col, pool.slots, limit)
+                memo[key] = (col, point)
+            values.append(None if point is None else value(point, pool))
+        return _relative(values)
 
     def explain(self, shape, ranked):
         point = self.point(shape, ranked.pool)
