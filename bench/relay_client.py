@@ -1,4 +1,4 @@
-"""The gateway's HTTP client for the pool hop: httpx against aiohttp, side by side in one run.
+"""The gateway's HTTP client for the pool hop against httpx and aiohttp, side by side in one run.
 
 Run: .venv/bin/python bench/relay_client.py [--rounds 5] [--streams 16] [--lines 2000]
 
@@ -6,8 +6,10 @@ A pool endpoint (``workers.http_endpoint``, the replicas' own server) runs in
 a child process and streams ``--lines`` relay items per request as fast as
 it can; the parent relays ``--streams`` such requests at once with each
 client, decoding every item as the gateway does, and reads its own CPU time.
-The aiohttp client is the gateway's own (``gateway.relay_http.HttpPools``);
-the httpx one decodes the same lines with ``workers.wire``.
+``hetserve`` is the gateway's own relay (``gateway.relay_http.HttpPools``
+over ``gateway.pool_http``); the httpx and aiohttp clients decode the same
+lines with ``workers.wire`` (aiohttp as the relay used it before
+``gateway.pool_http``: one session, each network read split into lines).
 Two figures per client: CPU microseconds per relayed line (the streaming
 cost) and per request opened and finished (a 1-token request's relay cost,
 from ``--opens`` whole one-item requests). Clients alternate within each
@@ -93,7 +95,36 @@ async def _httpx(url: str, streams: int, opens: int) -> tuple[int, float, float]
 
 
 async def _aiohttp(url: str, streams: int, opens: int) -> tuple[int, float, float]:
-    """The gateway's own relay (``gateway.relay_http``: aiohttp under its line decoding and replica choice)."""
+    import aiohttp
+
+    headers = {wire.TOKEN_HEADER: TOKEN, "content-type": "application/json"}
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=300),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
+        auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
+
+    async def stream_one() -> int:
+        n, partial = 0, b""
+        async with session.post(url, data=_body(False), headers=headers) as r:
+            while chunk := await r.content.readany():
+                *lines, partial = (partial + chunk).split(b"\n")
+                for line in lines:
+                    wire.decode_item(line)
+                    n += 1
+        return n
+
+    async def open_one() -> None:
+        async with session.post(url, data=_body(True), headers=headers) as r:
+            wire.decode_item(await r.read())
+
+    try:
+        return await _measure(stream_one, open_one, streams, opens)
+    finally:
+        await session.close()
+
+
+async def _hetserve(url: str, streams: int, opens: int) -> tuple[int, float, float]:
+    """The gateway's own relay (``gateway.relay_http`` over ``gateway.pool_http``, with its replica choice)."""
     pools = HttpPools({}, TOKEN)
     pools.add(POOL, "bench-replica", url)
 
@@ -116,7 +147,7 @@ async def _aiohttp(url: str, streams: int, opens: int) -> tuple[int, float, floa
         await pools.aclose()
 
 
-CLIENTS = {"httpx": _httpx, "aiohttp": _aiohttp}
+CLIENTS = {"httpx": _httpx, "aiohttp": _aiohttp, "hetserve": _hetserve}
 
 
 def main(argv: list[str] | None = None) -> int:

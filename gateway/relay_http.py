@@ -4,17 +4,14 @@ The router picks the pool, and the replica when the pool has several
 (``gateway.fleet_state``); otherwise :class:`HttpPools` picks it (fewer
 sequences this gateway has in flight there, of two at random) among the
 endpoints the replicas reported in their polled stats, and relays the
-replica's ``workers.wire`` lines over one shared ``aiohttp`` session
-(keep-alive connections, no per-request handshake). A replica that cannot be
+replica's ``workers.wire`` lines over keep-alive connections
+(``gateway.pool_http``: no per-request handshake). A replica that cannot be
 reached, or answers for another replica, is dropped and the sequence tried
 on the next one before its first item; when none is left the pool has
 failed and the service fails over to the next pool (``gateway.service``).
 Ray Serve's handles are kept for the stats polls only.
 
-Why aiohttp and not httpx: its HTTP/1.1 parser is C (llhttp) where httpx's
-(h11 under httpcore and anyio) is Python; measured side by side on this
-relay (``bench/relay_client.py``), it spends 0.50x the CPU per relayed line
-and 0.15x per request opened. A network read is decoded whole:
+A network read is decoded whole:
 every line it holds becomes an item at once, and :meth:`HttpStream.ready`
 hands the ones behind the first to the writer, which sends them in one
 write (the more the gateway lags, the fewer writes per token).
@@ -30,17 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
+from gateway.pool_http import PoolConnectionError, PoolHttp, PoolHttpError, Response
 from workers import wire
 from workers.errors import EngineFailure
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
 
 log = logging.getLogger("hetserve.gateway.relay")
 
-#: Errors of the connection (refused, reset, cut mid-body, timed out connecting): the replica is gone.
-#: Any other ``aiohttp.ClientError`` (a garbled status line) is the replica failing the sequence.
-_TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+#: A connection error (refused, reset, cut mid-body, timed out connecting) means the replica is gone;
+#: any other ``PoolHttpError`` (bytes that are no HTTP) is the replica failing the sequence.
 _NDJSON = "application/x-ndjson"
 
 
@@ -62,21 +57,8 @@ class HttpPools:
                  on_unreachable: Callable[[str, str], None] | None = None):
         self.handles = handles
         self.on_unreachable = on_unreachable  # (pool, replica) of a replica dropped for a connection error
-        self.headers = {wire.TOKEN_HEADER: token, "content-type": "application/json"}
-        self._session: aiohttp.ClientSession | None = None
+        self.http = PoolHttp({wire.TOKEN_HEADER: token, "content-type": "application/json"})
         self.endpoints: dict[str, dict[str, Endpoint]] = {name: {} for name in handles}
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """One session for every replica, made in the event loop that uses it."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=300),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            )
-        return self._session
 
     async def stats(self, pool: str) -> ReplicaStats:
         """Poll one replica of ``pool`` (Serve picks which) and learn its endpoint."""
@@ -115,8 +97,7 @@ class HttpPools:
         return HttpStream(self, pool, request, replica)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.http.aclose()
 
 
 class HttpStream:
@@ -125,7 +106,7 @@ class HttpStream:
     def __init__(self, pools: HttpPools, pool: str, request: PoolRequest, replica: str = ""):
         self.pools, self.pool, self.request, self.replica = pools, pool, request, replica
         self._endpoint: Endpoint | None = None
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: Response | None = None
         self._items: deque[RelayItem] = deque()  # decoded, not yet handed out
         self._partial = b""  # the start of a line the next read ends
         self._error: BaseException | None = None  # raised once the items before it are handed out
@@ -155,10 +136,10 @@ class HttpStream:
                 continue
             try:
                 await self._read()
-            except aiohttp.ClientError as exc:
+            except PoolHttpError as exc:
                 if self._cancelled:  # cancel() closed the connection under this read: nothing failed
                     raise StopAsyncIteration from None
-                if isinstance(exc, _TRANSPORT_ERRORS):  # learned again from the next poll if it lives
+                if isinstance(exc, PoolConnectionError):  # learned again from the next poll if it lives
                     self.pools.drop(self.pool, self._endpoint, f"{type(exc).__name__}: {exc}")
                 raise _failure(exc) from None
         return self._items.popleft()
@@ -172,7 +153,7 @@ class HttpStream:
     async def _read(self) -> None:
         """One network read, decoded whole; on a failure the connection is closed and the error raised."""
         try:
-            chunk = await self._response.content.readany()
+            chunk = await self._response.chunk()
         except BaseException:
             self._release()
             raise
@@ -210,14 +191,14 @@ class HttpStream:
             self._response, self._items, self._partial, self._error, self._done = None, deque(), b"", None, False
             try:
                 await self._first(endpoint, body)
-            except _TRANSPORT_ERRORS as exc:
+            except PoolConnectionError as exc:
                 self._release()
                 self.pools.drop(self.pool, endpoint, f"{type(exc).__name__}: {exc}")
                 continue
             except _WrongReplica:
                 self.pools.drop(self.pool, endpoint, "another process answers at its address")
                 continue
-            except aiohttp.ClientError as exc:
+            except PoolHttpError as exc:
                 self._release()
                 raise _failure(exc) from None
             except BaseException:
@@ -231,7 +212,7 @@ class HttpStream:
 
     async def _first(self, endpoint: Endpoint, body: bytes) -> None:
         """Open the stream and read up to its first item (or read the whole answer)."""
-        self._response = await self.pools.session.post(endpoint.url, data=body, headers=self.pools.headers)
+        self._response = await self.pools.http.post(endpoint.url, body)
         # A whole answer is one JSON body, or lines when progress items came before it.
         if self._response.status != 200 or (self.request.whole and self._response.content_type != _NDJSON):
             content = await self._response.read()
@@ -261,8 +242,8 @@ class HttpStream:
         """The last item came: read the end of the body so the connection returns to the pool."""
         self._done = True
         try:
-            await self._response.content.read()
-        except aiohttp.ClientError:
+            await self._response.read()
+        except PoolHttpError:
             pass
         self._release()
 
@@ -273,10 +254,7 @@ class HttpStream:
         if self._endpoint is not None:
             self._endpoint.in_flight -= 1
         if self._response is not None:
-            if self._done and self._response.content.is_eof():
-                self._response.release()  # back to the pool, kept alive
-            else:
-                self._response.close()  # mid-body: closing the connection aborts the engine request
+            self._response.release()  # read whole: kept alive for reuse; mid-body: closed, which aborts the engine request
 
     def cancel(self) -> None:
         """Stop now (the client went away, or a sibling sequence failed); closing the connection aborts the engine."""

@@ -151,7 +151,10 @@ class EndpointServer:
     """uvicorn on a free port of ``host``, run as a task of the current event loop."""
 
     def __init__(self, app: EndpointApp, host: str):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, not 0: asyncio turns Nagle off only on sockets that say they are TCP, and with
+        # Nagle on, a whole answer's body waits behind its head for the gateway's delayed ACK (40 ms)
+        # wherever the replica's loop is asyncio's own rather than uvloop's.
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.url = f"http://{host}:{self.sock.getsockname()[1]}{app.path}"

@@ -136,6 +136,54 @@ async def test_a_whole_answer_is_one_item(replicas):
     await pools.aclose()
 
 
+async def test_whole_answers_on_a_kept_alive_connection_do_not_wait_for_delayed_acks(replicas):
+    # With Nagle on, the endpoint's answer body waits for the ACK of its head, which the gateway
+    # delays by 40 ms: 20 answers would take 0.8 s at least. Without it they take a few ms.
+    _, servers = replicas
+    pools = _pools(servers)
+    [_ async for _ in pools.stream("a", _request("hi", 1, whole=True), "r1")]  # the connection, opened
+    t0 = asyncio.get_running_loop().time()
+    for _ in range(20):
+        [_ async for _ in pools.stream("a", _request("hi", 1, whole=True), "r1")]
+    assert asyncio.get_running_loop().time() - t0 < 0.6
+    await pools.aclose()
+
+
+async def test_a_connection_is_reused_and_one_left_idle_too_long_is_replaced(replicas, monkeypatch):
+    from gateway import pool_http
+
+    _, servers = replicas
+    pools = _pools(servers)
+    opened = []
+    connect = pool_http.PoolHttp._connect
+
+    async def counted(self, *args):
+        opened.append(args[0])
+        return await connect(self, *args)
+
+    monkeypatch.setattr(pool_http.PoolHttp, "_connect", counted)
+    for _ in range(3):
+        assert len([_ async for _ in pools.stream("a", _request("hi", 2), "r1")]) == 2
+    assert len(opened) == 1
+    monkeypatch.setattr(pool_http, "IDLE_S", 0.0)
+    assert len([_ async for _ in pools.stream("a", _request("hi", 2), "r1")]) == 2
+    assert len(opened) == 2
+    await pools.aclose()
+
+
+async def test_a_kept_alive_connection_the_replica_closed_is_retried_on_a_new_one(replicas):
+    engines, servers = replicas
+    pools = _pools(servers)
+    assert len([_ async for _ in pools.stream("a", _request("hi", 2), "r1")]) == 2
+    (conn,) = pools.http._idle[servers[0].url]
+    conn.transport.abort()  # as if the replica had closed it while idle, unseen yet
+    conn.lost = False
+    items = [i async for i in pools.stream("a", _request("hi", 2), "r1")]
+    assert [i.text for i in items] == ["r10 ", "r11 "]
+    assert set(pools.endpoints["a"]) == {"r1", "r2"}  # not dropped: the replica never failed
+    await pools.aclose()
+
+
 async def test_errors_before_the_first_item_arrive_typed(replicas):
     _, servers = replicas
     pools = _pools(servers)
