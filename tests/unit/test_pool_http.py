@@ -1,0 +1,163 @@
+"""The pool hop's HTTP/1.1 client (gateway.pool_http) against raw servers: framing, reuse, flow control,
+cancellation, typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway import pool_http
+from gateway.pool_http import PoolConnectionError, PoolHttp, PoolProtocolError
+
+
+class RawServer:
+    """Answers each request on a connection with the next of ``answers`` (a list of byte chunks written one
+    by one, with a yield between); counts connections and requests, and sees when a connection closes."""
+
+    def __init__(self, answers: list[list[bytes]]):
+        self.answers = answers
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/generate/x"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                self.requests.append(head + await reader.readexactly(length))
+                for chunk in self.answers[min(len(self.requests), len(self.answers)) - 1]:
+                    writer.write(chunk)
+                    await writer.drain()
+                    await asyncio.sleep(0)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.closed.set()
+            writer.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _chunked(*parts: bytes) -> list[bytes]:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
+    return [head, *(b"%x\r\n%s\r\n" % (len(p), p) for p in parts), b"0\r\n\r\n"]
+
+
+async def test_a_chunked_answer_written_in_pieces_reads_whole_and_its_connection_is_reused():
+    server = RawServer([_chunked(b"one\n", b"two\n", b"three\n")])
+    url = await server.start()
+    http = PoolHttp({"x-token": "t"})
+    for _ in range(3):
+        response = await http.post(url, b'{"a": 1}')
+        assert (response.status, response.content_type) == (200, "application/x-ndjson")
+        assert await response.read() == b"one\ntwo\nthree\n"
+        response.release()
+    assert server.connections == 1 and len(server.requests) == 3
+    assert b"x-token: t\r\n" in server.requests[0] and server.requests[0].endswith(b'{"a": 1}')
+    await http.aclose()
+    server.close()
+
+
+async def test_an_answer_that_asks_to_close_is_not_reused():
+    body = b'{"ok": true}'
+    server = RawServer([[b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)]])
+    url = await server.start()
+    http = PoolHttp({})
+    for _ in range(2):
+        response = await http.post(url, b"{}")
+        assert await response.read() == body
+        response.release()
+    assert server.connections == 2
+    await http.aclose()
+    server.close()
+
+
+async def test_an_answer_released_before_its_end_closes_its_connection():
+    server = RawServer([_chunked(b"one\n", b"two\n")])
+    url = await server.start()
+    http = PoolHttp({})
+    response = await http.post(url, b"{}")
+    assert (await response.chunk()).startswith(b"one")
+    response.release()  # not read whole: the connection cannot serve another request
+    await asyncio.wait_for(server.closed.wait(), 5)
+    response = await http.post(url, b"{}")
+    assert await response.read() == b"one\ntwo\n"
+    assert server.connections == 2
+    await http.aclose()
+    server.close()
+
+
+async def test_reading_stops_past_the_high_water_mark_and_resumes_as_the_reader_drains(monkeypatch):
+    monkeypatch.setattr(pool_http, "HIGH_WATER", 64)
+    parts = [bytes([65 + i % 26]) * 50 + b"\n" for i in range(40)]
+    server = RawServer([_chunked(*parts)])
+    url = await server.start()
+    http = PoolHttp({})
+    response = await http.post(url, b"{}")
+    await asyncio.sleep(0.2)  # the server has written everything it can; the client stopped reading
+    assert response._conn._paused
+    assert await response.read() == b"".join(parts)
+    response.release()
+    await http.aclose()
+    server.close()
+
+
+@pytest.mark.parametrize("answer, error", [
+    ([b"HTTP/1.1 two hundred\r\n\r\n"], PoolProtocolError),  # no HTTP
+    ([b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\nhalf"], PoolConnectionError),  # cut mid-body, then closed
+])
+async def test_a_broken_answer_is_a_typed_error(answer, error):
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        for chunk in answer:
+            writer.write(chunk)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
+    http = PoolHttp({})
+    with pytest.raises(error):
+        response = await http.post(url, b"{}")
+        await response.read()
+    await http.aclose()
+    server.close()
+
+
+async def test_a_refused_connection_is_a_connection_error():
+    sock_server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = sock_server.sockets[0].getsockname()[1]
+    sock_server.close()
+    await sock_server.wait_closed()
+    with pytest.raises(PoolConnectionError):
+        await PoolHttp({}).post(f"http://127.0.0.1:{port}/x", b"{}")
+
+
+async def test_cancelled_while_waiting_for_the_head_closes_the_connection():
+    server = RawServer([[]])  # never answers
+    url = await server.start()
+    http = PoolHttp({})
+    task = asyncio.create_task(http.post(url, b"{}"))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(server.closed.wait(), 5)  # the server saw the client leave: it aborts the request
+    assert not http._idle.get(url)
+    await http.aclose()
+    server.close()
+
+
+def test_only_plain_http_endpoints_are_served():
+    with pytest.raises(ValueError, match="only http://"):
+        PoolHttp({})._target("https://10.0.0.1:8443/generate/x")
