@@ -12,12 +12,16 @@ against aiohttp and httpx side by side.
 
 Connections are kept per endpoint and reused newest first. One left idle for
 ``IDLE_S`` is closed rather than reused, well inside the endpoint's
-keep-alive (300 s), so the endpoint never closes one as a request is sent on
-it; a reused connection that fails before any answer byte (closed under the
-request anyway) is retried once on a new one. Errors are typed:
-``PoolConnectionError`` when the connection fails (refused, reset, cut
-mid-answer, connect timed out), ``PoolProtocolError`` when the peer answers
-bytes that are no HTTP.
+keep-alive (300 s), so the endpoint seldom closes one as a request is sent
+on it; when a reused connection fails within ``STALE_S`` of the request
+without an answer byte (closed under it), the request is sent once more on a
+new connection. A later failure is not retried: the endpoint may have
+started the request. Errors are typed: ``PoolConnectionError`` when the
+connection fails (refused, reset, cut mid-answer, connecting timed out, or
+closed by ``Call.abort``), ``PoolProtocolError`` when the peer answers what
+no request asked for or bytes that are no HTTP/1.1 answer. The endpoint
+answers with a length or in chunks; an answer that ends only when its
+connection closes is not read.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import httptools
 
 #: Seconds a connection may sit idle and still be reused.
 IDLE_S = 60.0
+#: A reused connection failing this soon after the request, with no answer byte, was closed under it.
+STALE_S = 0.05
 CONNECT_TIMEOUT_S = 5.0
 #: Bytes of answer buffered before the connection stops reading (the relay reads far faster).
 HIGH_WATER = 1 << 20
@@ -41,11 +47,11 @@ class PoolHttpError(Exception):
 
 
 class PoolConnectionError(PoolHttpError):
-    """The connection failed: refused, reset, closed mid-answer, or connecting timed out."""
+    """The connection failed: refused, reset, closed mid-answer, connecting timed out, or aborted."""
 
 
 class PoolProtocolError(PoolHttpError):
-    """The peer answered bytes that are no HTTP/1.1 response."""
+    """The peer answered bytes that are no HTTP/1.1 answer to the request."""
 
 
 class Response:
@@ -74,12 +80,9 @@ class Response:
         return b"".join(parts)
 
     def release(self) -> None:
-        """Done with the answer: a connection whose answer was read whole goes back for reuse, any other closes."""
+        """Done with the answer: a connection whose answer was read whole goes back for reuse, any other closes
+        (mid-answer, that tells the endpoint to abort the request)."""
         self._conn.finish(reuse=self.complete)
-
-    def close(self) -> None:
-        """Close the connection now (mid-answer, this tells the endpoint to abort the request)."""
-        self._conn.finish(reuse=False)
 
 
 class _Connection(asyncio.Protocol):
@@ -89,9 +92,11 @@ class _Connection(asyncio.Protocol):
         self.pool, self.key = pool, key
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.lost = False
+        self.lost = False  # closed, or closing: never reused
         self.idle_since = 0.0
         self.answered = False  # a byte of the current answer has arrived
+        self._awaiting = False  # a request was sent and its answer has not ended
+        self._stray = False  # the peer began an answer no request asked for
         self._head: asyncio.Future | None = None
         self._waiter: asyncio.Future | None = None
         self._chunks: deque[bytes] = deque()
@@ -110,27 +115,43 @@ class _Connection(asyncio.Protocol):
         self.answered = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(PoolProtocolError(f"not an HTTP answer: {exc}"))
-            self.transport.close()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(PoolProtocolError(f"not an HTTP answer: {type(exc).__name__}: {exc}"))
+            self.close()
+            return
+        if self._stray:
+            self._fail(PoolProtocolError("the replica answered out of turn (an answer no request asked for, "
+                                         "or an informational one)"))
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if not self._ended:
-            why = f": {exc}" if exc else ""
-            self._fail(PoolConnectionError(f"the replica closed the connection before the answer's end{why}"))
+        why = f": {exc}" if exc else ""
+        self._fail(PoolConnectionError(f"the replica closed the connection before the answer's end{why}"))
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if not self._awaiting:
+            self._stray = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"content-type":
+        if not self._stray and name.lower() == b"content-type":
             self._content_type = value.decode("latin-1").split(";", 1)[0].strip()
 
     def on_headers_complete(self) -> None:
+        if self._stray:
+            return
+        status = self.parser.get_status_code()
+        if status < 200:  # the endpoint sends no informational answers
+            self._stray = True
+            return
         self._keep_alive = self.parser.should_keep_alive()
-        if self._head is not None and not self._head.done():
-            self._head.set_result(Response(self, self.parser.get_status_code(), self._content_type))
+        if not self._head.done():
+            self._head.set_result(Response(self, status, self._content_type))
 
     def on_body(self, body: bytes) -> None:
+        if self._stray:
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused:
@@ -139,12 +160,16 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._stray:
+            return
+        self._awaiting = False
         self._ended = True
         self._wake()
 
     # the request
     async def send(self, head: bytes, body: bytes) -> Response:
         self.answered = self._ended = False
+        self._awaiting = True
         self._error, self._content_type, self._keep_alive = None, "", True
         self._chunks.clear()
         self._buffered = 0
@@ -153,15 +178,15 @@ class _Connection(asyncio.Protocol):
         try:
             return await self._head
         except BaseException:  # failed, or cancelled waiting: the endpoint must not go on with it
-            self.finish(reuse=False)
+            self.close()
             raise
 
     async def body(self) -> bytes:
         while not self._chunks:
+            if self._ended:  # a failure after the answer's end (junk behind it) spoils only the connection
+                return b""
             if self._error is not None:
                 raise self._error
-            if self._ended:
-                return b""
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -179,7 +204,11 @@ class _Connection(asyncio.Protocol):
         if reuse and self._ended and self._keep_alive and not self.lost:
             self.idle_since = time.monotonic()
             self.pool.idle(self)
-        elif not self.lost:
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if not self.lost:
             self.lost = True
             self.transport.close()
 
@@ -195,66 +224,107 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_result(None)
 
 
+class Call:
+    """One request in flight until its answer's head: ``abort()`` closes its connection (or the one it is
+    still opening), and ``response()`` then raises ``PoolConnectionError``."""
+
+    __slots__ = ("_http", "_url", "_body", "_conn", "aborted")
+
+    def __init__(self, http: "PoolHttp", url: str, body: bytes):
+        self._http, self._url, self._body = http, url, body
+        self._conn: _Connection | None = None
+        self.aborted = False
+
+    async def response(self) -> Response:
+        """Send the request and wait for the answer's head."""
+        http = self._http
+        host, port, head = http.target(self._url)
+        head = b"%scontent-length: %d\r\n\r\n" % (head, len(self._body))
+        conn = self._conn = http.reusable(self._url)
+        if conn is not None:
+            sent = time.monotonic()
+            try:
+                return await conn.send(head, self._body)
+            except PoolConnectionError:
+                if conn.answered or self.aborted or time.monotonic() - sent > STALE_S:
+                    raise
+        conn = self._conn = await http.connect(self._url, host, port)
+        if self.aborted:
+            conn.close()
+            raise PoolConnectionError("aborted")
+        return await conn.send(head, self._body)
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self._conn is not None:
+            self._conn.close()
+
+
 class PoolHttp:
     """Keep-alive connections to every endpoint, made in the event loop that uses them."""
 
     def __init__(self, headers: dict[str, str]):
         self._extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self._targets: dict[str, tuple[str, int, str]] = {}  # url -> (host, port, head before content-length)
-        self._idle: dict[str, list[_Connection]] = {}
+        self._targets: dict[str, tuple[str, int, bytes]] = {}  # url -> (host, port, head before content-length)
+        self._idle: dict[str, deque[_Connection]] = {}
+        self._closed = False
+
+    def call(self, url: str, body: bytes) -> Call:
+        """A POST of ``body`` to ``url``; ``await call.response()`` sends it."""
+        return Call(self, url, body)
 
     async def post(self, url: str, body: bytes) -> Response:
         """POST ``body`` to ``url`` and wait for the answer's head."""
-        target = self._targets.get(url)
-        if target is None:
-            target = self._targets[url] = self._target(url)
-        host, port, head = target
-        head = b"%scontent-length: %d\r\n\r\n" % (head.encode("latin-1"), len(body))
-        conn = self._reusable(url)
-        if conn is not None:
-            try:
-                return await conn.send(head, body)
-            except PoolConnectionError:
-                if conn.answered:
-                    raise
-                # closed under the request before any answer: once more on a new connection
-        conn = await self._connect(url, host, port)
-        return await conn.send(head, body)
+        return await Call(self, url, body).response()
 
-    def idle(self, conn: _Connection) -> None:
-        self._idle.setdefault(conn.key, []).append(conn)
+    def target(self, url: str) -> tuple[str, int, bytes]:
+        found = self._targets.get(url)
+        if found is None:
+            parts = urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname:
+                raise ValueError(f"pool endpoint {url!r}: only http://host:port/path is served")
+            head = f"POST {parts.path or '/'} HTTP/1.1\r\nhost: {parts.netloc}\r\n{self._extra}".encode("latin-1")
+            found = self._targets[url] = (parts.hostname, parts.port or 80, head)
+        return found
 
-    async def aclose(self) -> None:
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.finish(reuse=False)
-        self._idle.clear()
-
-    def _target(self, url: str) -> tuple[str, int, str]:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"pool endpoint {url!r}: only http://host:port/path is served")
-        port = parts.port or 80
-        path = parts.path or "/"
-        return parts.hostname, port, f"POST {path} HTTP/1.1\r\nhost: {parts.netloc}\r\n{self._extra}"
-
-    def _reusable(self, url: str) -> _Connection | None:
+    def reusable(self, url: str) -> _Connection | None:
         conns = self._idle.get(url)
         now = time.monotonic()
         while conns:
             conn = conns.pop()  # newest first: the one most surely still open
             if not conn.lost and now - conn.idle_since < IDLE_S:
                 return conn
-            conn.finish(reuse=False)
+            conn.close()
         return None
 
-    async def _connect(self, url: str, host: str, port: int) -> _Connection:
+    def idle(self, conn: _Connection) -> None:
+        if self._closed:
+            conn.close()
+            return
+        conns = self._idle.setdefault(conn.key, deque())
+        conns.append(conn)
+        while conns[0] is not conn and (conns[0].lost or conn.idle_since - conns[0].idle_since >= IDLE_S):
+            conns.popleft().close()  # the oldest first: expired, or closed by the endpoint
+
+    def forget(self, url: str) -> None:
+        """Close the idle connections to ``url`` (its replica is gone)."""
+        for conn in self._idle.pop(url, ()):
+            conn.close()
+
+    async def connect(self, url: str, host: str, port: int) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self, url), host, port), CONNECT_TIMEOUT_S)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):  # not wait_for: on 3.11 it can swallow a cancel
+                _, conn = await loop.create_connection(lambda: _Connection(self, url), host, port)
+        except TimeoutError:
             raise PoolConnectionError(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:
             raise PoolConnectionError(f"cannot connect to {host}:{port}: {exc}") from None
         return conn
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()

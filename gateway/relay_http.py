@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.pool_http import PoolConnectionError, PoolHttp, PoolHttpError, Response
+from gateway.pool_http import Call, PoolConnectionError, PoolHttp, PoolHttpError, Response
 from workers import wire
 from workers.errors import EngineFailure
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
@@ -73,6 +73,7 @@ class HttpPools:
             self.endpoints[pool][replica] = Endpoint(replica, url)
 
     def drop(self, pool: str, endpoint: Endpoint, why: str) -> None:
+        self.http.forget(endpoint.url)
         if self.endpoints.get(pool, {}).pop(endpoint.replica, None) is not None:
             log.warning("pool %s: dropped replica %s at %s: %s", pool, endpoint.replica, endpoint.url, why)
         if self.on_unreachable is not None:
@@ -106,6 +107,7 @@ class HttpStream:
     def __init__(self, pools: HttpPools, pool: str, request: PoolRequest, replica: str = ""):
         self.pools, self.pool, self.request, self.replica = pools, pool, request, replica
         self._endpoint: Endpoint | None = None
+        self._call: Call | None = None  # the request, until its answer's head
         self._response: Response | None = None
         self._items: deque[RelayItem] = deque()  # decoded, not yet handed out
         self._partial = b""  # the start of a line the next read ends
@@ -193,6 +195,9 @@ class HttpStream:
                 await self._first(endpoint, body)
             except PoolConnectionError as exc:
                 self._release()
+                if self._cancelled:  # cancel() aborted the opening: the replica did not fail
+                    self._done = True
+                    return
                 self.pools.drop(self.pool, endpoint, f"{type(exc).__name__}: {exc}")
                 continue
             except _WrongReplica:
@@ -212,7 +217,8 @@ class HttpStream:
 
     async def _first(self, endpoint: Endpoint, body: bytes) -> None:
         """Open the stream and read up to its first item (or read the whole answer)."""
-        self._response = await self.pools.http.post(endpoint.url, body)
+        self._call = self.pools.http.call(endpoint.url, body)
+        self._response = await self._call.response()
         # A whole answer is one JSON body, or lines when progress items came before it.
         if self._response.status != 200 or (self.request.whole and self._response.content_type != _NDJSON):
             content = await self._response.read()
@@ -223,7 +229,7 @@ class HttpStream:
             return
         while not self._items and not self._done:
             await self._read()
-        if not self._items and self._error is None:
+        if not self._items and self._error is None and not self._cancelled:
             raise EngineFailure("the replica ended the stream without an item")
 
     @staticmethod
@@ -245,7 +251,8 @@ class HttpStream:
             await self._response.read()
         except PoolHttpError:
             pass
-        self._release()
+        finally:  # cancelled waiting for the end too: the connection is closed, not leaked
+            self._release()
 
     def _release(self) -> None:
         if self._closed:
@@ -262,6 +269,8 @@ class HttpStream:
         self._items.clear()
         if not self._opening:
             self._release()
+        elif self._call is not None:  # opening: close the connection under it, which aborts the engine request
+            self._call.abort()
 
 
 class _WrongReplica(Exception):

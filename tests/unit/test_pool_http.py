@@ -134,6 +134,34 @@ async def test_a_broken_answer_is_a_typed_error(answer, error):
     server.close()
 
 
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+])
+async def test_an_informational_answer_is_a_protocol_error(answer):
+    server = RawServer([[answer]])
+    url = await server.start()
+    http = PoolHttp({})
+    with pytest.raises(PoolProtocolError):
+        await http.post(url, b"{}")
+    await http.aclose()
+    server.close()
+
+
+async def test_bytes_after_an_answer_spoil_the_connection_not_the_answer_nor_the_next_one():
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    server = RawServer([[ok + b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nbad"], [ok]])
+    url = await server.start()
+    http = PoolHttp({})
+    for _ in range(2):
+        response = await http.post(url, b"{}")
+        assert await response.read() == b"ok"
+        response.release()
+    assert server.connections == 2  # the first connection was not reused
+    await http.aclose()
+    server.close()
+
+
 async def test_a_refused_connection_is_a_connection_error():
     sock_server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = sock_server.sockets[0].getsockname()[1]
@@ -158,6 +186,21 @@ async def test_cancelled_while_waiting_for_the_head_closes_the_connection():
     server.close()
 
 
+async def test_an_aborted_call_closes_its_connection_and_raises():
+    server = RawServer([[]])  # never answers
+    url = await server.start()
+    http = PoolHttp({})
+    call = http.call(url, b"{}")
+    task = asyncio.create_task(call.response())
+    await asyncio.sleep(0.1)
+    call.abort()
+    with pytest.raises(PoolConnectionError):
+        await task
+    await asyncio.wait_for(server.closed.wait(), 5)
+    await http.aclose()
+    server.close()
+
+
 def test_only_plain_http_endpoints_are_served():
     with pytest.raises(ValueError, match="only http://"):
-        PoolHttp({})._target("https://10.0.0.1:8443/generate/x")
+        PoolHttp({}).target("https://10.0.0.1:8443/generate/x")

@@ -155,13 +155,13 @@ async def test_a_connection_is_reused_and_one_left_idle_too_long_is_replaced(rep
     _, servers = replicas
     pools = _pools(servers)
     opened = []
-    connect = pool_http.PoolHttp._connect
+    connect = pool_http.PoolHttp.connect
 
     async def counted(self, *args):
         opened.append(args[0])
         return await connect(self, *args)
 
-    monkeypatch.setattr(pool_http.PoolHttp, "_connect", counted)
+    monkeypatch.setattr(pool_http.PoolHttp, "connect", counted)
     for _ in range(3):
         assert len([_ async for _ in pools.stream("a", _request("hi", 2), "r1")]) == 2
     assert len(opened) == 1
@@ -284,6 +284,22 @@ async def test_a_stream_cancelled_while_opening_yields_nothing_and_keeps_its_rep
     with pytest.raises(StopAsyncIteration):  # the dead one refused, and no other replica was asked
         await opening
     assert engines["r1"].requests == [] and pools.endpoints["a"]["r1"].in_flight == 10
+    await pools.aclose()
+
+
+@pytest.mark.parametrize("whole", [False, True])
+async def test_a_stream_cancelled_before_its_first_item_aborts_the_engine_request_at_once(replicas, whole):
+    engines, servers = replicas
+    pools = _pools(servers)
+    stream = pools.stream("a", _request("slow", 3, whole=whole), "r1")
+    opening = asyncio.ensure_future(stream.__anext__())
+    while not engines["r1"].requests:
+        await asyncio.sleep(0.01)
+    stream.cancel()  # a sibling sequence failed: this one's engine request must stop, not run 30 s
+    await asyncio.wait_for(engines["r1"].aborted.wait(), 5)
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(opening, 5)
+    assert set(pools.endpoints["a"]) == {"r1", "r2"} and pools.endpoints["a"]["r1"].in_flight == 0
     await pools.aclose()
 
 
