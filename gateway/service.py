@@ -663,8 +663,13 @@ def _feature_params(req) -> dict[str, Any]:
     }
 
 
+#: The reasons' few non-ASCII signs, spelled in ASCII for a header (any other one becomes "?").
+_HEADER_ASCII = str.maketrans({"×": "x", "≤": "<=", "≥": ">=", "µ": "u", "–": "-", "−": "-"})
+
+
 def _header_safe(text: str) -> str:
-    return text.encode("ascii", "replace").decode()[:512]
+    """``text`` as a header value: ASCII (RFC 9110 leaves anything else to the client's guess), at most 512 characters."""
+    return text.translate(_HEADER_ASCII).encode("ascii", "replace").decode()[:512]
 
 
 def _token_estimate(shape: RequestShape) -> int:

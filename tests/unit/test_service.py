@@ -289,3 +289,14 @@ async def test_slo_headers_reach_the_shape_and_bad_ones_are_rejected():
     assert (shape.slo_ttft_ms, shape.slo_tpot_ms) == (250.0, 40.0)
     with pytest.raises(errors.InvalidRequest):
         service.plan(TEXT, body, {"x-hetserve-slo-ttft-ms": "soon"})
+
+
+async def test_the_route_reason_header_spells_its_signs_in_ascii():
+    # No pool has a forecast, so the predicted-SLO filter drops them all and the reason says what it
+    # needed: "ttft ≤ 1 ms", which a header carried as "ttft ? 1 ms".
+    router = build_router(load_routing_config({"policy": "slo-energy"}))
+    service, _, _ = make_service(FakePools(), router)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2}).encode()
+    resp = await service.handle(TEXT, body, {"x-hetserve-slo-ttft-ms": "1"}, "rid")
+    reason = resp.headers["x-hetserve-route-reason"]
+    assert "ttft <= 1 ms" in reason and "?" not in reason
