@@ -292,7 +292,7 @@ class PoolHttp:
         now = time.monotonic()
         while conns:
             conn = conns.pop()  # newest first: the one most surely still open
-            if not conn.lost and now - conn.idle_since < IDLE_S:
+            if not conn.lost and not conn.transport.is_closing() and now - conn.idle_since < IDLE_S:
                 return conn
             conn.close()
         return None

@@ -162,6 +162,50 @@ async def test_bytes_after_an_answer_spoil_the_connection_not_the_answer_nor_the
     server.close()
 
 
+async def _closing_server(answer_first: bool):
+    """Answers the first request on each connection, closes the connection on the second without answering
+    (as an endpoint closing a kept-alive connection the moment a request is sent on it); counts connections."""
+    seen = {"connections": 0, "requests": 0}
+
+    async def handle(reader, writer):
+        seen["connections"] += 1
+        for i in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
+            seen["requests"] += 1
+            if i == 1 or not answer_first:
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x", seen
+
+
+async def test_a_kept_alive_connection_closed_under_a_request_is_retried_once_on_a_new_one(monkeypatch):
+    monkeypatch.setattr(pool_http, "STALE_S", 5.0)  # what is tested is the retry, not how soon a close comes
+    server, url, seen = await _closing_server(answer_first=True)
+    http = PoolHttp({})
+    for _ in range(2):
+        response = await http.post(url, b"{}")
+        assert await response.read() == b"ok"
+        response.release()
+    assert seen == {"connections": 2, "requests": 3}  # the second request went twice: closed under, then anew
+    await http.aclose()
+    server.close()
+
+
+async def test_a_new_connection_closed_under_its_request_is_not_retried():
+    server, url, seen = await _closing_server(answer_first=False)
+    http = PoolHttp({})
+    with pytest.raises(PoolConnectionError):
+        await http.post(url, b"{}")
+    assert seen == {"connections": 1, "requests": 1}
+    await http.aclose()
+    server.close()
+
+
 async def test_a_refused_connection_is_a_connection_error():
     sock_server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = sock_server.sockets[0].getsockname()[1]

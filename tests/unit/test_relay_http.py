@@ -171,19 +171,6 @@ async def test_a_connection_is_reused_and_one_left_idle_too_long_is_replaced(rep
     await pools.aclose()
 
 
-async def test_a_kept_alive_connection_the_replica_closed_is_retried_on_a_new_one(replicas):
-    engines, servers = replicas
-    pools = _pools(servers)
-    assert len([_ async for _ in pools.stream("a", _request("hi", 2), "r1")]) == 2
-    (conn,) = pools.http._idle[servers[0].url]
-    conn.transport.abort()  # as if the replica had closed it while idle, unseen yet
-    conn.lost = False
-    items = [i async for i in pools.stream("a", _request("hi", 2), "r1")]
-    assert [i.text for i in items] == ["r10 ", "r11 "]
-    assert set(pools.endpoints["a"]) == {"r1", "r2"}  # not dropped: the replica never failed
-    await pools.aclose()
-
-
 async def test_errors_before_the_first_item_arrive_typed(replicas):
     _, servers = replicas
     pools = _pools(servers)
