@@ -273,10 +273,6 @@ class PoolHttp:
         """A POST of ``body`` to ``url``; ``await call.response()`` sends it."""
         return Call(self, url, body)
 
-    async def post(self, url: str, body: bytes) -> Response:
-        """POST ``body`` to ``url`` and wait for the answer's head."""
-        return await Call(self, url, body).response()
-
     def target(self, url: str) -> tuple[str, int, bytes]:
         found = self._targets.get(url)
         if found is None:

@@ -34,8 +34,6 @@ from workers.protocol import PoolRequest, RelayItem, ReplicaStats
 
 log = logging.getLogger("hetserve.gateway.relay")
 
-#: A connection error (refused, reset, cut mid-body, timed out connecting) means the replica is gone;
-#: any other ``PoolHttpError`` (bytes that are no HTTP) is the replica failing the sequence.
 _NDJSON = "application/x-ndjson"
 
 
@@ -193,8 +191,8 @@ class HttpStream:
             self._response, self._items, self._partial, self._error, self._done = None, deque(), b"", None, False
             try:
                 await self._first(endpoint, body)
-            except PoolConnectionError as exc:
-                self._release()
+            except PoolConnectionError as exc:  # refused, reset, cut: the replica is gone (any other
+                self._release()                    # PoolHttpError is the replica failing the sequence)
                 if self._cancelled:  # cancel() aborted the opening: the replica did not fail
                     self._done = True
                     return

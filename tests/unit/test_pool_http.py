@@ -58,7 +58,7 @@ async def test_a_chunked_answer_written_in_pieces_reads_whole_and_its_connection
     url = await server.start()
     http = PoolHttp({"x-token": "t"})
     for _ in range(3):
-        response = await http.post(url, b'{"a": 1}')
+        response = await http.call(url, b'{"a": 1}').response()
         assert (response.status, response.content_type) == (200, "application/x-ndjson")
         assert await response.read() == b"one\ntwo\nthree\n"
         response.release()
@@ -74,7 +74,7 @@ async def test_an_answer_that_asks_to_close_is_not_reused():
     url = await server.start()
     http = PoolHttp({})
     for _ in range(2):
-        response = await http.post(url, b"{}")
+        response = await http.call(url, b"{}").response()
         assert await response.read() == body
         response.release()
     assert server.connections == 2
@@ -86,11 +86,11 @@ async def test_an_answer_released_before_its_end_closes_its_connection():
     server = RawServer([_chunked(b"one\n", b"two\n")])
     url = await server.start()
     http = PoolHttp({})
-    response = await http.post(url, b"{}")
+    response = await http.call(url, b"{}").response()
     assert (await response.chunk()).startswith(b"one")
     response.release()  # not read whole: the connection cannot serve another request
     await asyncio.wait_for(server.closed.wait(), 5)
-    response = await http.post(url, b"{}")
+    response = await http.call(url, b"{}").response()
     assert await response.read() == b"one\ntwo\n"
     assert server.connections == 2
     await http.aclose()
@@ -103,7 +103,7 @@ async def test_reading_stops_past_the_high_water_mark_and_resumes_as_the_reader_
     server = RawServer([_chunked(*parts)])
     url = await server.start()
     http = PoolHttp({})
-    response = await http.post(url, b"{}")
+    response = await http.call(url, b"{}").response()
     await asyncio.sleep(0.2)  # the server has written everything it can; the client stopped reading
     assert response._conn._paused
     assert await response.read() == b"".join(parts)
@@ -128,7 +128,7 @@ async def test_a_broken_answer_is_a_typed_error(answer, error):
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
     http = PoolHttp({})
     with pytest.raises(error):
-        response = await http.post(url, b"{}")
+        response = await http.call(url, b"{}").response()
         await response.read()
     await http.aclose()
     server.close()
@@ -143,7 +143,7 @@ async def test_an_informational_answer_is_a_protocol_error(answer):
     url = await server.start()
     http = PoolHttp({})
     with pytest.raises(PoolProtocolError):
-        await http.post(url, b"{}")
+        await http.call(url, b"{}").response()
     await http.aclose()
     server.close()
 
@@ -154,7 +154,7 @@ async def test_bytes_after_an_answer_spoil_the_connection_not_the_answer_nor_the
     url = await server.start()
     http = PoolHttp({})
     for _ in range(2):
-        response = await http.post(url, b"{}")
+        response = await http.call(url, b"{}").response()
         assert await response.read() == b"ok"
         response.release()
     assert server.connections == 2  # the first connection was not reused
@@ -188,7 +188,7 @@ async def test_a_kept_alive_connection_closed_under_a_request_is_retried_once_on
     server, url, seen = await _closing_server(answer_first=True)
     http = PoolHttp({})
     for _ in range(2):
-        response = await http.post(url, b"{}")
+        response = await http.call(url, b"{}").response()
         assert await response.read() == b"ok"
         response.release()
     assert seen == {"connections": 2, "requests": 3}  # the second request went twice: closed under, then anew
@@ -200,7 +200,7 @@ async def test_a_new_connection_closed_under_its_request_is_not_retried():
     server, url, seen = await _closing_server(answer_first=False)
     http = PoolHttp({})
     with pytest.raises(PoolConnectionError):
-        await http.post(url, b"{}")
+        await http.call(url, b"{}").response()
     assert seen == {"connections": 1, "requests": 1}
     await http.aclose()
     server.close()
@@ -212,14 +212,14 @@ async def test_a_refused_connection_is_a_connection_error():
     sock_server.close()
     await sock_server.wait_closed()
     with pytest.raises(PoolConnectionError):
-        await PoolHttp({}).post(f"http://127.0.0.1:{port}/x", b"{}")
+        await PoolHttp({}).call(f"http://127.0.0.1:{port}/x", b"{}").response()
 
 
 async def test_cancelled_while_waiting_for_the_head_closes_the_connection():
     server = RawServer([[]])  # never answers
     url = await server.start()
     http = PoolHttp({})
-    task = asyncio.create_task(http.post(url, b"{}"))
+    task = asyncio.create_task(http.call(url, b"{}").response())
     await asyncio.sleep(0.1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
