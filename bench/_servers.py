@@ -226,6 +226,15 @@ class Server:
         psutil.wait_procs(tree, timeout=10)
 
 
+class PortTaken(RuntimeError):
+    """The server could not bind its port: another process took it after ``free_port`` chose it (a port of
+    the ephemeral range, which other processes' outgoing connections use too)."""
+
+
+#: Starts tried when the port chosen was taken meanwhile.
+START_ATTEMPTS = 3
+
+
 def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dict[str, str] | None = None,
                  root: Path | None = None, cpus: str | None = None, **options) -> Server:
     """Start a server of ``kind`` on a free loopback port; return once it answered a completion.
@@ -235,10 +244,18 @@ def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dic
     compute threads (vLLM's ``VLLM_CPU_OMP_THREADS_BIND``) still binds them where it says."""
     if kind not in KINDS:
         raise ValueError(f"unknown server kind {kind!r}; known: {', '.join(KINDS)}")
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_once(kind, label or kind, log_dir, env, root or ROOT, cpus, options)
+        except PortTaken:
+            if attempt == START_ATTEMPTS:
+                raise
+
+
+def _start_once(kind: str, label: str, log_dir: Path, env: dict[str, str] | None, root: Path, cpus: str | None,
+                options: dict) -> Server:
     port = free_port()
-    label = label or kind
     mdir = model_dir()
-    root = root or ROOT
     full_env = {**os.environ, **ENGINE_ENV, "PYTHONPATH": str(root), **(env or {})}
     full_env.pop("RAY_ADDRESS", None)  # never attach to another cluster (the test session's, a stale one)
     if kind == "vllm":
@@ -263,8 +280,10 @@ def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dic
     server = Server(kind, label, f"http://127.0.0.1:{port}", proc, 0.0, log_path, options)
     try:
         _wait_ready(server, t0)
-    except BaseException:
+    except BaseException as exc:
         server.stop()
+        if "Address already in use" in log_path.read_bytes()[-20000:].decode(errors="replace"):
+            raise PortTaken(f"{label}: port {port} was taken before it could bind it") from exc
         raise
     server.started_s = time.monotonic() - t0
     return server
