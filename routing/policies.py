@@ -222,14 +222,17 @@ class _Packed(_LowerIsBetter):
         self._memo: dict[tuple, tuple] = {}
 
     def point(self, shape: RequestShape, pool) -> PackedPoint | None:
+        return self._point(pool, shape.total_tokens, self._limit(shape))
+
+    def _limit(self, shape: RequestShape) -> float | None:
+        tpot = _targets(shape, None, self.tpot_ms)[1]
+        return None if tpot is None else self.scale * tpot
+
+    def _point(self, pool, seq: int, limit: float | None) -> PackedPoint | None:
         prof = pool.profile
-        if prof is None:
-            return None
-        col = prof.column(shape.total_tokens)
+        col = None if prof is None else prof.column(seq)
         if col is None:
             return None
-        tpot = _targets(shape, None, self.tpot_ms)[1]
-        limit = None if tpot is None else self.scale * tpot
         key = (id(col), pool.slots, limit)
         hit = self._memo.get(key)
         if hit is not None and hit[0] is col:
@@ -248,30 +251,9 @@ class _Packed(_LowerIsBetter):
         return None if point is None else self.value(point, cand.pool)
 
     def score(self, shape, cands):
-        """``_LowerIsBetter.score`` with ``point`` inlined: the TPOT limit and the
-        column's bucket are the same for every pool of a decision (the hot path)."""
-        tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
-        limit = None if tpot is None else self.scale * tpot
-        seq, memo, value = shape.total_tokens, self._memo, self.value
-        values = []
-        for c in cands:
-            pool = c.pool
-            prof = pool.profile
-            col = None if prof is None else prof.column(seq)
-            if col is None:
-                values.append(None)
-                continue
-            key = (id(col), pool.slots, limit)
-            hit = memo.get(key)
-            if hit is not None and hit[0] is col:
-                point = hit[1]
-            else:
-                if len(memo) >= self.MEMO_SIZE:
-                    memo.clear()
-                point = column_point(prof.batch_buckets, col, pool.slots, limit)
-                memo[key] = (col, point)
-            values.append(None if point is None else value(point, pool))
-        return _relative(values)
+        """``_LowerIsBetter.score`` with the TPOT limit worked out once per decision (the hot path)."""
+        seq, limit, point, value = shape.total_tokens, self._limit(shape), self._point, self.value
+        return _relative([None if (pt := point(c.pool, seq, limit)) is None else value(pt, c.pool) for c in cands])
 
     def explain(self, shape, ranked):
         point = self.point(shape, ranked.pool)
