@@ -2,6 +2,10 @@
 
     python bench/policy_eval.py                       # about 3 min on one core
     python bench/policy_eval.py --quick               # a few seconds: smoke run
+    python bench/policy_eval.py --policy least-load latency bench/routing/slo-energy-no-margin.yaml
+
+A ``--policy`` is a preset's name or a routing YAML file (``docs/routing.md``),
+labelled by its file name without ``.yaml``.
 
 Traces come from ``sim.scenarios`` (bursty; long documents past ATOM's
 compiled length; two or three SLO classes with per-request targets). For
@@ -32,6 +36,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleet.config import load_fleet  # noqa: E402
@@ -55,6 +61,14 @@ ORACLE_AIM = 1.3
 
 def policies() -> list[str]:
     return [p for p in POLICIES if p != "random"]
+
+
+def routing_of(policy: str) -> tuple[str, dict]:
+    """The label and routing document of a ``--policy``: a preset's name, or a routing YAML file."""
+    if policy.endswith((".yaml", ".yml")):
+        path = Path(policy)
+        return path.stem, yaml.safe_load(path.read_text()) or {}
+    return policy, {"policy": policy}
 
 
 def run(specs, workload: Workload, routing: dict, *, seed: int, label: str) -> dict:
@@ -218,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     for base in (*BASELINES, candidate):
         if base not in names:
             names.append(base)
+    candidate = routing_of(candidate)[0]  # its label in the runs
 
     started = time.perf_counter()
     cells = []
@@ -232,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          rate=rate, seed=args.seed))
                 oracle, capped = oracle_bound(specs, w), oracle_bound(specs, w, concurrency=True)
                 routing = {"slo": tightest_slo(scenario)} if args.declare_tightest else {}
-                runs = [run(specs, w, {"policy": p, **routing}, seed=args.seed, label=p) for p in names]
+                runs = [run(specs, w, {**doc, **routing}, seed=args.seed, label=label)
+                        for label, doc in map(routing_of, names)]
                 for r in runs:
                     j = r["j_per_token_attributed"]
                     for key, bound in (("oracle_ratio", oracle), ("oracle_ratio_capped", capped)):

@@ -32,3 +32,20 @@ def test_quick_run_writes_every_policy_with_the_checks(tmp_path):
                                                                        doc["candidate"]}
     least = next(row for row in rows if row.startswith("| least-load |")).strip("| ").split(" | ")
     assert least[2] == "0/3" and least[3] == "0/3"  # never at 0.75 × its own joules, so never both
+
+
+def test_a_routing_file_runs_under_its_name_and_can_be_the_candidate(tmp_path):
+    routing = tmp_path / "packed-first.yaml"
+    routing.write_text("policy: slo-energy\nslo: {ttft_ms: 400, tpot_ms: 30}\n")
+    out = tmp_path / "eval.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "policy_eval.py"), "--quick", "--out", str(out),
+         "--policy", "least-load", "latency", str(routing), "--candidate", str(routing)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["candidate"] == "packed-first"
+    for cell in doc["cells"]:
+        assert [r["policy"] for r in cell["runs"]] == ["least-load", "latency", "packed-first"]
+        assert cell["check"]["policy"] == "packed-first"
