@@ -48,6 +48,15 @@ class RawServer:
         self.server.close()
 
 
+async def _received(server: RawServer) -> None:
+    """Until the server has read a request."""
+    async def wait():
+        while not server.requests:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(wait(), 10)
+
+
 def _chunked(*parts: bytes) -> list[bytes]:
     head = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
     return [head, *(b"%x\r\n%s\r\n" % (len(p), p) for p in parts), b"0\r\n\r\n"]
@@ -104,8 +113,11 @@ async def test_reading_stops_past_the_high_water_mark_and_resumes_as_the_reader_
     url = await server.start()
     http = PoolHttp({})
     response = await http.call(url, b"{}").response()
-    await asyncio.sleep(0.2)  # the server has written everything it can; the client stopped reading
-    assert response._conn._paused
+    async def paused():  # the server writes on; past the high water mark the client stops reading
+        while not response._conn._paused:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(paused(), 10)
     assert await response.read() == b"".join(parts)
     response.release()
     await http.aclose()
@@ -220,7 +232,7 @@ async def test_cancelled_while_waiting_for_the_head_closes_the_connection():
     url = await server.start()
     http = PoolHttp({})
     task = asyncio.create_task(http.call(url, b"{}").response())
-    await asyncio.sleep(0.1)
+    await _received(server)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -236,7 +248,7 @@ async def test_an_aborted_call_closes_its_connection_and_raises():
     http = PoolHttp({})
     call = http.call(url, b"{}")
     task = asyncio.create_task(call.response())
-    await asyncio.sleep(0.1)
+    await _received(server)
     call.abort()
     with pytest.raises(PoolConnectionError):
         await task
