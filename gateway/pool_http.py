@@ -95,14 +95,13 @@ class _Connection(asyncio.Protocol):
         self.lost = False  # closed, or closing: never reused
         self.idle_since = 0.0
         self.answered = False  # a byte of the current answer has arrived
-        self._awaiting = False  # a request was sent and its answer has not ended
         self._stray = False  # the peer began an answer no request asked for
         self._head: asyncio.Future | None = None
         self._waiter: asyncio.Future | None = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
-        self._ended = False
+        self._ended = True  # no answer under way: the last one ended, or none was asked for yet
         self._error: BaseException | None = None
         self._content_type = ""
         self._keep_alive = True
@@ -131,7 +130,7 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        if not self._awaiting:
+        if self._ended:
             self._stray = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -162,14 +161,12 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._stray:
             return
-        self._awaiting = False
         self._ended = True
         self._wake()
 
     # the request
     async def send(self, head: bytes, body: bytes) -> Response:
         self.answered = self._ended = False
-        self._awaiting = True
         self._error, self._content_type, self._keep_alive = None, "", True
         self._chunks.clear()
         self._buffered = 0
