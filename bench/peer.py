@@ -112,6 +112,8 @@ VARIANTS = {
     "hetserve-unmerged": Variant("hetserve unmerged", "hetserve", options={"relay_window_s": 0.0}),
     # hetserve with Serve's controller reconciling every 0.5 s instead of 0.1 s (its idle wakeups, to measure).
     "hetserve-control-0.5": Variant("hetserve control 0.5 s", "hetserve", {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}),
+    # hetserve's Ray workers (replicas, the engines they spawn, HAProxy) at Ray's niceness 15, not hetserve's 0.
+    "hetserve-nice15": Variant("hetserve nice 15", "hetserve", {"RAY_worker_niceness": "15"}),
 }
 
 #: The cells the targets are stated on.

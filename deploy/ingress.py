@@ -15,6 +15,8 @@ import os
 import socket
 from collections.abc import Iterator
 
+from workers.serve_env import WORKER_PRIORITY_ENV
+
 RAY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
 
 #: A local cluster's gateway drains itself on SIGTERM (new requests get 503) before
@@ -41,13 +43,13 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def local_cluster_env() -> Iterator[None]:
     """The environment a local Ray cluster starts in (its processes inherit it): the
-    ingress on, a short Serve drain, HAProxy's listeners on free ports, unless the
-    operator set them.
+    ingress on, a short Serve drain, workers at the default CPU priority, HAProxy's
+    listeners on free ports, unless the operator set them.
 
     Restored afterwards, so processes this one starts later (another gateway,
     ``ray start``) do not inherit ports already taken.
     """
-    wanted = {**RAY_ENV, **LOCAL_DRAIN_ENV, **{k: str(_free_port()) for k in LISTENER_PORT_VARS}}
+    wanted = {**RAY_ENV, **LOCAL_DRAIN_ENV, **WORKER_PRIORITY_ENV, **{k: str(_free_port()) for k in LISTENER_PORT_VARS}}
     saved = {k: os.environ.get(k) for k in wanted}
     for key, value in wanted.items():
         os.environ.setdefault(key, value)

@@ -23,6 +23,7 @@ import yaml
 from deploy.ingress import RAY_ENV
 from deploy.serve_config import serve_config
 from fleet.config import FleetConfig
+from workers.serve_env import WORKER_PRIORITY_ENV
 from workers.spec import PoolSpec
 
 API_VERSION = "ray.io/v1"
@@ -56,7 +57,7 @@ def _container(name: str, image: str, limits: dict[str, Any], ports: list[dict] 
     container: dict[str, Any] = {
         "name": name,
         "image": image,
-        "env": [{"name": k, "value": v} for k, v in RAY_ENV.items()],
+        "env": [{"name": k, "value": v} for k, v in {**RAY_ENV, **WORKER_PRIORITY_ENV}.items()],
         "resources": {"limits": limits, "requests": {k: v for k, v in limits.items() if k in ("cpu", "memory")}},
     }
     if ports:

@@ -210,22 +210,31 @@ def test_a_local_cluster_takes_free_ports_for_every_listener_ray_fixes(monkeypat
 
     from deploy.ingress import LISTENER_PORT_VARS, local_cluster_env
 
-    for var in LISTENER_PORT_VARS:
+    for var in (*LISTENER_PORT_VARS, "RAY_worker_niceness"):
         monkeypatch.delenv(var, raising=False)
     assert {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"} <= set(LISTENER_PORT_VARS)
     with local_cluster_env():
         ports = [int(os.environ[var]) for var in LISTENER_PORT_VARS]
         assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert os.environ["RAY_worker_niceness"] == "0"  # Ray's workers (the service) at the default priority
     assert len(set(ports)) == len(ports) and all(p not in (8404, 9101, 8500, 9500) for p in ports)
-    assert not any(var in os.environ for var in LISTENER_PORT_VARS)  # restored for later processes
+    assert not any(var in os.environ for var in (*LISTENER_PORT_VARS, "RAY_worker_niceness"))  # restored
+    monkeypatch.setenv("RAY_worker_niceness", "15")  # the operator's choice stands
+    with local_cluster_env():
+        assert os.environ["RAY_worker_niceness"] == "15"
 
 
-def test_replicas_run_on_serves_loop_unless_the_pool_or_the_operator_says_otherwise(monkeypatch):
+def test_replicas_run_on_serves_loop_at_niceness_0_unless_the_pool_or_the_operator_says_otherwise(monkeypatch):
     from workers.serve_env import with_replica_env
 
     monkeypatch.delenv("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", raising=False)
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    assert REPLICA_ENV == {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_worker_niceness": "0"}
     assert with_replica_env({"num_cpus": 1}) == {"num_cpus": 1, "runtime_env": {"env_vars": REPLICA_ENV}}
-    pool_says = {"runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}, "pip": ["x"]}}
+    pool_says = {"runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1", "RAY_worker_niceness": "5"},
+                                 "pip": ["x"]}}  # fmt: skip
     assert with_replica_env(pool_says)["runtime_env"] == pool_says["runtime_env"]
     monkeypatch.setenv("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "1")
-    assert with_replica_env({})["runtime_env"]["env_vars"] == {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
+    monkeypatch.setenv("RAY_worker_niceness", "15")
+    assert with_replica_env({})["runtime_env"]["env_vars"] == {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+                                                               "RAY_worker_niceness": "15"}
