@@ -21,7 +21,9 @@ def _serving_processes() -> dict[str, int]:
             title, nice = " ".join(p.cmdline()) or p.name(), p.nice()
         except psutil.Error:
             continue
-        if "ServeReplica:hetserve:" in title or "VLLM::" in title or p.name() == "haproxy":
+        if p.name() == "haproxy":
+            out[f"{p.pid} haproxy"] = nice  # its title is its binary's path, however long
+        elif "ServeReplica:hetserve:" in title or "VLLM::" in title:
             out[f"{p.pid} {title[:60]}"] = nice
     return out
 
