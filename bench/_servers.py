@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +93,8 @@ def role_of(cmdline: list[str], name: str) -> str:
     return "other"
 
 
-def _processes_by_role(root_pid: int) -> dict[str, list]:
-    """The live processes of a tree (root included), grouped by :func:`role_of`."""
+def _processes_by_role(root_pid: int, role: Callable[[list[str], str], str] = role_of) -> dict[str, list]:
+    """The live processes of a tree (root included), grouped by ``role`` (of a command line and a name)."""
     import psutil
 
     out: dict[str, list] = {}
@@ -105,24 +105,24 @@ def _processes_by_role(root_pid: int) -> dict[str, list]:
         return out
     for p in procs:
         try:
-            out.setdefault(role_of(p.cmdline(), p.name()), []).append(p)
+            out.setdefault(role(p.cmdline(), p.name()), []).append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return out
 
 
-def cpu_by_role(root_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of a process tree, summed per :func:`role_of`."""
+def cpu_by_role(root_pid: int, role: Callable[[list[str], str], str] = role_of) -> dict[str, float]:
+    """CPU seconds (user + system) of a process tree, summed per ``role`` (default :func:`role_of`)."""
     import psutil
 
     out: dict[str, float] = {}
-    for role, procs in _processes_by_role(root_pid).items():
+    for name, procs in _processes_by_role(root_pid, role).items():
         for p in procs:
             try:
                 t = p.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            out[role] = out.get(role, 0.0) + t.user + t.system
+            out[name] = out.get(name, 0.0) + t.user + t.system
     return out
 
 

@@ -32,7 +32,9 @@ from peer import machine  # noqa: E402
 PARTS = ("worker", "engine_core", "api_server")
 
 
-def _part(title: str) -> str:
+def _part(cmdline: list[str], name: str) -> str:
+    """Which of :data:`PARTS` a process is, from its (vLLM-set) process title."""
+    title = " ".join(cmdline) or name
     if "VLLM::Worker" in title:
         return "worker"
     return "engine_core" if "VLLM::EngineCore" in title else "api_server"
@@ -40,17 +42,8 @@ def _part(title: str) -> str:
 
 def cpu_by_part(root_pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of the server's process tree, summed per :data:`PARTS`."""
-    import psutil
-
-    out = dict.fromkeys(PARTS, 0.0)
-    root = psutil.Process(root_pid)
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            title, t = " ".join(p.cmdline()) or p.name(), p.cpu_times()
-        except psutil.Error:
-            continue
-        out[_part(title)] += t.user + t.system
-    return out
+    spent = _servers.cpu_by_role(root_pid, _part)
+    return {part: spent.get(part, 0.0) for part in PARTS}
 
 
 def run_cell(server, streams: int, duration_s: float) -> dict:
