@@ -1,0 +1,52 @@
+"""The tuning-grid benchmark (bench/energy_frontier.py): its frontier, its labels, a smoke run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from energy_frontier import describe, frontier  # noqa: E402
+from sim.tune import spelled_out  # noqa: E402
+
+
+def _t(attainment: float, j: float) -> dict:
+    return {"slo_attainment": attainment, "j_per_token_attributed": j}
+
+
+def test_the_frontier_keeps_only_settings_no_other_beats_on_both():
+    trials = [_t(0.9, 0.5), _t(0.95, 0.6), _t(0.95, 0.55), _t(0.8, 0.52), _t(0.7, 0.3), _t(0.99, 0.9)]
+    got = [(t["slo_attainment"], t["j_per_token_attributed"]) for t in frontier(trials)]
+    # (0.95, 0.6) loses to (0.95, 0.55); (0.8, 0.52) to (0.9, 0.5)
+    assert got == [(0.99, 0.9), (0.95, 0.55), (0.9, 0.5), (0.7, 0.3)]
+
+
+def test_a_grid_setting_is_described_by_its_parameters_and_a_preset_by_its_name():
+    doc = {**spelled_out("slo-energy", margin=0.2, headroom=None, average=0.5, load=0.1, packing=0.3,
+                         protect=False), "spillover": {"saturation": 0.75}}
+    assert describe(doc) == ("margin 0.2 protect False headroom none packing 0.3 efficiency 0.5 load 0.1 "
+                             "saturation 0.75")
+    assert describe({"policy": "least-load"}) == "least-load"
+
+
+def test_quick_run_reports_the_least_energy_meeting_the_floor(tmp_path):
+    out = tmp_path / "frontier.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "energy_frontier.py"), "--quick", "--workers", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    (cell,) = json.loads(out.read_text())["cells"]
+    assert cell["settings"] == 40
+    everyone = [*cell["trials"], *cell["frontier"], cell["least_energy"], cell["default"], *cell["baselines"].values()]
+    if cell["best_meeting_floor"] is not None:
+        everyone.append(cell["best_meeting_floor"])
+    meeting = [t for t in everyone if t["meets_floor"]]
+    assert all(t["slo_attainment"] >= cell["floor"] for t in meeting)
+    assert 0 < cell["meeting_floor"] <= 40  # least-load or latency is within a point of the better of the two
+    best = cell["best_meeting_floor"]
+    assert best["x_least_load"] == min(t["x_least_load"] for t in meeting)
+    assert cell["least_energy"]["x_least_load"] == min(t["x_least_load"] for t in everyone)
+    assert cell["baselines"]["least-load"]["x_least_load"] == 1.0
+    assert set(best["pools"]) <= {"h100", "rngd", "atom"}  # the notable settings keep their per-pool figures
+    assert "| default bursty full |" in proc.stdout
