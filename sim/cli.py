@@ -63,6 +63,10 @@ def _slo(args) -> dict:
     return {k: v for k, v in slo.items() if v is not None}
 
 
+def _learn(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--learn", action="store_true", help="learn profiles online, as the gateway does")
+
+
 def simulate_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hetserve simulate",
@@ -73,7 +77,7 @@ def simulate_main(argv: list[str] | None = None) -> int:
                         help=f"repeatable (default: {', '.join(DEFAULT_POLICIES)})")
     parser.add_argument("--routing", action="append", default=[], metavar="YAML",
                         help="a routing config file to simulate too (e.g. from 'hetserve tune')")
-    parser.add_argument("--learn", action="store_true", help="learn profiles online, as the gateway does")
+    _learn(parser)
     parser.add_argument("--dispatch-ms", type=float, default=0.0,
                         help="request-path latency between routing and the engine (proxy, gateway, Ray), "
                         "counted in TTFT; measure it with bench/sim_fidelity.py (default 0)")
@@ -124,6 +128,7 @@ def tune_main(argv: list[str] | None = None) -> int:
                         help="SLO attainment a candidate needs for energy/cost (default 0.9)")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--budget-s", type=float, default=60.0, help="stop starting trials after this")
+    _learn(parser)
     parser.add_argument("--out", default="routing.tuned.yaml", help="routing YAML to write")
     args = _parse(parser, argv)
     if isinstance(args, int):
@@ -132,7 +137,8 @@ def tune_main(argv: list[str] | None = None) -> int:
         specs, workload, profiles = _load(args)
         best, trials = tune(specs, workload, args.objective, slo_ttft_ms=args.slo_ttft_ms,
                             slo_tpot_ms=args.slo_tpot_ms, min_attainment=args.min_attainment,
-                            trials=args.trials, budget_s=args.budget_s, seed=args.seed, profiles=profiles)
+                            trials=args.trials, budget_s=args.budget_s, seed=args.seed, profiles=profiles,
+                            learn=args.learn)
     except _SETUP_ERRORS as e:
         print(f"hetserve tune: {e}", file=sys.stderr)
         return 1
@@ -142,7 +148,7 @@ def tune_main(argv: list[str] | None = None) -> int:
     header = (f"# hetserve tune --objective {args.objective}: best of {len(trials)} simulated candidates on "
               f"{Path(args.trace).name}\n# {r.j_per_token_attributed or 0:.3f} J/tok attributed, "
               f"{r.usd_per_mtok or 0:.3f} $/Mtok, SLO attainment {100 * r.slo_attainment:.1f} %, "
-              f"goodput {r.goodput_rps:.2f}/s\n")
+              f"goodput {r.goodput_rps:.2f}/s{', profiles learned online' if args.learn else ''}\n")
     Path(args.out).write_text(header + yaml.safe_dump(best, sort_keys=False))
     print(f"wrote {args.out}")
     return 0

@@ -97,9 +97,11 @@ def objective_key(objective: str, trial: Trial) -> tuple:
 def tune(specs: list[PoolSpec], workload: Workload, objective: str, *,
          slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None,
          min_attainment: float = 0.9, trials: int = 30, budget_s: float = 60.0, seed: int = 0,
-         profiles: Mapping[str, EfficiencyProfile] | None = None) -> tuple[dict, list[Trial]]:
+         profiles: Mapping[str, EfficiencyProfile] | None = None,
+         learn: bool = False) -> tuple[dict, list[Trial]]:
     """Simulate candidates on ``workload`` (requests without targets get the
-    given ones) and return the best routing dict and every trial, best first."""
+    given ones; with ``learn``, profiles learned online as the gateway does)
+    and return the best routing dict and every trial, best first."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
     workload = workload.with_default_slo(slo_ttft_ms, slo_tpot_ms)
@@ -109,7 +111,7 @@ def tune(specs: list[PoolSpec], workload: Workload, objective: str, *,
         if done and time.monotonic() > deadline:
             break
         config = load_routing_config(routing)
-        result = simulate(specs, workload, config, profiles=profiles, seed=seed)
+        result = simulate(specs, workload, config, profiles=profiles, seed=seed, learn=learn)
         done.append(Trial(routing, result, result.slo_attainment >= min_attainment))
     done.sort(key=lambda t: objective_key(objective, t))
     return done[0].routing, done

@@ -49,3 +49,28 @@ def test_bad_usage_and_missing_files(tmp_path, capsys):
     assert simulate_main(["--policy", "efficiency"]) == 2  # no --trace
     assert simulate_main(["--trace", str(tmp_path / "missing.jsonl")]) == 1
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_tune_with_learning_simulates_each_candidate_as_the_gateway_runs_it():
+    from fleet.config import load_fleet
+    from sim.run import simulate
+    from sim.tune import tune
+    from sim.workload import Workload
+
+    specs = load_fleet(None)[0].pools
+    workload = Workload.from_records(generate_trace(model="meta-llama/Llama-3.1-8B-Instruct", rate=8, n=200, seed=1))
+    _, trials = tune(specs, workload, "energy", slo_ttft_ms=2000, slo_tpot_ms=100, trials=1, learn=True)
+    (trial,) = trials
+    assert trial.routing["policy"] == "efficiency"  # the first preset: one whose choices read the learned profiles
+    targeted = workload.with_default_slo(2000, 100)
+    learned = simulate(specs, targeted, load_routing_config(trial.routing), learn=True)
+    fixed = simulate(specs, targeted, load_routing_config(trial.routing), learn=False)
+    assert learned.j_per_token_attributed != fixed.j_per_token_attributed  # learning changes this run
+    assert trial.result.j_per_token_attributed == learned.j_per_token_attributed
+
+
+def test_tune_says_in_the_file_that_profiles_were_learned(tmp_path):
+    out = tmp_path / "routing.yaml"
+    assert tune_main(["--trace", _trace(tmp_path), "--trials", "2", "--learn", "--out", str(out)]) == 0
+    assert "profiles learned online" in out.read_text().splitlines()[1]
+    load_routing_config(out)
