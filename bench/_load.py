@@ -18,6 +18,8 @@ import asyncio
 import datetime
 import itertools
 import json
+import os
+import platform
 import shlex
 import statistics
 import sys
@@ -136,6 +138,23 @@ def with_spread(row: dict, key: str, fmt: str) -> str:
     """``row[key]`` and its spread over rounds (from :func:`medians`) as "median (lowest-highest)"."""
     lo, hi = row[f"{key}_spread"] or (0, 0)
     return f"{row[key]:{fmt}} ({lo:{fmt}}-{hi:{fmt}})"
+
+
+def machine() -> dict:
+    """The machine a benchmark ran on: cores, CPU model, Python, Ray and vLLM versions."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import ray
+    import vllm
+
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "ray": ray.__version__, "vllm": vllm.__version__}
 
 
 def write_result(path: Path, benchmark: str, script: str, argv: list[str] | None, machine: dict, **fields) -> None:

@@ -24,9 +24,9 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from deploy.ingress import free_port  # noqa: E402
+
 MODEL_NAME = "tiny-llama"
 #: Engine settings shared by every server under comparison.
 ENGINE = {"dtype": "bfloat16", "max_model_len": 2048, "max_num_seqs": 64}
@@ -51,12 +53,6 @@ START_TIMEOUT_S = 300.0
 #: A resumed server is measured once it answered this many completions in a row.
 RESUMED_AFTER_ANSWERS = 5
 STOP_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def model_dir() -> str:
@@ -244,12 +240,12 @@ def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dic
     compute threads (vLLM's ``VLLM_CPU_OMP_THREADS_BIND``) still binds them where it says."""
     if kind not in KINDS:
         raise ValueError(f"unknown server kind {kind!r}; known: {', '.join(KINDS)}")
-    for attempt in range(1, START_ATTEMPTS + 1):
+    for attempt in range(1, START_ATTEMPTS):
         try:
             return _start_once(kind, label or kind, log_dir, env, root or ROOT, cpus, options)
-        except PortTaken:
-            if attempt == START_ATTEMPTS:
-                raise
+        except PortTaken as exc:
+            print(f"{exc}; starting it again", file=sys.stderr)
+    return _start_once(kind, label or kind, log_dir, env, root or ROOT, cpus, options)
 
 
 def _start_once(kind: str, label: str, log_dir: Path, env: dict[str, str] | None, root: Path, cpus: str | None,
@@ -282,11 +278,20 @@ def _start_once(kind: str, label: str, log_dir: Path, env: dict[str, str] | None
         _wait_ready(server, t0)
     except BaseException as exc:
         server.stop()
-        if "Address already in use" in log_path.read_bytes()[-20000:].decode(errors="replace"):
+        if isinstance(exc, Exception) and _port_taken(log_path, port):
             raise PortTaken(f"{label}: port {port} was taken before it could bind it") from exc
         raise
     server.started_s = time.monotonic() - t0
     return server
+
+
+def _port_taken(log_path: Path, port: int) -> bool:
+    """Whether the server's log says it could not bind ``port`` (HAProxy: "cannot bind socket (Address already
+    in use) [127.0.0.1:PORT]"; uvicorn: "... ('127.0.0.1', PORT): address already in use"), not some other
+    port Ray or Serve wanted."""
+    tail = log_path.read_bytes()[-20000:].decode(errors="replace")
+    return any("address already in use" in line.lower() and re.search(rf"\b{port}\b", line)
+               for line in tail.splitlines())
 
 
 @contextlib.contextmanager

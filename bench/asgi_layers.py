@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import _load  # noqa: E402
-from peer import machine  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 
 from gateway import app as gateway_app  # noqa: E402
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         cell = {"variant": name, "per_round": rows}
         cell.update(_load.medians(rows, ("cpu_us_per_request",)))
         cells.append(cell)
-    _load.write_result(args.out, "asgi_layers", "asgi_layers.py", argv, machine(),
+    _load.write_result(args.out, "asgi_layers", "asgi_layers.py", argv, _load.machine(),
                        requests_per_round=args.requests, cells=cells)
     print("\n| variant | CPU us per request (spread) |")
     print("|---|---|")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from fleet.config import load_fleet  # noqa: E402
 from sim import Workload, simulate  # noqa: E402
 from routing import DEFAULT_POLICY  # noqa: E402
-from sim.cli import DEFAULT_POLICIES  # noqa: E402
+from routing.presets import COMPARED_POLICIES  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -45,7 +45,7 @@ def main() -> int:
 
     sample = Workload.read(args.trace)
     for rnd in range(args.rounds):  # interleaved rounds: the machine may be shared
-        for policy in DEFAULT_POLICIES:
+        for policy in COMPARED_POLICIES:
             r = simulate(specs, sample, {"policy": policy})
             e = r.predictor_error
             err = (f"  forecast error ttft {e.ttft.p50:.2f}/{e.ttft.p90:.2f} tpot {e.tpot.p50:.2f}/{e.tpot.p90:.2f}"

@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _load  # noqa: E402
 import _servers  # noqa: E402
-from peer import machine  # noqa: E402
 
 ARMS = ("same", "own")
 AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled")
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         cells[-1]["own_over_same_per_round"] = [o["tok_s"] / s["tok_s"] for o, s in
                                                 zip(rows[kind]["own"], rows[kind]["same"])]
     autogroup = AUTOGROUP.read_text().strip() if AUTOGROUP.exists() else None
-    _load.write_result(args.out, "client_session", "client_session.py", argv, machine(), engine=_servers.ENGINE,
+    _load.write_result(args.out, "client_session", "client_session.py", argv, _load.machine(), engine=_servers.ENGINE,
                        sched_autogroup_enabled=autogroup, streams=args.streams, duration_s=args.duration,
                        cells=cells)
     print(f"\nautogroup scheduling: {autogroup}; {args.streams} streams of 64 tokens\n")

@@ -1,6 +1,6 @@
 """The whole tuning grid on the cells the default misses: how much energy can any setting save there?
 
-    python bench/energy_frontier.py                   # 4 cells × 1,737 settings: about 15 min on 2 cores
+    python bench/energy_frontier.py                   # 4 cells × 1,737 settings: about 8 min on 2 cores
     python bench/energy_frontier.py --quick           # smoke run: 40 settings, one cell, 200 requests
 
 ``bench/policy_eval.py`` finds that the default (``slo-energy``) misses the
@@ -15,21 +15,26 @@ load scorers' weights, the spill-over saturation) on each cell, with the
 cell's trace, rate, seed and online learning exactly as the evaluation
 runs them, and reports per cell the least J/token among settings that meet
 the floor, the least among all settings at any attainment, and the
-attainment/energy Pareto frontier.
+attainment/energy Pareto frontier. Settings that finish no token (no
+J/token) count for the floor but not for energy.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
+import os
+import platform
 import sys
 import time
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from fleet.config import load_fleet  # noqa: E402
 from routing import DEFAULT_POLICY  # noqa: E402
@@ -38,12 +43,42 @@ from sim.scenarios import scenario_trace  # noqa: E402
 from sim.tune import candidates  # noqa: E402
 from sim.workload import Workload  # noqa: E402
 
-from policy_eval import ATTAINMENT_SLACK, BASELINES, ENERGY_SHARE, FLEETS, MODEL, max_rate  # noqa: E402
+import _load  # noqa: E402
+from policy_eval import (  # noqa: E402
+    BASELINES, CAPACITY_ATTAINMENT, ENERGY_SHARE, FLEETS, MODEL, attainment_floor, max_rate,
+)
 
 #: The full-load cells the default missed in ``bench/results/policy_eval.json`` (seed 1).
 CELLS = (("default", "bursty"), ("default", "long-docs"), ("default", "three-classes"), ("heldout", "bursty"))
 
-_cell: dict = {}  # per worker process: the cell being run (fleet specs and workload)
+
+@dataclass(frozen=True)
+class PoolFigures:
+    share: float  # of the requests
+    busy: float  # share of replica time stepping
+    j_per_token: float  # attributed joules per output token it made
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One setting simulated on one cell (what a worker process hands back)."""
+
+    setting: str
+    j_per_token_attributed: float | None
+    slo_attainment: float
+    pools: dict[str, PoolFigures]
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    fleet: str
+    trace: str
+    rate: float
+    requests: int
+    seed: int
+
+
+_worker: dict = {}  # per worker process: the cell's fleet and workload, built once
 
 
 def describe(routing: dict) -> str:
@@ -62,53 +97,53 @@ def describe(routing: dict) -> str:
             f"saturation {routing['spillover']['saturation']}")
 
 
-def _init(fleet: str, scenario: str, rate: float, requests: int, seed: int) -> None:
-    _cell.update(specs=load_fleet(FLEETS[fleet])[0].pools, seed=seed, workload=Workload.from_records(
-        scenario_trace(scenario, model=MODEL, n=requests, rate=rate, seed=seed)))
+def _init(cell: CellSpec) -> None:
+    _worker.update(cell=cell, specs=load_fleet(FLEETS[cell.fleet])[0].pools, workload=Workload.from_records(
+        scenario_trace(cell.trace, model=MODEL, n=cell.requests, rate=cell.rate, seed=cell.seed)))
 
 
-def _trial(routing: dict) -> dict:
-    r = simulate(_cell["specs"], _cell["workload"], routing, seed=_cell["seed"], learn=True)
-    return {"setting": describe(routing), "j_per_token_attributed": r.j_per_token_attributed,
-            "slo_attainment": r.slo_attainment, "rejected": sum(r.rejected.values()),
-            "pools": {p.name: {"share": round(p.share, 4), "busy": round(p.busy_share, 4),
-                               "j_per_token": round(p.energy_attributed_j / p.output_tokens, 4)}
-                      for p in r.pools if p.output_tokens}}
+def _trial(routing: dict) -> Trial:
+    r = simulate(_worker["specs"], _worker["workload"], routing, seed=_worker["cell"].seed, learn=True)
+    pools = {p.name: PoolFigures(round(p.share, 4), round(p.busy_share, 4),
+                                 round(p.energy_attributed_j / p.output_tokens, 4))
+             for p in r.pools if p.output_tokens}
+    return Trial(describe(routing), r.j_per_token_attributed, r.slo_attainment, pools)
 
 
 def frontier(trials: list[dict]) -> list[dict]:
     """Settings no other beats on both attainment and J/token, by attainment, best first."""
     best: list[dict] = []
-    for t in sorted(trials, key=lambda t: (-t["slo_attainment"], t["j_per_token_attributed"])):
+    for t in sorted((t for t in trials if t["j_per_token_attributed"] is not None),
+                    key=lambda t: (-t["slo_attainment"], t["j_per_token_attributed"])):
         if not best or t["j_per_token_attributed"] < best[-1]["j_per_token_attributed"]:
             best.append(t)
     return best
 
 
-def run_cell(fleet: str, scenario: str, rate: float | None, settings: list[dict], *,
-             requests: int, seed: int, workers: int) -> dict:
-    specs = load_fleet(FLEETS[fleet])[0].pools
-    rate = rate or max_rate(specs, scenario, requests, seed, 0.9)
-    args = (fleet, scenario, rate, requests, seed)
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_init, initargs=args) as pool:
-        trials = pool.map(_trial, settings, chunksize=8)
-    by = {t["setting"]: t for t in trials}
+def summarise(trials: list[Trial]) -> dict:
+    """A cell's figures from its trials (the baselines and the default among them)."""
+    rows = [dataclasses.asdict(t) for t in trials]
+    by = {t["setting"]: t for t in rows}
     least_load = by["least-load"]["j_per_token_attributed"]
-    floor = max(by[b]["slo_attainment"] for b in BASELINES) - ATTAINMENT_SLACK
-    for t in trials:
-        t["x_least_load"] = t["j_per_token_attributed"] / least_load
-        t["meets_floor"] = t["slo_attainment"] >= floor and not t["rejected"]
-    meeting = [t for t in trials if t["meets_floor"]]
-    best, least, front = min(meeting, key=lambda t: t["x_least_load"], default=None), \
-        min(trials, key=lambda t: t["x_least_load"]), frontier(trials)
-    notable = {id(t) for t in (best, least, by[DEFAULT_POLICY], *(by[b] for b in BASELINES), *front)}
-    summary = [{k: v for k, v in t.items() if k != "pools"} for t in trials if id(t) not in notable]
-    return {"fleet": fleet, "trace": scenario, "load": "full", "rate": rate, "requests": requests,
-            "floor": floor, "least_load_j_per_token": least_load, "default": by[DEFAULT_POLICY],
-            "settings": len(trials), "meeting_floor": len(meeting),
-            "best_meeting_floor": best, "least_energy": least, "frontier": front,
-            "baselines": {b: by[b] for b in BASELINES},
-            "trials": summary}  # every other setting, without its per-pool figures
+    floor = attainment_floor(by)
+    for t in rows:
+        j = t["j_per_token_attributed"]
+        t["x_least_load"] = None if j is None else j / least_load
+        t["meets_floor"] = t["slo_attainment"] >= floor
+    saving = [t for t in rows if t["x_least_load"] is not None]
+    meeting = [t for t in saving if t["meets_floor"]]
+    return {"floor": floor, "least_load_j_per_token": least_load, "default": by[DEFAULT_POLICY],
+            "baselines": {b: by[b] for b in BASELINES}, "settings": len(rows),
+            "meeting_floor": sum(t["meets_floor"] for t in rows),
+            "best_meeting_floor": min(meeting, key=lambda t: t["x_least_load"], default=None),
+            "least_energy": min(saving, key=lambda t: t["x_least_load"]),
+            "frontier": frontier(rows)}
+
+
+def run_cell(cell: CellSpec, settings: list[dict], workers: int) -> dict:
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_init, initargs=(cell,)) as pool:
+        trials = pool.map(_trial, settings, chunksize=8)
+    return {**dataclasses.asdict(cell), "load": "full", **summarise(trials)}
 
 
 def markdown(cells: list[dict]) -> str:
@@ -125,44 +160,50 @@ def markdown(cells: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def full_load_rates(path: Path | None, requests: int, seed: int) -> dict[tuple[str, str], float]:
+    """(fleet, trace) -> full-load rate from a ``policy_eval`` JSON of the same requests and seed."""
+    if path is None or not path.exists():
+        return {}
+    doc = json.loads(path.read_text())
+    if doc.get("requests") != requests or doc.get("seed") != seed:
+        return {}
+    return {(c["fleet"], c["trace"]): c["rate"] for c in doc["cells"] if c["load"] == "full"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="+", default=[f"{f}:{t}" for f, t in CELLS],
                     help="fleet:trace, at full load (default: the cells the default missed)")
-    ap.add_argument("--rates", default="bench/results/policy_eval.json",
+    ap.add_argument("--rates", type=Path, default=ROOT / "bench" / "results" / "policy_eval.json",
                     help="take each cell's full-load rate from this policy_eval JSON (searched when absent)")
     ap.add_argument("--requests", type=int, default=800)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, help="only the first N settings (presets first)")
     ap.add_argument("--quick", action="store_true", help="smoke run: one cell, 200 requests, 40 settings")
-    ap.add_argument("--out", help="JSON (default: bench/results/energy_frontier.json; none with --quick)")
+    ap.add_argument("--out", type=Path, help="JSON (default: bench/results/energy_frontier.json; none with --quick)")
     args = ap.parse_args(argv)
     if args.quick:
         args.cells, args.requests, args.limit, args.rates = ["default:bursty"], 200, 40, None
     elif args.out is None:
-        args.out = "bench/results/energy_frontier.json"
-    known = {}
-    if args.rates and Path(args.rates).exists():
-        doc = json.loads(Path(args.rates).read_text())
-        if doc.get("requests") == args.requests and doc.get("seed") == args.seed:
-            known = {(c["fleet"], c["trace"]): c["rate"] for c in doc["cells"] if c["load"] == "full"}
+        args.out = ROOT / "bench" / "results" / "energy_frontier.json"
+    known = full_load_rates(args.rates, args.requests, args.seed)
     settings = candidates(None, None, seed=0)[:args.limit]
     started = time.perf_counter()
     cells = []
     for spec in args.cells:
-        fleet, scenario = spec.split(":")
-        cells.append(run_cell(fleet, scenario, known.get((fleet, scenario)), settings,
-                              requests=args.requests, seed=args.seed, workers=args.workers))
+        fleet, trace = spec.split(":")
+        rate = known.get((fleet, trace)) or max_rate(load_fleet(FLEETS[fleet])[0].pools, trace, args.requests,
+                                                      args.seed, CAPACITY_ATTAINMENT)
+        cells.append(run_cell(CellSpec(fleet, trace, rate, args.requests, args.seed), settings, args.workers))
         print(f"{spec}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     table = markdown(cells)
     print(table)
     if args.out:
-        out = {"benchmark": "energy_frontier", "date": datetime.now(timezone.utc).date().isoformat(),
-               "command": "python bench/energy_frontier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "target_share": ENERGY_SHARE, "seed": args.seed, "requests": args.requests,
-               "wall_s": time.perf_counter() - started, "table": table, "cells": cells}
-        Path(args.out).write_text(json.dumps(out, separators=(",", ":")) + "\n")
+        machine = {"cores": os.cpu_count(), "workers": args.workers, "python": platform.python_version()}
+        _load.write_result(args.out, "energy_frontier", "energy_frontier.py", argv, machine,
+                           target_share=ENERGY_SHARE, seed=args.seed, requests=args.requests,
+                           wall_s=time.perf_counter() - started, table=table, cells=cells)
     return 0
 
 

@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _load  # noqa: E402
 import _servers  # noqa: E402
-from peer import machine  # noqa: E402
 
 PARTS = ("worker", "engine_core", "api_server")
 
@@ -53,6 +52,8 @@ def run_cell(server, streams: int, duration_s: float) -> dict:
     after = cpu_by_part(server.proc.pid)
     row = _load.summarize(samples, wall, True)
     tokens = sum(s.output_tokens for s in samples if s.ok)
+    if not tokens:
+        raise SystemExit(f"{streams} streams: no request produced a token ({row['errors']} errors)")
     spent = {part: after[part] - before[part] for part in PARTS}
     return {"streams": streams, "tok_s": row["tok_s"], "errors": row["errors"],
             **{f"{part}_cpu_ms_per_tok": 1e3 * spent[part] / tokens for part in PARTS},
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     cells = [{"streams": n, "per_round": rows[n], **_load.medians(rows[n], keys)} for n in streams]
-    _load.write_result(args.out, "engine_spin", "engine_spin.py", argv, machine(), engine=_servers.ENGINE,
+    _load.write_result(args.out, "engine_spin", "engine_spin.py", argv, _load.machine(), engine=_servers.ENGINE,
                        duration_s=args.duration, cells=cells)
     print("\n| streams | tok/s (spread) | worker CPU ms/token | EngineCore CPU ms/token | API server CPU ms/token"
           " | cores busy |")

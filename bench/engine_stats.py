@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 import _load  # noqa: E402
 import _servers  # noqa: E402
 from output_kind import closed_loop, frontend_cells  # noqa: E402
-from peer import machine  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SETTINGS = {"stat logging on": False, "stat logging off": True}  # label: disable_log_stats
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(_servers.ENGINE_ENV)
 
     cells = asyncio.run(_run(args))
-    _load.write_result(args.out, "engine_stats", "engine_stats.py", argv, machine(),
+    _load.write_result(args.out, "engine_stats", "engine_stats.py", argv, _load.machine(),
                        engine={**_servers.ENGINE, **_servers.ENGINE_ENV}, max_tokens=args.max_tokens, cells=cells)
     print("\n| concurrency | setting | tok/s (spread) | frontend CPU us/token (spread) | CPU vs on |")
     print("|---|---|---|---|---|")

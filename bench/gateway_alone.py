@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _load  # noqa: E402
 import _servers  # noqa: E402
-from peer import Variant, machine  # noqa: E402
+from peer import Variant  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 FLEET = ROOT / "bench" / "fleets" / "emulated-relay.yaml"
@@ -154,7 +154,7 @@ def _run(args, variants: dict[str, Variant], argv: list[str] | None) -> int:
         unary_keys = ("req_s", "gateway_cpu_us_per_request", "e2e_ms_p50", "e2e_ms_p99")
         cell.update(_load.medians(rows, keys if c.stream else unary_keys))
         cells.append(cell)
-    _load.write_result(args.out, "gateway_alone", "gateway_alone.py", argv, machine(),
+    _load.write_result(args.out, "gateway_alone", "gateway_alone.py", argv, _load.machine(),
                        fleet=str(FLEET.relative_to(ROOT)), elapsed_s=round(time.monotonic() - t0, 1), cells=cells)
     streamed = [c for c in cells if c["stream"]]
     unary = [c for c in cells if not c["stream"]]

@@ -44,7 +44,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _load  # noqa: E402
 import _servers  # noqa: E402
-from peer import machine  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 UNARY_TOKENS = 1
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     added = seq_unary["e2e_ms"]["p50"] - results[0]["rows"][0]["e2e_ms"]["p50"]
     name = "gateway_overhead" + ("-quick" if args.quick else "")
     out_path = args.out or RESULTS / f"{name}.json"
-    _load.write_result(out_path, name, "gateway_overhead.py", argv, machine(),
+    _load.write_result(out_path, name, "gateway_overhead.py", argv, _load.machine(),
                        engine={**_servers.ENGINE, **_servers.ENGINE_ENV},
                        fleet=args.fleet.name if args.fleet else "cpu-vllm.yaml", target_added_p50_ms=TARGET_MS,
                        added_p50_ms_sequential_unary=added, results=results, profile=profile)

@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _load  # noqa: E402
 import _servers  # noqa: E402
-from peer import machine  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PROMPT = {"prompt_token_ids": [1, 2, 3, 4, 5, 6, 7, 8]}
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in per.items():
         kinds.append({"output_kind": name, "per_round": rows,
                       **_load.medians(rows, ("tok_s", "frontend_cpu_us_per_token", "outputs_per_request"))})
-    _load.write_result(args.out, "output_kind", "output_kind.py", argv, machine(),
+    _load.write_result(args.out, "output_kind", "output_kind.py", argv, _load.machine(),
                        engine={**_servers.ENGINE, **_servers.ENGINE_ENV}, concurrency=args.concurrency,
                        max_tokens=args.max_tokens, kinds=kinds)
     ref = kinds[0]

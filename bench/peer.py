@@ -45,7 +45,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -259,22 +258,6 @@ def targets_table(checks: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import ray
-    import vllm
-
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "ray": ray.__version__, "vllm": vllm.__version__}
-
-
 def _without_log_dir(args: list[str]) -> list[str]:
     """The command as recorded: ``--log-dir`` names a path of the machine that ran it."""
     out, skip = [], False
@@ -375,7 +358,7 @@ def _run(args, chosen: list[Variant], argv: list[str] | None) -> int:
     doc = {
         "benchmark": "peer" + ("-quick" if args.quick else ""),
         "date": datetime.date.today().isoformat(),
-        "machine": machine(),
+        "machine": _load.machine(),
         "engine": {**_servers.ENGINE, **_servers.ENGINE_ENV},
         "command": "bench/peer.py " + shlex.join(_without_log_dir(argv if argv is not None else sys.argv[1:])),
         "rounds": rounds,

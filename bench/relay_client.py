@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _load  # noqa: E402
 from gateway.relay_http import HttpPools  # noqa: E402
-from peer import machine  # noqa: E402
 from workers import wire  # noqa: E402
 from workers.engine import SamplingParams  # noqa: E402
 from workers.http_endpoint import EndpointApp, EndpointServer  # noqa: E402
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         clients.append({"client": name, "per_round": rows,
                         **_load.medians(rows, ("cpu_us_per_line", "cpu_us_per_request"))})
     ref = clients[0]
-    _load.write_result(args.out, "relay_client", "relay_client.py", argv, machine(), streams=args.streams,
+    _load.write_result(args.out, "relay_client", "relay_client.py", argv, _load.machine(), streams=args.streams,
                        lines=args.lines, opens=args.opens, clients=clients)
     print("\n| client | CPU us per relayed line (spread) | vs httpx | CPU us per request (spread) | vs httpx |")
     print("|---|---|---|---|---|")

@@ -34,7 +34,8 @@ LISTENER_PORT_VARS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS
                       "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free now (another process may take it before the caller binds it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -49,7 +50,7 @@ def local_cluster_env() -> Iterator[None]:
     Restored afterwards, so processes this one starts later (another gateway,
     ``ray start``) do not inherit ports already taken.
     """
-    wanted = {**RAY_ENV, **LOCAL_DRAIN_ENV, **WORKER_PRIORITY_ENV, **{k: str(_free_port()) for k in LISTENER_PORT_VARS}}
+    wanted = {**RAY_ENV, **LOCAL_DRAIN_ENV, **WORKER_PRIORITY_ENV, **{k: str(free_port()) for k in LISTENER_PORT_VARS}}
     saved = {k: os.environ.get(k) for k in wanted}
     for key, value in wanted.items():
         os.environ.setdefault(key, value)

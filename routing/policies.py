@@ -138,13 +138,8 @@ class SloFilter:
         self.ttft_ms = ttft_ms
         self.tpot_ms = tpot_ms
 
-    def _targets(self, shape: RequestShape) -> tuple[float | None, float | None]:
-        ttft = shape.slo_ttft_ms if shape.slo_ttft_ms is not None else self.ttft_ms
-        tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
-        return ttft, tpot
-
     def keep(self, shape, cand):
-        ttft, tpot = self._targets(shape)
+        ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
         cell = cand.cell
         if ttft is not None and (cell is None or cell.ttft_ms is None or cell.ttft_ms > ttft):
             return False
@@ -153,7 +148,7 @@ class SloFilter:
         return True
 
     def describe(self, shape):
-        ttft, tpot = self._targets(shape)
+        ttft, tpot = _targets(shape, self.ttft_ms, self.tpot_ms)
         parts = [f"ttft ≤ {ttft:g} ms" if ttft is not None else "", f"tpot ≤ {tpot:g} ms" if tpot is not None else ""]
         return "SLO " + ", ".join(p for p in parts if p)
 
@@ -225,7 +220,7 @@ class _Packed(_LowerIsBetter):
         return self._point(pool, shape.total_tokens, self._limit(shape))
 
     def _limit(self, shape: RequestShape) -> float | None:
-        tpot = _targets(shape, None, self.tpot_ms)[1]
+        tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
         return None if tpot is None else self.scale * tpot
 
     def _point(self, pool, seq: int, limit: float | None) -> PackedPoint | None:

@@ -67,6 +67,8 @@ PRESETS: dict[str, dict] = {
     "slo-marginal-energy": _slo_constrained("slo-marginal-energy", "marginal-energy"),
 }
 POLICIES: tuple[str, ...] = tuple(PRESETS)
+#: What comparisons and the tuner run by default: every preset but ``random`` (a seeded coin, no policy).
+COMPARED_POLICIES: tuple[str, ...] = tuple(p for p in POLICIES if p != "random")
 DEFAULT_POLICY = "slo-energy"
 
 #: Profiles whose scorer weights ``scorers:`` adjusts (none: the preset ranks without scorers).

@@ -18,7 +18,7 @@ from fleet.config import FleetConfigError, load_fleet
 from fleet.trace import TraceError
 from routing.config import load_routing_config
 from routing.errors import ProfileError, RoutingConfigError
-from routing.presets import POLICIES
+from routing.presets import COMPARED_POLICIES, POLICIES
 from routing.profile import ProfileBook
 from sim.oracle import oracle_bound
 from sim.report import html_report, table
@@ -26,7 +26,6 @@ from sim.run import simulate
 from sim.tune import OBJECTIVES, tune
 from sim.workload import Workload
 
-DEFAULT_POLICIES = tuple(p for p in POLICIES if p != "random")
 _SETUP_ERRORS = (FleetConfigError, TraceError, RoutingConfigError, ProfileError, OSError, ValueError)
 
 
@@ -63,7 +62,7 @@ def _slo(args) -> dict:
     return {k: v for k, v in slo.items() if v is not None}
 
 
-def _learn(parser: argparse.ArgumentParser) -> None:
+def _add_learn_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learn", action="store_true", help="learn profiles online, as the gateway does")
 
 
@@ -74,10 +73,10 @@ def simulate_main(argv: list[str] | None = None) -> int:
         "compare energy, cost, latency and SLOs against the oracle bound.")
     _common(parser)
     parser.add_argument("--policy", action="append", choices=POLICIES,
-                        help=f"repeatable (default: {', '.join(DEFAULT_POLICIES)})")
+                        help=f"repeatable (default: {', '.join(COMPARED_POLICIES)})")
     parser.add_argument("--routing", action="append", default=[], metavar="YAML",
                         help="a routing config file to simulate too (e.g. from 'hetserve tune')")
-    _learn(parser)
+    _add_learn_flag(parser)
     parser.add_argument("--dispatch-ms", type=float, default=0.0,
                         help="request-path latency between routing and the engine (proxy, gateway, Ray), "
                         "counted in TTFT; measure it with bench/sim_fidelity.py (default 0)")
@@ -89,7 +88,7 @@ def simulate_main(argv: list[str] | None = None) -> int:
     try:
         specs, workload, profiles = _load(args)
         runs = [(p, {"policy": p, **({"slo": _slo(args)} if _slo(args) else {})})
-                for p in (args.policy or ([] if args.routing else DEFAULT_POLICIES))]
+                for p in (args.policy or ([] if args.routing else COMPARED_POLICIES))]
         runs += [(Path(f).stem, load_routing_config(f)) for f in args.routing]
         results = [simulate(specs, workload, cfg, profiles=profiles, seed=args.seed, learn=args.learn,
                             label=label, dispatch_s=args.dispatch_ms / 1e3) for label, cfg in runs]
@@ -128,7 +127,7 @@ def tune_main(argv: list[str] | None = None) -> int:
                         help="SLO attainment a candidate needs for energy/cost (default 0.9)")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--budget-s", type=float, default=60.0, help="stop starting trials after this")
-    _learn(parser)
+    _add_learn_flag(parser)
     parser.add_argument("--out", default="routing.tuned.yaml", help="routing YAML to write")
     args = _parse(parser, argv)
     if isinstance(args, int):

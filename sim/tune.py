@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from routing.config import load_routing_config
-from routing.presets import POLICIES, expand
+from routing.presets import COMPARED_POLICIES, expand
 from routing.profile import EfficiencyProfile
 from sim.results import RunResult
 from sim.run import simulate
@@ -31,7 +31,6 @@ from sim.workload import Workload
 from workers.spec import PoolSpec
 
 OBJECTIVES = ("energy", "cost", "goodput")
-_POLICIES = tuple(p for p in POLICIES if p != "random")
 _MARGINS = (0.0, 0.1, 0.2, 0.3)
 _HEADROOM = (None, 0.0, 0.1, 0.3)  # None: no headroom filter
 _AVERAGE_WEIGHTS = (0.0, 0.5, 1.0)  # of the average-J/token (or cost) scorer beside the marginal one
@@ -72,7 +71,7 @@ def candidates(slo_ttft_ms: float | None, slo_tpot_ms: float | None, seed: int,
     """Routing dicts to try, presets first, then the grid in a seeded order."""
     slo = {k: v for k, v in (("ttft_ms", slo_ttft_ms), ("tpot_ms", slo_tpot_ms)) if v is not None}
     extra = {"slo": slo} if slo else {}
-    base = [{"policy": p, **extra} for p in _POLICIES]
+    base = [{"policy": p, **extra} for p in COMPARED_POLICIES]
     policy = "slo-cost" if objective == "cost" else "slo-energy"
     grid = [
         {**spelled_out(policy, margin=m, headroom=h, average=a, load=ld, packing=pk, protect=pr),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,18 +18,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.ingress import free_port
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 EMULATED_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 REAL_MODEL = "tiny-llama"
 ADMIN_KEY = "test-admin-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import psutil
 import yaml
 
 from hetserve.supervise import end_session, session_processes
-from tests.conftest import free_port
+from deploy.ingress import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

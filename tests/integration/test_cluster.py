@@ -29,7 +29,7 @@ import yaml
 
 from bench import node_loss
 from bench._cluster import BIN
-from tests.conftest import free_port
+from deploy.ingress import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 

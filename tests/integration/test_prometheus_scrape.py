@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import EMULATED_MODEL, REAL_MODEL, free_port
+from deploy.ingress import free_port
+from tests.conftest import EMULATED_MODEL, REAL_MODEL
 from tests.unit.test_grafana_dashboard import DASHBOARD, expressions, metric_names
 
 pytestmark = pytest.mark.engine

@@ -36,17 +36,28 @@ def test_quick_run_reports_the_least_energy_meeting_the_floor(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "energy_frontier.py"), "--quick", "--workers", "1",
                            "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    (cell,) = json.loads(out.read_text())["cells"]
-    assert cell["settings"] == 40
-    everyone = [*cell["trials"], *cell["frontier"], cell["least_energy"], cell["default"], *cell["baselines"].values()]
-    if cell["best_meeting_floor"] is not None:
-        everyone.append(cell["best_meeting_floor"])
-    meeting = [t for t in everyone if t["meets_floor"]]
-    assert all(t["slo_attainment"] >= cell["floor"] for t in meeting)
-    assert 0 < cell["meeting_floor"] <= 40  # least-load or latency is within a point of the better of the two
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "energy_frontier" and doc["command"].startswith("bench/energy_frontier.py --quick")
+    (cell,) = doc["cells"]
+    assert cell["settings"] == 40 and 0 < cell["meeting_floor"] <= 40  # the better baseline meets it
+    shown = [*cell["frontier"], cell["least_energy"], cell["default"], *cell["baselines"].values()]
     best = cell["best_meeting_floor"]
-    assert best["x_least_load"] == min(t["x_least_load"] for t in meeting)
-    assert cell["least_energy"]["x_least_load"] == min(t["x_least_load"] for t in everyone)
+    assert best["meets_floor"] and best["slo_attainment"] >= cell["floor"]
+    assert best["x_least_load"] == min(t["x_least_load"] for t in shown if t["meets_floor"])
+    assert cell["least_energy"]["x_least_load"] == min(t["x_least_load"] for t in shown)
     assert cell["baselines"]["least-load"]["x_least_load"] == 1.0
-    assert set(best["pools"]) <= {"h100", "rngd", "atom"}  # the notable settings keep their per-pool figures
+    assert set(best["pools"]) <= {"h100", "rngd", "atom"}
     assert "| default bursty full |" in proc.stdout
+
+
+def test_a_setting_that_made_no_token_is_left_out_of_the_energy_figures():
+    from energy_frontier import PoolFigures, Trial, summarise
+
+    pools = {"h100": PoolFigures(1.0, 0.5, 0.2)}
+    trials = [Trial("least-load", 0.4, 0.95, pools), Trial("latency", 0.3, 0.97, pools),
+              Trial("slo-energy", 0.25, 0.965, pools), Trial("efficiency", None, 0.99, {})]
+    cell = summarise(trials)
+    assert cell["floor"] == 0.97 - 0.01
+    assert cell["meeting_floor"] == 3  # the tokenless one reached the floor too
+    assert cell["best_meeting_floor"]["setting"] == "slo-energy"
+    assert [t["setting"] for t in cell["frontier"]] == ["latency", "slo-energy"]

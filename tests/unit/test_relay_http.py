@@ -77,6 +77,15 @@ def _telemetry(name: str) -> Telemetry:
     return Telemetry(0.5, 0.01, ReplicaStats(name, running=1, output_tokens_total=7))
 
 
+async def _listening(server: uvicorn.Server) -> None:
+    """Wait until ``server`` accepts connections (the timeout only stops a hang)."""
+    async def started():
+        while not server.started:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(started(), timeout=60)
+
+
 @pytest.fixture
 async def replicas():
     """Two replicas' endpoints on loopback; stopped after the test."""
@@ -85,7 +94,8 @@ async def replicas():
         engine = FakeEngine(name)
         engines[name] = engine
         servers.append(EndpointServer(EndpointApp(name, TOKEN, engine.generate), "127.0.0.1").start())
-    await asyncio.sleep(0.2)
+    for s in servers:
+        await _listening(s.server)
     yield engines, servers
     for s in servers:
         await s.stop()
@@ -392,7 +402,7 @@ async def gateway(replicas):
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(api, lifespan="off", log_level="warning"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    await asyncio.sleep(0.2)
+    await _listening(server)
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/v1", api_key="x", max_retries=0)
     yield client, service
     await client.close()
