@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from loadtests.fleet import EnergyReport
 from loadtests.lag import ClientLag, judge
@@ -46,7 +46,9 @@ class Stats(BaseModel):
 
 
 class Targets(BaseModel):
-    """Run-wide latency targets (ms); None means no target."""
+    """Run-wide latency targets (ms); None means no target. A misspelt key is an error, not no target."""
+
+    model_config = ConfigDict(extra="forbid")
 
     ttft_ms: float | None = None
     tpot_ms: float | None = None

@@ -69,6 +69,14 @@ def test_scenario_errors_name_the_key(tmp_path, capsys):
     assert "runs.1.load.rate" in capsys.readouterr().err
 
 
+def test_a_misspelt_slo_target_is_an_error_not_no_target(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text("defaults: {load: {arrival: poisson, rate: 1}}\nruns:\n  - label: a\n    slo: {ttft: 500}\n")
+    assert main(["scenario", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "runs.0.slo.ttft" in err and "Extra inputs are not permitted" in err
+
+
 @pytest.fixture
 def fake_url():
     """The fake server on a free loopback port, in a thread with its own event loop."""
