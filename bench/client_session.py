@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         for arm in ARMS:
             cells.append({"server": kind, "client_session": arm, "per_round": rows[kind][arm],
                           **_load.medians(rows[kind][arm], keys)})
-        cells[-1]["own_over_same_per_round"] = [o["tok_s"] / s["tok_s"] for o, s in
+        cells[-1]["own_over_same_per_round"] = [o["tok_s"] / s["tok_s"] if s["tok_s"] else None for o, s in
                                                 zip(rows[kind]["own"], rows[kind]["same"])]
     autogroup = AUTOGROUP.read_text().strip() if AUTOGROUP.exists() else None
     _load.write_result(args.out, "client_session", "client_session.py", argv, _load.machine(), engine=_servers.ENGINE,
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| server | client session | tok/s (spread) | TTFT p50 ms | own / same per round |")
     print("|---|---|---|---|---|")
     for c in cells:
-        ratios = c.get("own_over_same_per_round")
+        ratios = " ".join("-" if r is None else f"{r:.2f}" for r in c.get("own_over_same_per_round", ()))
         print(f"| {c['server']} | {c['client_session']} | {_load.with_spread(c, 'tok_s', ',.0f')} "
-              f"| {c['ttft_ms_p50']:.1f} | {' '.join(f'{r:.2f}' for r in ratios) if ratios else ''} |")
+              f"| {c['ttft_ms_p50']:.1f} | {ratios} |")
     print(f"\nresults: {args.out}")
     return 1 if any(r["errors"] for by_arm in rows.values() for rs in by_arm.values() for r in rs) else 0
 

@@ -220,7 +220,7 @@ class _Packed(_LowerIsBetter):
         return self._point(pool, shape.total_tokens, self._limit(shape))
 
     def _limit(self, shape: RequestShape) -> float | None:
-        tpot = shape.slo_tpot_ms if shape.slo_tpot_ms is not None else self.tpot_ms
+        tpot = _targets(shape, None, self.tpot_ms)[1]
         return None if tpot is None else self.scale * tpot
 
     def _point(self, pool, seq: int, limit: float | None) -> PackedPoint | None:

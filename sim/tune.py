@@ -33,7 +33,7 @@ from workers.spec import PoolSpec
 OBJECTIVES = ("energy", "cost", "goodput")
 _MARGINS = (0.0, 0.1, 0.2, 0.3)
 _HEADROOM = (None, 0.0, 0.1, 0.3)  # None: no headroom filter
-_AVERAGE_WEIGHTS = (0.0, 0.5, 1.0)  # of the average-J/token (or cost) scorer beside the marginal one
+_AVERAGE_WEIGHTS = (0.0, 0.5, 1.0)  # of the average-J/token (or cost) scorer beside the packed one
 _LOAD_WEIGHTS = (0.0, 0.1, 0.3)
 _SATURATIONS = (0.75, 1.0)
 _PACKING = (0.0, 0.1, 0.3)  # the packed scorer's margin under the TPOT target

@@ -18,10 +18,11 @@ def _serving_processes() -> dict[str, int]:
     out = {}
     for p in psutil.Process().children(recursive=True):  # the session's local cluster was started here
         try:
-            title, nice = " ".join(p.cmdline()) or p.name(), p.nice()
-        except psutil.Error:
+            name, cmdline, nice = p.name(), p.cmdline(), p.nice()
+        except psutil.Error:  # ended meanwhile
             continue
-        if p.name() == "haproxy":
+        title = " ".join(cmdline) or name
+        if name == "haproxy":
             out[f"{p.pid} haproxy"] = nice  # its title is its binary's path, however long
         elif "ServeReplica:hetserve:" in title or "VLLM::" in title:
             out[f"{p.pid} {title[:60]}"] = nice
