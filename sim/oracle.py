@@ -8,25 +8,26 @@ class ``c`` pool ``p`` serves in window ``w``.
     minimise   Σ e[p, c] · x[p, c, w]                      (+ M · unserved)
     subject to Σ_c x[p, c, w] / r[p, c] ≤ Δ                 (pool time per window)
                served_c(≤ w) ≤ arrived_c(≤ w)               (nothing before it arrives)
-               served_c(≤ w) ≥ arrived_c(≤ w - lag)         (served within ``lag`` windows)
+               served_c(≤ w) ≥ arrived_c(≤ w - lag_c)       (served by the class's deadline)
 
-``e[p, c]`` is the least attributed J/token and ``r[p, c]`` the most tokens/s
-(all replicas) over every batch whose steady state (``operating_point``) meets
-the class's TTFT/TPOT targets, relaxed independently: a pool may run any mix
-at its best efficiency and its best speed at once, ignoring queueing,
-prefill interference and how much concurrent load it really has. So the
-value is a bound, not a schedule; no router can beat it under the model.
+``lag_c`` is the class's deadline, its TTFT target plus its longest output at
+its TPOT target, in whole windows (rounded up, so the window a request
+arrives in never shortens it). ``e[p, c]`` is the least attributed J/token
+and ``r[p, c]`` the most tokens/s (all replicas) over every batch whose
+steady state (``operating_point``) meets the class's TTFT/TPOT targets,
+relaxed independently: a pool may run any mix at its best efficiency and its
+best speed at once, ignoring queueing, prefill interference and how much
+concurrent load it really has. So the value is a bound, not a schedule; no
+router that meets every target can beat it under the model.
 
 ``concurrency=True`` tightens it for work-conserving engines (every running
-sequence decodes every step, as continuous batching does): a batch needs that
-many sequences in the system at once, and by Little's law a pool can hold at
-most ``Σ_c λ[c, w] · (ttft_c + n_c · tpot_p(b))`` of them in window ``w``
-(arrival rate × the longest a sequence of the class can stay: its TTFT
-target of queueing plus its decode at that batch's step time). So ``e`` is
-taken per window over the batches that cap allows; at light load that is far
-above the global best. Arrival rates are per window (a burst inside a window
-is averaged), so this is an estimate of what such a fleet can reach, not a
-strict bound.
+sequence decodes every step, as continuous batching does): a batch of ``b``
+needs ``b`` sequences in the system at once. A sequence that meets its
+targets is in the system from its arrival until at most its TTFT target plus
+its output at the batch's step time, so ``e`` is taken per window over the
+batches no larger than the sequences whose stay can overlap that window. A
+sequence's step time can change over its stay, so this is an estimate of what
+such a fleet can reach, not a strict bound.
 """
 
 from __future__ import annotations
@@ -57,48 +58,63 @@ class OracleBound:
 
 
 def solve_bound(demand: np.ndarray, energy: np.ndarray, capacity: np.ndarray,
-                window_s: float, lag: int = 1) -> tuple[float, float, np.ndarray]:
+                window_s: float, lag: int | np.ndarray = 1) -> tuple[float, float, np.ndarray]:
     """Solve the LP for ``demand[c, w]`` tokens arriving, ``energy[p, c]`` J/token
-    (inf: not allowed; or ``energy[p, c, w]`` per arrival window) and
-    ``capacity[p, c]`` tokens/s. Returns (joules, tokens served, ``x[p, c, w]``
-    over ``w + lag`` windows)."""
+    (inf: not allowed; or ``energy[p, c, w]`` per arrival window),
+    ``capacity[p, c]`` tokens/s and ``lag`` windows to serve them in (one for
+    every class, or ``lag[c]``). Returns (joules, tokens served, ``x[p, c, w]``
+    over ``w + max(lag)`` windows).
+
+    Served tokens are carried as cumulative variables ``s[c, w]`` (one equality
+    per class and window), so every constraint row stays short however many
+    windows there are."""
     P, C = energy.shape[:2]
-    W = demand.shape[1] + lag
-    nx = P * C * W
-    arrived = np.cumsum(np.pad(demand, ((0, 0), (0, lag))), axis=1)
+    lags = np.broadcast_to(np.asarray(lag, dtype=int), (C,))
+    W = demand.shape[1] + int(lags.max())
+    nx, ns = P * C * W, C * W
+    arrived = np.cumsum(np.pad(demand, ((0, 0), (0, W - demand.shape[1]))), axis=1)
     if energy.ndim == 2:
         energy = np.repeat(energy[:, :, None], W, axis=2)
     else:  # windows past the arrivals keep the last window's figures
         energy = np.concatenate([energy, np.repeat(energy[:, :, -1:], W - energy.shape[2], axis=2)], axis=2)
     finite = np.isfinite(energy) & (capacity > 0)[:, :, None]
-    allowed = finite.any(axis=2)
     big = 1e3 * max(float(energy[finite].max()) if finite.any() else 1.0, 1.0)
-    cost = np.concatenate([np.where(finite, energy, 0.0).ravel(), np.full(C, big)])
-    bounds = [(0, None if ok else 0) for ok in finite.ravel()]
-    bounds += [(0, None)] * C
-    rows, cols, vals, rhs = [], [], [], []
+    cost = np.concatenate([np.where(finite, energy, 0.0).ravel(), np.zeros(ns), np.full(C, big)])
+    bounds = ([(0, None if ok else 0) for ok in finite.ravel()]
+              + [(0, a) for a in arrived.ravel()]  # nothing served before it arrives
+              + [(0, None)] * C)
+    p_idx, c_idx, w_idx = np.meshgrid(np.arange(P), np.arange(C), np.arange(W), indexing="ij")
+    x_col = ((p_idx * C + c_idx) * W + w_idx).ravel()
+    ok = finite.ravel()
 
-    def xi(p: int, c: int, w: int) -> int:
-        return (p * C + c) * W + w
+    def s_col(c, w):
+        return nx + c * W + w
 
-    def add(entries: list[tuple[int, float]], bound: float) -> None:
-        for col, v in entries:
-            rows.append(len(rhs))
-            cols.append(col)
-            vals.append(v)
-        rhs.append(bound)
-
-    for p in range(P):
-        for w in range(W):
-            add([(xi(p, c, w), 1.0 / capacity[p, c]) for c in range(C) if allowed[p, c]], window_s)
-    for c in range(C):
-        for w in range(W):
-            served = [(xi(p, c, v), 1.0) for p in range(P) if allowed[p, c] for v in range(w + 1)]
-            add(served, arrived[c, w])
-            if w >= lag:
-                add([(i, -1.0) for i, _ in served] + [(nx + c, -1.0)], -arrived[c, w - lag])
-    a_ub = coo_matrix((vals, (rows, cols)), shape=(len(rhs), nx + C)).tocsr()
-    res = linprog(cost, A_ub=a_ub, b_ub=rhs, bounds=bounds, method="highs")
+    # Pool time per window: Σ_c x[p, c, w] / r[p, c] ≤ Δ.
+    rate = np.where(capacity > 0, capacity, 1.0)
+    ub_rows = [(p_idx * W + w_idx).ravel()[ok]]
+    ub_cols = [x_col[ok]]
+    ub_vals = [(1.0 / rate[p_idx, c_idx]).ravel()[ok]]
+    ub_rhs = [np.full(P * W, window_s)]
+    # Served within the lag: s[c, w] + u[c] ≥ arrived[c, w - lag[c]].
+    late_c, late_w = np.nonzero(np.arange(W)[None, :] >= lags[:, None])
+    n_late = len(late_c)
+    ub_rows += [P * W + np.arange(n_late)] * 2
+    ub_cols += [s_col(late_c, late_w), nx + ns + late_c]
+    ub_vals += [np.full(n_late, -1.0)] * 2
+    ub_rhs.append(-arrived[late_c, late_w - lags[late_c]])
+    a_ub = coo_matrix((np.concatenate(ub_vals), (np.concatenate(ub_rows), np.concatenate(ub_cols))),
+                      shape=(P * W + n_late, nx + ns + C)).tocsr()
+    # Cumulative served: s[c, w] - s[c, w - 1] - Σ_p x[p, c, w] = 0.
+    eq_c, eq_w = np.divmod(np.arange(ns), W)
+    prev = eq_w > 0
+    eq_rows = [np.arange(ns), np.arange(ns)[prev], (c_idx * W + w_idx).ravel()[ok]]
+    eq_cols = [s_col(eq_c, eq_w), s_col(eq_c[prev], eq_w[prev] - 1), x_col[ok]]
+    eq_vals = [np.ones(ns), -np.ones(int(prev.sum())), -np.ones(int(ok.sum()))]
+    a_eq = coo_matrix((np.concatenate(eq_vals), (np.concatenate(eq_rows), np.concatenate(eq_cols))),
+                      shape=(ns, nx + ns + C)).tocsr()
+    res = linprog(cost, A_ub=a_ub, b_ub=np.concatenate(ub_rhs), A_eq=a_eq, b_eq=np.zeros(ns),
+                  bounds=bounds, method="highs")
     if res.status != 0:
         raise RuntimeError(f"oracle LP failed: {res.message}")
     x = res.x[:nx].reshape(P, C, W)
@@ -106,16 +122,22 @@ def solve_bound(demand: np.ndarray, energy: np.ndarray, capacity: np.ndarray,
 
 
 def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float | None = None,
-                 lag: int = 1, concurrency: bool = False) -> OracleBound:
+                 free_lag_s: float | None = None, concurrency: bool = False) -> OracleBound:
     """The bound for ``workload`` on the pools of ``specs`` that serve its models
-    and have a hardware model. Default windows: a 50th of the span, at least 5 s.
-    ``concurrency`` caps each window's batches by what its arrivals can fill."""
+    and have a hardware model. Each class is served by its deadline (its TTFT
+    target plus its longest output at its TPOT target) rounded up to whole
+    windows; a class without both targets within ``free_lag_s`` (default: a
+    50th of the span, at least 5 s). Default windows: 0.5 s, or a 1,000th of
+    the span if longer. ``concurrency`` caps each window's batches by the
+    sequences that can be in the system then."""
     w = workload
     pools = [(s, f) for s in specs if set(s.models) & set(w.models) and (f := engine_figures(s))]
     span = w.span_s
-    window_s = window_s or max(span / 50, 5.0)
+    window_s = window_s or max(span / 1000, 0.5)
+    free_lag_s = free_lag_s or max(span / 50, 5.0)
     n_win = int(span // window_s) + 1
-    win = ((w.t - w.t[0]) // window_s).astype(int)
+    rel = w.t - w.t[0]
+    win = (rel // window_s).astype(int)
     seq = np.array([bucket_index(DEFAULT_SEQ_BUCKETS, int(n)) for n in w.prompt + w.output])
     ttft_key, tpot_key = _no_target_inf(w.slo_ttft_ms), _no_target_inf(w.slo_tpot_ms)
     keys = sorted(set(zip(w.model.tolist(), seq.tolist(), ttft_key.tolist(), tpot_key.tolist())))
@@ -123,24 +145,18 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     energy = np.full((P, C, n_win), np.inf)
     capacity = np.zeros((P, C))
     demand = np.zeros((C, n_win))
-    arrivals = np.zeros((C, n_win))
-    figures = []
+    lag = np.zeros(C, dtype=int)
+    # A sequence of class c stays at most its TTFT target, then its decode at the batch's step time.
+    wait_s = np.where(np.isfinite(ttft_key), ttft_key / 1e3, free_lag_s)
+    starts = np.arange(n_win) * window_s
+    arrived_by_end = np.searchsorted(np.sort(rel), starts + window_s, side="left")
     for c, (m, s, ttft, tpot) in enumerate(keys):
         sel = (w.model == m) & (seq == s) & (ttft_key == ttft) & (tpot_key == tpot)
         np.add.at(demand[c], win[sel], w.output[sel])
-        np.add.at(arrivals[c], win[sel], 1)
+        deadline_s = ttft / 1e3 + float(w.output[sel].max()) * tpot / 1e3
+        lag[c] = math.ceil((deadline_s if math.isfinite(deadline_s) else free_lag_s) / window_s)
         prompt, output = int(w.prompt[sel].mean()), int(w.output[sel].mean())
         longest = int((w.prompt[sel] + w.output[sel]).max())
-        figures.append((prompt, output, longest, ttft, tpot))
-    # Little's law per window: sequences in the system ≤ queue + decode = wait_s + per_step_s × step time
-    rate = arrivals / window_s
-    ttft_s = np.array([f[3] for f in figures]) / 1e3
-    wait_s = np.where(rate > 0, rate * np.where(np.isfinite(ttft_s), ttft_s, 0.0)[:, None], 0.0).sum(axis=0)
-    if np.isinf(ttft_s).any():
-        wait_s = np.where(rate[np.isinf(ttft_s)].sum(axis=0) > 0, np.inf, wait_s)
-    per_step_s = (rate * np.array([f[1] for f in figures])[:, None]).sum(axis=0)
-    for c, (m, *_) in enumerate(keys):
-        prompt, output, longest, ttft, tpot = figures[c]
         for p, (spec, f) in enumerate(pools):
             if w.models[m] not in spec.models or longest > f.max_model_len:
                 continue
@@ -148,20 +164,25 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
                 op = operating_point(f.hardware, f.model, b, prompt, output, f.max_batch)
                 if op is None or op.ttft_s * 1e3 > ttft or op.tpot_s * 1e3 > tpot:
                     continue
-                fits = (b <= np.maximum(1.0, wait_s + per_step_s * op.tpot_s)) if concurrency else True
+                if concurrency:  # sequences that can be in the system during each window
+                    leave = np.sort(rel + wait_s + w.output * op.tpot_s)
+                    in_system = arrived_by_end - np.searchsorted(leave, starts, side="right")
+                    fits = b <= np.maximum(1, in_system)
+                else:
+                    fits = True
                 energy[p, c] = np.where(fits, np.minimum(energy[p, c], op.attributed_j_per_token), energy[p, c])
                 capacity[p, c] = max(capacity[p, c], op.throughput_tok_s * spec.replicas)
     runnable = np.isfinite(energy).any(axis=(0, 2))
     total_tokens = float(demand[runnable].sum())
     if not total_tokens:
         return OracleBound(None, None, 0.0, window_s, n_win, C, "no pool can run any request")
-    joules, served, _ = solve_bound(demand[runnable], energy[:, runnable], capacity[:, runnable],
-                                    window_s, lag)
+    joules, served, x = solve_bound(demand[runnable], energy[:, runnable], capacity[:, runnable],
+                                    window_s, lag[runnable])
     idle = sum(f.hardware.idle_watts_replica * s.replicas for s, f in pools) * span
     return OracleBound(
         joules / served if served else None,
         (joules + idle) / served if served else None,
-        served / total_tokens, window_s, n_win + lag, int(runnable.sum()), "optimal", concurrency,
+        served / total_tokens, window_s, x.shape[2], int(runnable.sum()), "optimal", concurrency,
     )
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fleet.config import load_fleet
+from fleet.profiles import engine_figures, operating_point
 from sim import Workload, oracle_bound, simulate, solve_bound
 
 # Pool A: 1 J/token, 100 tokens/s; pool B: 2 J/token, 1000 tokens/s; 10 s windows.
@@ -27,6 +28,18 @@ def test_a_window_of_lag_lets_the_cheap_pool_catch_up():
     joules, served, x = solve_bound(np.array([[1500.0]]), ENERGY, CAPACITY, 10.0, lag=1)
     assert joules == pytest.approx(1500) and served == pytest.approx(1500)
     assert x[0, 0].sum() == pytest.approx(1500)
+
+
+def test_each_class_has_its_own_lag():
+    demand = np.array([[1000.0], [1000.0]])  # two classes, both arriving in window 0
+    energy, capacity = np.repeat(ENERGY, 2, axis=1), np.repeat(CAPACITY, 2, axis=1)
+    joules, served, x = solve_bound(demand, energy, capacity, 10.0, lag=np.array([0, 1]))
+    # Class 1 may wait a window, so the cheap pool runs class 0 first, then class 1: 2000 J.
+    assert served == pytest.approx(2000) and joules == pytest.approx(2000)
+    assert x[:, 0, 1] == pytest.approx([0, 0])
+    # Neither may wait: the cheap pool's 1000 tokens in window 0, the rest on B.
+    joules, _, _ = solve_bound(demand, energy, capacity, 10.0, lag=np.array([0, 0]))
+    assert joules == pytest.approx(1000 + 2000)
 
 
 def test_a_class_a_pool_cannot_run_goes_elsewhere():
@@ -81,3 +94,30 @@ def test_each_request_is_held_to_its_own_target_not_its_class_loosest():
     assert b_mixed.classes == 2 * b_relaxed.classes
     assert b_mixed.j_per_token_attributed > 1.05 * b_relaxed.j_per_token_attributed
     assert b_mixed.j_per_token_attributed <= simulate(specs, mixed, {"policy": "latency"}).j_per_token_attributed
+
+
+def _at_once(n: int, ttft_ms: float, tpot_ms: float, gap_s: float = 0.0) -> Workload:
+    """``n`` chat requests (256 in, 256 out) ``gap_s`` apart, all with the same targets."""
+    return Workload(np.arange(n) * gap_s, np.zeros(n, dtype=np.int32), ("meta-llama/Llama-3.1-8B-Instruct",),
+                    np.full(n, 256), np.full(n, 256), np.full(n, ttft_ms), np.full(n, tpot_ms))
+
+
+def test_a_burst_is_served_by_its_deadline_not_whenever():
+    # 1,000 requests at once is 256,000 tokens: minutes of the whole fleet. An interactive
+    # deadline (0.5 s + 256 × 40 ms) leaves some unservable; a relaxed one serves all on the H100.
+    specs = load_fleet()[0].pools
+    tight, relaxed = oracle_bound(specs, _at_once(1000, 500, 40)), oracle_bound(specs, _at_once(1000, 60_000, 150))
+    assert tight.served_share < 0.9
+    assert relaxed.served_share == pytest.approx(1.0, abs=1e-6)
+    assert relaxed.j_per_token_attributed <= tight.j_per_token_attributed
+
+
+def test_requests_that_never_overlap_fill_no_batch():
+    # One request every 100 s: the cap allows batch 1 only, so the bound is the cheapest pool's batch-1 figure.
+    specs = load_fleet()[0].pools
+    w = _at_once(20, 500, 40, gap_s=100.0)
+    batch_one = min(op.attributed_j_per_token for s in specs
+                    if (f := engine_figures(s)) and w.models[0] in s.models
+                    and (op := operating_point(f.hardware, f.model, 1, 256, 256, f.max_batch)))
+    assert oracle_bound(specs, w, concurrency=True).j_per_token_attributed == pytest.approx(batch_one)
+    assert oracle_bound(specs, w).j_per_token_attributed < batch_one / 10
