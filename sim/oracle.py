@@ -60,7 +60,7 @@ class OracleBound:
 def solve_bound(demand: np.ndarray, energy: np.ndarray, capacity: np.ndarray,
                 window_s: float, lag: int | np.ndarray = 1) -> tuple[float, float, np.ndarray]:
     """Solve the LP for ``demand[c, w]`` tokens arriving, ``energy[p, c]`` J/token
-    (inf: not allowed; or ``energy[p, c, w]`` per arrival window),
+    (inf: not allowed; or ``energy[p, c, w]`` per window served in),
     ``capacity[p, c]`` tokens/s and ``lag`` windows to serve them in (one for
     every class, or ``lag[c]``). Returns (joules, tokens served, ``x[p, c, w]``
     over ``w + max(lag)`` windows).
