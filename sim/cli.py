@@ -20,8 +20,9 @@ from routing.config import load_routing_config
 from routing.errors import ProfileError, RoutingConfigError
 from routing.presets import COMPARED_POLICIES, POLICIES
 from routing.profile import ProfileBook
-from sim.oracle import oracle_bound
+from sim.oracle import OracleBound, oracle_bound
 from sim.report import html_report, table
+from sim.results import RunResult
 from sim.run import simulate
 from sim.tune import OBJECTIVES, tune
 from sim.workload import Workload
@@ -93,13 +94,13 @@ def simulate_main(argv: list[str] | None = None) -> int:
         results = [simulate(specs, workload, cfg, profiles=profiles, seed=args.seed, learn=args.learn,
                             label=label, dispatch_s=args.dispatch_ms / 1e3) for label, cfg in runs]
         oracle = None if args.no_oracle else oracle_bound(specs, workload)
+        capped = None if args.no_oracle else oracle_bound(specs, workload, concurrency=True)
     except _SETUP_ERRORS as e:
         print(f"hetserve simulate: {e}", file=sys.stderr)
         return 1
-    if oracle and oracle.j_per_token_attributed:
-        results = [dataclasses.replace(r, oracle_ratio=r.j_per_token_attributed / oracle.j_per_token_attributed
-                                       if r.j_per_token_attributed else None) for r in results]
-    print(table(results, oracle))
+    results = [dataclasses.replace(r, oracle_ratio=_ratio(r, oracle), oracle_ratio_capped=_ratio(r, capped))
+               for r in results]
+    print(table(results, oracle, capped))
     wall = sum(r.wall_s for r in results)
     print(f"{len(workload)} requests × {len(results)} runs in {wall:.2f} s of simulation "
           f"({len(workload) * len(results) / wall:,.0f} requests/s)")
@@ -108,13 +109,20 @@ def simulate_main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         doc = {"trace": args.trace, "fleet": args.fleet or "(embedded default)",
                "oracle": dataclasses.asdict(oracle) if oracle else None,
+               "oracle_capped": dataclasses.asdict(capped) if capped else None,
                "runs": [r.to_dict() for r in results]}
         (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
         notes = [f"trace {args.trace}: {len(workload)} requests over {workload.span_s:.0f} s",
                  "pools are simulated (modelled from the hardware catalog unless measured profiles drive them)"]
-        (out / "report.html").write_text(html_report(results, oracle, "hetserve simulation", notes))
+        (out / "report.html").write_text(html_report(results, oracle, "hetserve simulation", notes, capped))
         print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
     return 0
+
+
+def _ratio(result: RunResult, bound: OracleBound | None) -> float | None:
+    """The run's attributed J/token over the bound's (None where either is missing)."""
+    j, b = result.j_per_token_attributed, bound and bound.j_per_token_attributed
+    return j / b if j and b else None
 
 
 def tune_main(argv: list[str] | None = None) -> int:

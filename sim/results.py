@@ -99,6 +99,7 @@ class RunResult:
     pools: list[PoolResult] = field(default_factory=list)
     wall_s: float = 0.0
     oracle_ratio: float | None = None  # attributed J/token over the oracle's bound
+    oracle_ratio_capped: float | None = None  # over the bound capped by the batches arrivals can fill
     predictor_error: PredictorError | None = None  # None: the policy made no forecasts
     # SLO attainment per class of requests sharing targets, keyed "TTFT/TPOT" in ms ("-": none)
     slo_attainment_by_class: dict[str, float] = field(default_factory=dict)

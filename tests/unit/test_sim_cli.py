@@ -25,9 +25,14 @@ def test_simulate_writes_json_and_html(tmp_path, capsys):
     assert [r["label"] for r in doc["runs"]] == ["efficiency", "least-load"]
     assert doc["oracle"]["j_per_token_attributed"] > 0
     assert all(r["oracle_ratio"] >= 1 for r in doc["runs"])
+    # The capped estimate sits at or above the bound, so every run is nearer it.
+    assert doc["oracle_capped"]["j_per_token_attributed"] >= doc["oracle"]["j_per_token_attributed"]
+    assert all(0 < r["oracle_ratio_capped"] <= r["oracle_ratio"] for r in doc["runs"])
     assert {p["name"] for p in doc["runs"][0]["pools"]} == {"h100", "rngd", "atom"}  # cpu-vllm ignored
-    assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
-    assert "efficiency" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "capped oracle" in page
+    printed = capsys.readouterr().out
+    assert "efficiency" in printed and "× capped" in printed and "capped oracle" in printed
 
 
 def test_tune_writes_a_yaml_load_routing_config_accepts(tmp_path):
