@@ -12,7 +12,9 @@ class ``c`` pool ``p`` serves in window ``w``.
 
 ``lag_c`` is the class's deadline, its TTFT target plus its longest output at
 its TPOT target, in whole windows (rounded up, so the window a request
-arrives in never shortens it). ``e[p, c]`` is the least attributed J/token
+arrives in never shortens it); a class missing either target may wait until
+the trace's end, a short free lag and the time the fleet needs for every
+token have passed. ``e[p, c]`` is the least attributed J/token
 and ``r[p, c]`` the most tokens/s (all replicas) over every batch whose
 steady state (``operating_point``) meets the class's TTFT/TPOT targets,
 relaxed independently: a pool may run any mix at its best efficiency and its
@@ -22,7 +24,7 @@ router that meets every target can beat it under the model.
 
 ``concurrency=True`` tightens it for work-conserving engines (every running
 sequence decodes every step, as continuous batching does): a batch of ``b``
-needs ``b`` sequences in the system at once. A sequence that meets its
+needs ``b`` sequences of its model in the system at once. A sequence that meets its
 targets is in the system from its arrival until at most its TTFT target plus
 its output at the batch's step time, so ``e`` is taken per window over the
 batches no larger than the sequences whose stay can overlap that window. A
@@ -60,7 +62,8 @@ class OracleBound:
 def solve_bound(demand: np.ndarray, energy: np.ndarray, capacity: np.ndarray,
                 window_s: float, lag: int | np.ndarray = 1) -> tuple[float, float, np.ndarray]:
     """Solve the LP for ``demand[c, w]`` tokens arriving, ``energy[p, c]`` J/token
-    (inf: not allowed; or ``energy[p, c, w]`` per window served in),
+    (inf: not allowed; or ``energy[p, c, w]`` per window served in, the last
+    one's figures repeated past those given),
     ``capacity[p, c]`` tokens/s and ``lag`` windows to serve them in (one for
     every class, or ``lag[c]``). Returns (joules, tokens served, ``x[p, c, w]``
     over ``w + max(lag)`` windows).
@@ -75,7 +78,9 @@ def solve_bound(demand: np.ndarray, energy: np.ndarray, capacity: np.ndarray,
     arrived = np.cumsum(np.pad(demand, ((0, 0), (0, W - demand.shape[1]))), axis=1)
     if energy.ndim == 2:
         energy = np.repeat(energy[:, :, None], W, axis=2)
-    else:  # windows past the arrivals keep the last window's figures
+    elif energy.shape[2] >= W:
+        energy = energy[:, :, :W]
+    else:  # windows past those given keep the last one's figures
         energy = np.concatenate([energy, np.repeat(energy[:, :, -1:], W - energy.shape[2], axis=2)], axis=2)
     finite = np.isfinite(energy) & (capacity > 0)[:, :, None]
     big = 1e3 * max(float(energy[finite].max()) if finite.any() else 1.0, 1.0)
@@ -126,10 +131,12 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     """The bound for ``workload`` on the pools of ``specs`` that serve its models
     and have a hardware model. Each class is served by its deadline (its TTFT
     target plus its longest output at its TPOT target) rounded up to whole
-    windows; a class without both targets within ``free_lag_s`` (default: a
-    50th of the span, at least 5 s). Default windows: 0.5 s, or a 1,000th of
-    the span if longer. ``concurrency`` caps each window's batches by the
-    sequences that can be in the system then."""
+    windows; a class without both targets by the end of the trace plus
+    ``free_lag_s`` (default: a 50th of the span, at least 5 s) plus the time
+    the whole fleet needs for every token. Default windows: 0.5 s, or a
+    1,000th of the span if longer.
+    ``concurrency`` caps each window's batches by the sequences of the same
+    model that can be in the system then."""
     w = workload
     pools = [(s, f) for s in specs if set(s.models) & set(w.models) and (f := engine_figures(s))]
     span = w.span_s
@@ -141,22 +148,17 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     seq = np.array([bucket_index(DEFAULT_SEQ_BUCKETS, int(n)) for n in w.prompt + w.output])
     ttft_key, tpot_key = _no_target_inf(w.slo_ttft_ms), _no_target_inf(w.slo_tpot_ms)
     keys = sorted(set(zip(w.model.tolist(), seq.tolist(), ttft_key.tolist(), tpot_key.tolist())))
-    P, C = len(pools), len(keys)
-    energy = np.full((P, C, n_win), np.inf)
-    capacity = np.zeros((P, C))
+    C = len(keys)
     demand = np.zeros((C, n_win))
-    lag = np.zeros(C, dtype=int)
-    # A sequence of class c stays at most its TTFT target, then its decode at the batch's step time.
-    wait_s = np.where(np.isfinite(ttft_key), ttft_key / 1e3, free_lag_s)
-    starts = np.arange(n_win) * window_s
-    arrived_by_end = np.searchsorted(np.sort(rel), starts + window_s, side="left")
+    capacity = np.zeros((len(pools), C))
+    members, points = [], []  # per class: its requests; (pool, operating point) meeting its targets
     for c, (m, s, ttft, tpot) in enumerate(keys):
         sel = (w.model == m) & (seq == s) & (ttft_key == ttft) & (tpot_key == tpot)
+        members.append(sel)
         np.add.at(demand[c], win[sel], w.output[sel])
-        deadline_s = ttft / 1e3 + float(w.output[sel].max()) * tpot / 1e3
-        lag[c] = math.ceil((deadline_s if math.isfinite(deadline_s) else free_lag_s) / window_s)
         prompt, output = int(w.prompt[sel].mean()), int(w.output[sel].mean())
         longest = int((w.prompt[sel] + w.output[sel]).max())
+        ops = []
         for p, (spec, f) in enumerate(pools):
             if w.models[m] not in spec.models or longest > f.max_model_len:
                 continue
@@ -164,14 +166,36 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
                 op = operating_point(f.hardware, f.model, b, prompt, output, f.max_batch)
                 if op is None or op.ttft_s * 1e3 > ttft or op.tpot_s * 1e3 > tpot:
                     continue
-                if concurrency:  # sequences that can be in the system during each window
-                    leave = np.sort(rel + wait_s + w.output * op.tpot_s)
-                    in_system = arrived_by_end - np.searchsorted(leave, starts, side="right")
-                    fits = b <= np.maximum(1, in_system)
-                else:
-                    fits = True
-                energy[p, c] = np.where(fits, np.minimum(energy[p, c], op.attributed_j_per_token), energy[p, c])
+                ops.append((p, b, op))
                 capacity[p, c] = max(capacity[p, c], op.throughput_tok_s * spec.replicas)
+        points.append(ops)
+    # Deadlines in windows. Without both targets a class may wait until every token could have
+    # been served: the trace's span, the free lag and what the fleet needs for all of them.
+    fleet_tok_s = capacity.sum(axis=0)
+    servable = fleet_tok_s > 0
+    free_s = span + free_lag_s + float((demand.sum(axis=1)[servable] / fleet_tok_s[servable]).sum())
+    lag = np.zeros(C, dtype=int)
+    for c, (m, s, ttft, tpot) in enumerate(keys):
+        deadline_s = ttft / 1e3 + float(w.output[members[c]].max()) * tpot / 1e3
+        lag[c] = math.ceil((deadline_s if math.isfinite(deadline_s) else free_s) / window_s)
+    # Energy per window served in, over every window a token may be served in.
+    n_serve = n_win + int(lag.max())
+    energy = np.full((len(pools), C, n_serve), np.inf)
+    # A sequence waits at most its TTFT target (without one, as long as a class without targets may),
+    # then decodes at the batch's step time.
+    wait_s = np.where(np.isfinite(ttft_key), ttft_key / 1e3, free_s)
+    starts = np.arange(n_serve) * window_s
+    for c, (m, *_) in enumerate(keys):
+        same_model = w.model == m
+        arrived_by_end = np.searchsorted(np.sort(rel[same_model]), starts + window_s, side="left")
+        for p, b, op in points[c]:
+            if concurrency:  # sequences of the model that can be in the system during each window
+                leave = np.sort((rel + wait_s + w.output * op.tpot_s)[same_model])
+                in_system = arrived_by_end - np.searchsorted(leave, starts, side="right")
+                fits = b <= np.maximum(1, in_system)
+                energy[p, c] = np.where(fits, np.minimum(energy[p, c], op.attributed_j_per_token), energy[p, c])
+            else:
+                energy[p, c] = np.minimum(energy[p, c], op.attributed_j_per_token)
     runnable = np.isfinite(energy).any(axis=(0, 2))
     total_tokens = float(demand[runnable].sum())
     if not total_tokens:
