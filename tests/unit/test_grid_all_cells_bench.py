@@ -1,0 +1,52 @@
+"""The whole-grid benchmark over every evaluation cell (bench/grid_all_cells.py): verdicts, ranking, a smoke run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from energy_frontier import Trial  # noqa: E402
+from grid_all_cells import Verdict, rank, verdicts  # noqa: E402
+
+
+def _cell(least_load_j: float, least_load_att: float, latency_att: float) -> dict:
+    return {"runs": [{"policy": "least-load", "j_per_token_attributed": least_load_j, "slo_attainment": least_load_att},
+                     {"policy": "latency", "j_per_token_attributed": 0.3, "slo_attainment": latency_att}]}
+
+
+def test_a_setting_meets_a_cell_only_with_both_targets():
+    cell = _cell(0.4, 0.95, 0.97)  # floor 0.96; energy at most 0.3 J/token
+    got = verdicts(cell, [Trial("a", 0.28, 0.965, {}), Trial("b", 0.28, 0.955, {}),
+                          Trial("c", 0.32, 0.99, {}), Trial("d", None, 0.99, {})])
+    assert [v.met for v in got] == [True, False, False, False]
+    assert [v.attainment_ok for v in got] == [True, False, True, True]
+    assert got[0].x_least_load == 0.7 and got[3].x_least_load is None
+
+
+def test_settings_rank_by_cells_met_then_attainment_then_energy():
+    per_cell = [
+        [Verdict(0.7, True), Verdict(0.6, True), Verdict(0.8, True), Verdict(0.5, False)],
+        [Verdict(0.7, True), Verdict(0.9, True), Verdict(0.7, True), Verdict(0.5, False)],
+    ]
+    ranked = rank(["a", "b", "c", "d"], per_cell)
+    # a meets both cells; b and c one each with both attainment cells, b spending less on average; d none
+    assert [r["setting"] for r in ranked] == ["a", "b", "c", "d"]
+    assert [r["met"] for r in ranked] == [2, 1, 1, 0]
+    assert ranked[3]["attainment_ok"] == 0 and ranked[1]["mean_x_least_load"] == 0.75
+
+
+def test_quick_run_counts_cells_per_setting(tmp_path):
+    out = tmp_path / "grid.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "grid_all_cells.py"), "--quick", "--workers", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "grid_all_cells" and sum(doc["histogram"].values()) == 12
+    assert len(doc["labels"]) == 2 and all(len(r["cells"]) == 2 for r in doc["top"])
+    # least-load is its own energy baseline: 1.0 × in every cell, so it meets none
+    least_load = next(r for r in doc["top"] if r["setting"] == "least-load")
+    assert least_load["met"] == 0 and all(x == 1.0 for x, _ in least_load["cells"])
+    assert doc["default"]["setting"] == "slo-energy" and "(default)" in proc.stdout
