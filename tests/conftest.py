@@ -6,6 +6,7 @@ Starting Ray and the default fleet (with its real vLLM engine) costs about
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,21 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 EMULATED_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 REAL_MODEL = "tiny-llama"
 ADMIN_KEY = "test-admin-key"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def quick_bench(tmp_path):
+    """Runs ``bench/SCRIPT --quick --workers 1`` into a temporary JSON; returns (that JSON, stdout)."""
+
+    def run(script: str) -> tuple[dict, str]:
+        out = tmp_path / f"{Path(script).stem}.json"
+        proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--workers", "1",
+                               "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(out.read_text()), proc.stdout
+
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +105,7 @@ def async_client(gateway_url):
 #: A test whose call runs longer than this gets the stacks of every Serve replica and the gateway dumped
 #: (py-spy) into test-artifacts/stalls/: a request that hangs in CI then leaves where each process was.
 STALL_S = float(os.environ.get("HETSERVE_TEST_STALL_S", "180"))
-STALL_DIR = Path(__file__).resolve().parents[1] / "test-artifacts" / "stalls"
+STALL_DIR = ROOT / "test-artifacts" / "stalls"
 
 
 def _dump_stacks(test_id: str) -> Path | None:

@@ -1,7 +1,5 @@
 """The tuning-grid benchmark (bench/energy_frontier.py): its frontier, its labels, a smoke run."""
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,12 +29,8 @@ def test_a_grid_setting_is_described_by_its_parameters_and_a_preset_by_its_name(
     assert describe({"policy": "least-load"}) == "least-load"
 
 
-def test_quick_run_reports_the_least_energy_meeting_the_floor(tmp_path):
-    out = tmp_path / "frontier.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "energy_frontier.py"), "--quick", "--workers", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(out.read_text())
+def test_quick_run_reports_the_least_energy_meeting_the_floor(quick_bench):
+    doc, stdout = quick_bench("energy_frontier.py")
     assert doc["benchmark"] == "energy_frontier" and doc["command"].startswith("bench/energy_frontier.py --quick")
     (cell,) = doc["cells"]
     assert cell["settings"] == 40 and 0 < cell["meeting_floor"] <= 40  # the better baseline meets it
@@ -47,7 +41,7 @@ def test_quick_run_reports_the_least_energy_meeting_the_floor(tmp_path):
     assert cell["least_energy"]["x_least_load"] == min(t["x_least_load"] for t in shown)
     assert cell["baselines"]["least-load"]["x_least_load"] == 1.0
     assert set(best["pools"]) <= {"h100", "rngd", "atom"}
-    assert "| default bursty full |" in proc.stdout
+    assert "| default bursty full |" in stdout
 
 
 def test_a_setting_that_made_no_token_is_left_out_of_the_energy_figures():

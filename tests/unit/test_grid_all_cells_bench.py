@@ -1,7 +1,5 @@
 """The whole-grid benchmark over every evaluation cell (bench/grid_all_cells.py): verdicts, ranking, a smoke run."""
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,15 +36,11 @@ def test_settings_rank_by_cells_met_then_attainment_then_energy():
     assert ranked[3]["attainment_ok"] == 0 and ranked[1]["mean_x_least_load"] == 0.75
 
 
-def test_quick_run_counts_cells_per_setting(tmp_path):
-    out = tmp_path / "grid.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "grid_all_cells.py"), "--quick", "--workers", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(out.read_text())
+def test_quick_run_counts_cells_per_setting(quick_bench):
+    doc, stdout = quick_bench("grid_all_cells.py")
     assert doc["benchmark"] == "grid_all_cells" and sum(doc["histogram"].values()) == 12
     assert len(doc["labels"]) == 2 and all(len(r["cells"]) == 2 for r in doc["top"])
     # least-load is its own energy baseline: 1.0 × in every cell, so it meets none
     least_load = next(r for r in doc["top"] if r["setting"] == "least-load")
     assert least_load["met"] == 0 and all(x == 1.0 for x, _ in least_load["cells"])
-    assert doc["default"]["setting"] == "slo-energy" and "(default)" in proc.stdout
+    assert doc["default"]["setting"] == "slo-energy" and "(default)" in stdout
