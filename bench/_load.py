@@ -140,8 +140,8 @@ def with_spread(row: dict, key: str, fmt: str) -> str:
     return f"{row[key]:{fmt}} ({lo:{fmt}}-{hi:{fmt}})"
 
 
-def machine() -> dict:
-    """The machine a benchmark ran on: cores, CPU model, Python, Ray and vLLM versions."""
+def machine(engines: bool = True) -> dict:
+    """The machine a benchmark ran on: cores, CPU model, Python and (``engines``) Ray and vLLM versions."""
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -150,11 +150,13 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    found = {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
+    if not engines:  # the simulator's benchmarks load neither
+        return found
     import ray
     import vllm
 
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "ray": ray.__version__, "vllm": vllm.__version__}
+    return {**found, "ray": ray.__version__, "vllm": vllm.__version__}
 
 
 def write_result(path: Path, benchmark: str, script: str, argv: list[str] | None, machine: dict, **fields) -> None:

@@ -240,7 +240,7 @@ def start_server(kind: str, *, label: str | None = None, log_dir: Path, env: dic
     compute threads (vLLM's ``VLLM_CPU_OMP_THREADS_BIND``) still binds them where it says."""
     if kind not in KINDS:
         raise ValueError(f"unknown server kind {kind!r}; known: {', '.join(KINDS)}")
-    for attempt in range(1, START_ATTEMPTS):
+    for _ in range(START_ATTEMPTS - 1):
         try:
             return _start_once(kind, label or kind, log_dir, env, root or ROOT, cpus, options)
         except PortTaken as exc:

@@ -25,8 +25,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ from sim.workload import Workload  # noqa: E402
 
 import _load  # noqa: E402
 from policy_eval import (  # noqa: E402
-    BASELINES, CAPACITY_ATTAINMENT, ENERGY_SHARE, FLEETS, MODEL, attainment_floor, max_rate,
+    BASELINES, CAPACITY_ATTAINMENT, ENERGY_SHARE, FLEETS, MODEL, attainment_floor, judge, max_rate,
 )
 
 #: The full-load cells the default missed in ``bench/results/policy_eval.json`` (seed 1).
@@ -120,16 +118,20 @@ def frontier(trials: list[dict]) -> list[dict]:
     return best
 
 
+def by_setting(trials: list[Trial]) -> dict[str, dict]:
+    """Trials as rows keyed by setting, in the shape ``policy_eval.judge`` reads (the baselines among them)."""
+    return {t.setting: dataclasses.asdict(t) for t in trials}
+
+
 def summarise(trials: list[Trial]) -> dict:
     """A cell's figures from its trials (the baselines and the default among them)."""
-    rows = [dataclasses.asdict(t) for t in trials]
-    by = {t["setting"]: t for t in rows}
+    by = by_setting(trials)
+    rows = list(by.values())
     least_load = by["least-load"]["j_per_token_attributed"]
     floor = attainment_floor(by)
     for t in rows:
-        j = t["j_per_token_attributed"]
-        t["x_least_load"] = None if j is None else j / least_load
-        t["meets_floor"] = t["slo_attainment"] >= floor
+        verdict = judge(by, t["j_per_token_attributed"], t["slo_attainment"])
+        t["x_least_load"], t["meets_floor"] = verdict.x_least_load, verdict.attainment_ok
     saving = [t for t in rows if t["x_least_load"] is not None]
     meeting = [t for t in saving if t["meets_floor"]]
     return {"floor": floor, "least_load_j_per_token": least_load, "default": by[DEFAULT_POLICY],
@@ -140,10 +142,14 @@ def summarise(trials: list[Trial]) -> dict:
             "frontier": frontier(rows)}
 
 
-def run_cell(cell: CellSpec, settings: list[dict], workers: int) -> dict:
+def run_settings(cell: CellSpec, settings: list[dict], workers: int) -> list[Trial]:
+    """Every setting simulated on ``cell``, in ``workers`` processes."""
     with multiprocessing.get_context("fork").Pool(workers, initializer=_init, initargs=(cell,)) as pool:
-        trials = pool.map(_trial, settings, chunksize=8)
-    return {**dataclasses.asdict(cell), "load": "full", **summarise(trials)}
+        return pool.map(_trial, settings, chunksize=8)
+
+
+def run_cell(cell: CellSpec, settings: list[dict], workers: int) -> dict:
+    return {**dataclasses.asdict(cell), "load": "full", **summarise(run_settings(cell, settings, workers))}
 
 
 def markdown(cells: list[dict]) -> str:
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(cells)
     print(table)
     if args.out:
-        machine = {"cores": os.cpu_count(), "workers": args.workers, "python": platform.python_version()}
+        machine = {**_load.machine(engines=False), "workers": args.workers}
         _load.write_result(args.out, "energy_frontier", "energy_frontier.py", argv, machine,
                            target_share=ENERGY_SHARE, seed=args.seed, requests=args.requests,
                            wall_s=time.perf_counter() - started, table=table, cells=cells)

@@ -10,8 +10,8 @@ others. This asks the question a default must answer: over every cell of
 seed and requests of that evaluation, with online learning), how many cells
 does each setting ``hetserve tune`` knows (``sim.tune.candidates``) meet
 both targets in: SLO attainment at least the better baseline's less one
-point, and attributed J/token at most 0.75 × ``least-load``'s, both
-baselines taken from the evaluation's JSON.
+point, and attributed J/token at most 0.75 × ``least-load``'s, the
+baselines being the ``least-load`` and ``latency`` presets run beside it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import multiprocessing
-import os
-import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,28 +31,14 @@ from routing import DEFAULT_POLICY  # noqa: E402
 from sim.tune import candidates  # noqa: E402
 
 import _load  # noqa: E402
-from energy_frontier import CellSpec, Trial, _init, _trial  # noqa: E402
-from policy_eval import ENERGY_SHARE, attainment_floor  # noqa: E402
+from energy_frontier import CellSpec, Trial, by_setting, run_settings  # noqa: E402
+from policy_eval import BASELINES, Verdict, judge  # noqa: E402
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """One setting in one cell, against that cell's baselines."""
-
-    x_least_load: float | None  # attributed J/token over least-load's
-    attainment_ok: bool
-
-    @property
-    def met(self) -> bool:
-        return self.attainment_ok and self.x_least_load is not None and self.x_least_load <= ENERGY_SHARE
-
-
-def verdicts(cell: dict, trials: list[Trial]) -> list[Verdict]:
-    """Each trial of ``cell`` (a ``policy_eval`` cell: its runs hold the baselines) judged by its targets."""
-    by = {r["policy"]: r for r in cell["runs"]}
-    floor, least_load = attainment_floor(by), by["least-load"]["j_per_token_attributed"]
-    return [Verdict(None if t.j_per_token_attributed is None else round(t.j_per_token_attributed / least_load, 4),
-                    t.slo_attainment >= floor) for t in trials]
+def verdicts(trials: list[Trial]) -> list[Verdict]:
+    """Each trial of one cell judged against the baselines run beside it (``least-load``, ``latency``)."""
+    by = by_setting(trials)
+    return [judge(by, t.j_per_token_attributed, t.slo_attainment) for t in trials]
 
 
 def rank(settings: list[str], per_cell: list[list[Verdict]]) -> list[dict]:
@@ -68,12 +50,12 @@ def rank(settings: list[str], per_cell: list[list[Verdict]]) -> list[dict]:
         rows.append({"setting": name, "met": sum(v.met for v in cells),
                      "attainment_ok": sum(v.attainment_ok for v in cells),
                      "mean_x_least_load": round(sum(ratios) / len(ratios), 4) if ratios else None,
-                     "cells": [[v.x_least_load, v.attainment_ok] for v in cells]})
+                     "cells": [[None if v.x_least_load is None else round(v.x_least_load, 4), v.attainment_ok]
+                               for v in cells]})
     return sorted(rows, key=lambda r: (-r["met"], -r["attainment_ok"], r["mean_x_least_load"] or float("inf")))
 
 
-def markdown(ranked: list[dict], labels: list[str], top: int) -> str:
-    default = next(r for r in ranked if r["setting"] == DEFAULT_POLICY)
+def markdown(ranked: list[dict], default: dict, labels: list[str], top: int) -> str:
     shown = ranked[:top] + ([default] if default not in ranked[:top] else [])
     head = "| setting | cells met | attainment cells | " + " | ".join(labels) + " |"
     rows = [head, "|" + "---|" * (3 + len(labels))]
@@ -87,9 +69,9 @@ def markdown(ranked: list[dict], labels: list[str], top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--eval", type=Path, default=ROOT / "bench" / "results" / "policy_eval.json",
-                    help="the policy_eval JSON whose cells (rates, seed, baselines) are run")
+                    help="the policy_eval JSON whose cells (fleet, trace, rate, seed, requests) are run")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--limit", type=int, help="only the first N settings (presets first)")
+    ap.add_argument("--limit", type=int, help="only the first N settings (presets first; at least the baselines)")
     ap.add_argument("--top", type=int, default=12, help="settings shown in the table")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 cells, 12 settings")
     ap.add_argument("--out", type=Path, help="JSON (default: bench/results/grid_all_cells.json; none with --quick)")
@@ -101,30 +83,32 @@ def main(argv: list[str] | None = None) -> int:
     elif args.out is None:
         args.out = ROOT / "bench" / "results" / "grid_all_cells.json"
     settings = candidates(None, None, seed=0)[:args.limit]
+    if not {*BASELINES, DEFAULT_POLICY} <= {s.get("policy") for s in settings if "plugins" not in s}:
+        ap.error(f"--limit {args.limit} leaves out a baseline or the default (the presets come first)")
     started = time.perf_counter()
-    per_cell, names = [], None
+    per_cell, names = [], []
     for cell in cells:
-        spec = CellSpec(cell["fleet"], cell["trace"], cell["rate"], requests, doc["seed"])
-        with multiprocessing.get_context("fork").Pool(args.workers, initializer=_init, initargs=(spec,)) as pool:
-            trials = pool.map(_trial, settings, chunksize=8)
+        trials = run_settings(CellSpec(cell["fleet"], cell["trace"], cell["rate"], requests, doc["seed"]),
+                              settings, args.workers)
         names = [t.setting for t in trials]
-        per_cell.append(verdicts(cell, trials))
+        per_cell.append(verdicts(trials))
         print(f"{cell['fleet']} {cell['trace']} {cell['load']}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     ranked = rank(names, per_cell)
+    default = next(r for r in ranked if r["setting"] == DEFAULT_POLICY)
     labels = [f"{c['fleet'][0]}{c['trace'][0]} {c['load']}" for c in cells]
     histogram = dict(sorted(collections.Counter(r["met"] for r in ranked).items(), reverse=True))
-    table = markdown(ranked, labels, args.top)
+    table = markdown(ranked, default, labels, args.top)
     summary = (f"{len(ranked)} settings × {len(cells)} cells: the most cells any setting meets is {ranked[0]['met']} "
                f"({sum(r['met'] == ranked[0]['met'] for r in ranked)} settings); {DEFAULT_POLICY} meets "
-               f"{next(r['met'] for r in ranked if r['setting'] == DEFAULT_POLICY)}; settings by cells met: {histogram}")
+               f"{default['met']}; settings by cells met: {histogram}")
     print(table + "\n\n" + summary)
     if args.out:
-        machine = {"cores": os.cpu_count(), "workers": args.workers, "python": platform.python_version()}
-        _load.write_result(args.out, "grid_all_cells", "grid_all_cells.py", argv, machine,
+        _load.write_result(args.out, "grid_all_cells", "grid_all_cells.py", argv,
+                           {**_load.machine(engines=False), "workers": args.workers},
                            eval=str(args.eval.relative_to(ROOT)) if args.eval.is_relative_to(ROOT) else str(args.eval),
                            seed=doc["seed"], requests=requests, wall_s=time.perf_counter() - started,
                            labels=labels, histogram=histogram, summary=summary, table=table,
-                           top=ranked[:50], default=next(r for r in ranked if r["setting"] == DEFAULT_POLICY))
+                           top=ranked[:50], default=default)
     return 0
 
 

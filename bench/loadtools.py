@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._servers import Server, free_port  # noqa: E402
+from bench._servers import Server  # noqa: E402
+from deploy.ingress import free_port  # noqa: E402
 
 MODEL = "tiny-llama"
 FLEET = ROOT / "bench" / "fleets" / "loadtools.yaml"

@@ -45,7 +45,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._cluster import BIN, LocalCluster, free_port  # noqa: E402
+from bench._cluster import BIN, LocalCluster  # noqa: E402
+from deploy.ingress import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODEL = "m"

@@ -33,6 +33,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,10 +61,6 @@ ATTAINMENT_SLACK = 0.01
 CAPACITY_ATTAINMENT = 0.9
 ENERGY_SHARE = 0.75
 ORACLE_AIM = 1.3
-
-
-def policies() -> list[str]:
-    return list(COMPARED_POLICIES)
 
 
 def routing_of(policy: str) -> tuple[str, dict]:
@@ -132,23 +129,45 @@ def attainment_floor(by_policy: dict[str, dict]) -> float:
     return max(by_policy[b]["slo_attainment"] for b in BASELINES) - ATTAINMENT_SLACK
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One run in one cell against the issue's two targets."""
+
+    x_least_load: float | None  # attributed J/token over least-load's (None: either made no token)
+    attainment_ok: bool
+
+    @property
+    def energy_ok(self) -> bool:
+        return self.x_least_load is not None and self.x_least_load <= ENERGY_SHARE
+
+    @property
+    def met(self) -> bool:
+        return self.attainment_ok and self.energy_ok
+
+
+def judge(by_policy: dict[str, dict], j_per_token: float | None, attainment: float) -> Verdict:
+    """A run's verdict in the cell whose runs (the baselines among them) are ``by_policy``."""
+    least_load = by_policy["least-load"]["j_per_token_attributed"]
+    return Verdict(j_per_token / least_load if j_per_token and least_load else None,
+                   attainment >= attainment_floor(by_policy))
+
+
 def check(cell: dict, candidate: str) -> dict:
     """The issue's per-cell targets for ``candidate`` against the baselines."""
     by = {r["policy"]: r for r in cell["runs"]}
     cand = by[candidate]
     floor = attainment_floor(by)
     ll_j = by["least-load"]["j_per_token_attributed"]
-    j = cand["j_per_token_attributed"]
-    energy_ok = j is not None and ll_j is not None and j <= ENERGY_SHARE * ll_j
+    verdict = judge(by, cand["j_per_token_attributed"], cand["slo_attainment"])
     ratio = cand.get("oracle_ratio")
     capped = cand.get("oracle_ratio_capped")
     return {
         "policy": candidate,
-        "attainment_ok": cand["slo_attainment"] >= floor,
+        "attainment_ok": verdict.attainment_ok,
         "attainment": cand["slo_attainment"],
         "attainment_floor": floor,
-        "energy_ok": energy_ok,
-        "j_ratio_to_least_load": j / ll_j if j and ll_j else None,
+        "energy_ok": verdict.energy_ok,
+        "j_ratio_to_least_load": verdict.x_least_load,
         "oracle_ratio": ratio,
         "oracle_ok": ratio is not None and ratio <= ORACLE_AIM,
         "oracle_ratio_capped": capped,
@@ -235,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.requests, args.fleet, args.trace = 60, ["default"], ["bursty"]
         args.rate = args.rate or 8.0
-    names = args.policy or policies()
+    names = args.policy or list(COMPARED_POLICIES)
     candidate = args.candidate or RoutingConfig().policy
     for base in (*BASELINES, candidate):
         if base not in names:
@@ -258,10 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [run(specs, w, {**doc, **routing}, seed=args.seed, label=label)
                         for label, doc in map(routing_of, names)]
                 for r in runs:
-                    j = r["j_per_token_attributed"]
-                    for key, bound in (("oracle_ratio", oracle), ("oracle_ratio_capped", capped)):
-                        b = bound.j_per_token_attributed
-                        r[key] = j / b if b and j else None
+                    r["oracle_ratio"] = oracle.ratio(r["j_per_token_attributed"])
+                    r["oracle_ratio_capped"] = capped.ratio(r["j_per_token_attributed"])
                 cell = {"fleet": fleet_name, "trace": scenario, "load": load, "rate": rate,
                         "requests": len(w), "span_s": w.span_s, "oracle": dataclasses.asdict(oracle),
                         "oracle_capped": dataclasses.asdict(capped),

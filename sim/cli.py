@@ -20,9 +20,8 @@ from routing.config import load_routing_config
 from routing.errors import ProfileError, RoutingConfigError
 from routing.presets import COMPARED_POLICIES, POLICIES
 from routing.profile import ProfileBook
-from sim.oracle import OracleBound, oracle_bound
+from sim.oracle import oracle_bound
 from sim.report import html_report, table
-from sim.results import RunResult
 from sim.run import simulate
 from sim.tune import OBJECTIVES, tune
 from sim.workload import Workload
@@ -38,6 +37,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo-ttft-ms", type=float, help="target for requests that set none")
     parser.add_argument("--slo-tpot-ms", type=float, help="target for requests that set none")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--learn", action="store_true", help="learn profiles online, as the gateway does")
 
 
 def _load(args) -> tuple[list, Workload, ProfileBook | None]:
@@ -63,10 +63,6 @@ def _slo(args) -> dict:
     return {k: v for k, v in slo.items() if v is not None}
 
 
-def _add_learn_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--learn", action="store_true", help="learn profiles online, as the gateway does")
-
-
 def simulate_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hetserve simulate",
@@ -77,7 +73,6 @@ def simulate_main(argv: list[str] | None = None) -> int:
                         help=f"repeatable (default: {', '.join(COMPARED_POLICIES)})")
     parser.add_argument("--routing", action="append", default=[], metavar="YAML",
                         help="a routing config file to simulate too (e.g. from 'hetserve tune')")
-    _add_learn_flag(parser)
     parser.add_argument("--dispatch-ms", type=float, default=0.0,
                         help="request-path latency between routing and the engine (proxy, gateway, Ray), "
                         "counted in TTFT; measure it with bench/sim_fidelity.py (default 0)")
@@ -98,7 +93,8 @@ def simulate_main(argv: list[str] | None = None) -> int:
     except _SETUP_ERRORS as e:
         print(f"hetserve simulate: {e}", file=sys.stderr)
         return 1
-    results = [dataclasses.replace(r, oracle_ratio=_ratio(r, oracle), oracle_ratio_capped=_ratio(r, capped))
+    results = [dataclasses.replace(r, oracle_ratio=oracle and oracle.ratio(r.j_per_token_attributed),
+                                   oracle_ratio_capped=capped and capped.ratio(r.j_per_token_attributed))
                for r in results]
     print(table(results, oracle, capped))
     wall = sum(r.wall_s for r in results)
@@ -119,12 +115,6 @@ def simulate_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _ratio(result: RunResult, bound: OracleBound | None) -> float | None:
-    """The run's attributed J/token over the bound's (None where either is missing)."""
-    j, b = result.j_per_token_attributed, bound and bound.j_per_token_attributed
-    return j / b if j and b else None
-
-
 def tune_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hetserve tune",
@@ -135,7 +125,6 @@ def tune_main(argv: list[str] | None = None) -> int:
                         help="SLO attainment a candidate needs for energy/cost (default 0.9)")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--budget-s", type=float, default=60.0, help="stop starting trials after this")
-    _add_learn_flag(parser)
     parser.add_argument("--out", default="routing.tuned.yaml", help="routing YAML to write")
     args = _parse(parser, argv)
     if isinstance(args, int):

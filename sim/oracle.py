@@ -58,6 +58,11 @@ class OracleBound:
     status: str
     concurrency: bool = False  # capped by the concurrency arrivals allow (see the module doc)
 
+    def ratio(self, j_per_token_attributed: float | None) -> float | None:
+        """A run's attributed J/token over the bound (None where either is missing)."""
+        b = self.j_per_token_attributed
+        return j_per_token_attributed / b if b and j_per_token_attributed else None
+
 
 def solve_bound(demand: np.ndarray, energy: np.ndarray, capacity: np.ndarray,
                 window_s: float, lag: int | np.ndarray = 1) -> tuple[float, float, np.ndarray]:
@@ -140,8 +145,8 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     w = workload
     pools = [(s, f) for s in specs if set(s.models) & set(w.models) and (f := engine_figures(s))]
     span = w.span_s
-    window_s = window_s or max(span / 1000, 0.5)
-    free_lag_s = free_lag_s or max(span / 50, 5.0)
+    window_s = max(span / 1000, 0.5) if window_s is None else window_s
+    free_lag_s = max(span / 50, 5.0) if free_lag_s is None else free_lag_s
     n_win = int(span // window_s) + 1
     rel = w.t - w.t[0]
     win = (rel // window_s).astype(int)
@@ -185,13 +190,15 @@ def oracle_bound(specs: list[PoolSpec], workload: Workload, *, window_s: float |
     # then decodes at the batch's step time.
     wait_s = np.where(np.isfinite(ttft_key), ttft_key / 1e3, free_s)
     starts = np.arange(n_serve) * window_s
+    by_model = {m: w.model == m for m in {k[0] for k in keys}}
+    arrived_by_end = {m: np.searchsorted(np.sort(rel[sel]), starts + window_s, side="left")
+                      for m, sel in by_model.items()} if concurrency else {}
     for c, (m, *_) in enumerate(keys):
-        same_model = w.model == m
-        arrived_by_end = np.searchsorted(np.sort(rel[same_model]), starts + window_s, side="left")
+        same_model = by_model[m]
         for p, b, op in points[c]:
             if concurrency:  # sequences of the model that can be in the system during each window
                 leave = np.sort((rel + wait_s + w.output * op.tpot_s)[same_model])
-                in_system = arrived_by_end - np.searchsorted(leave, starts, side="right")
+                in_system = arrived_by_end[m] - np.searchsorted(leave, starts, side="right")
                 fits = b <= np.maximum(1, in_system)
                 energy[p, c] = np.where(fits, np.minimum(energy[p, c], op.attributed_j_per_token), energy[p, c])
             else:
