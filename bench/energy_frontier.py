@@ -38,7 +38,7 @@ from fleet.config import load_fleet  # noqa: E402
 from routing import DEFAULT_POLICY  # noqa: E402
 from sim.run import simulate  # noqa: E402
 from sim.scenarios import scenario_trace  # noqa: E402
-from sim.tune import candidates  # noqa: E402
+from sim.tune import Candidate, candidates  # noqa: E402
 from sim.workload import Workload  # noqa: E402
 
 import _load  # noqa: E402
@@ -58,7 +58,7 @@ class PoolFigures:
 
 
 @dataclass(frozen=True)
-class Trial:
+class SettingRun:
     """One setting simulated on one cell (what a worker process hands back)."""
 
     setting: str
@@ -79,53 +79,37 @@ class CellSpec:
 _worker: dict = {}  # per worker process: the cell's fleet and workload, built once
 
 
-def describe(routing: dict) -> str:
-    """A setting in one line: the preset's name, or the grid's parameters."""
-    if "plugins" not in routing:
-        return routing["policy"]
-    params = {pl["type"]: pl.get("parameters", {}) for pl in routing["plugins"]}
-    weights = {r["pluginRef"]: r.get("weight", 1) for pr in routing["schedulingProfiles"]
-               for r in pr["plugins"] if r["pluginRef"] in ("efficiency", "cost", "load")}
-    slo = params.get("predicted-slo", {})
-    head = params["headroom"].get("margin", 0.1) if "headroom" in params else None
-    packed = params.get("packed-energy", params.get("packed-cost", {}))
-    return (f"margin {slo.get('margin')} protect {slo.get('protect_in_flight')} "
-            f"headroom {'none' if head is None else head} packing {packed.get('margin')} "
-            f"efficiency {weights.get('efficiency', weights.get('cost', 0))} load {weights.get('load', 0)} "
-            f"saturation {routing['spillover']['saturation']}")
-
-
 def _init(cell: CellSpec) -> None:
     _worker.update(cell=cell, specs=load_fleet(FLEETS[cell.fleet])[0].pools, workload=Workload.from_records(
         scenario_trace(cell.trace, model=MODEL, n=cell.requests, rate=cell.rate, seed=cell.seed)))
 
 
-def _trial(routing: dict) -> Trial:
-    r = simulate(_worker["specs"], _worker["workload"], routing, seed=_worker["cell"].seed, learn=True)
+def _run(setting: Candidate) -> SettingRun:
+    r = simulate(_worker["specs"], _worker["workload"], setting.routing, seed=_worker["cell"].seed, learn=True)
     pools = {p.name: PoolFigures(round(p.share, 4), round(p.busy_share, 4),
                                  round(p.energy_attributed_j / p.output_tokens, 4))
              for p in r.pools if p.output_tokens}
-    return Trial(describe(routing), r.j_per_token_attributed, r.slo_attainment, pools)
+    return SettingRun(setting.label, r.j_per_token_attributed, r.slo_attainment, pools)
 
 
-def frontier(trials: list[dict]) -> list[dict]:
+def frontier(rows: list[dict]) -> list[dict]:
     """Settings no other beats on both attainment and J/token, by attainment, best first."""
     best: list[dict] = []
-    for t in sorted((t for t in trials if t["j_per_token_attributed"] is not None),
+    for t in sorted((t for t in rows if t["j_per_token_attributed"] is not None),
                     key=lambda t: (-t["slo_attainment"], t["j_per_token_attributed"])):
         if not best or t["j_per_token_attributed"] < best[-1]["j_per_token_attributed"]:
             best.append(t)
     return best
 
 
-def by_setting(trials: list[Trial]) -> dict[str, dict]:
-    """Trials as rows keyed by setting, in the shape ``policy_eval.judge`` reads (the baselines among them)."""
-    return {t.setting: dataclasses.asdict(t) for t in trials}
+def by_setting(runs: list[SettingRun]) -> dict[str, dict]:
+    """Runs as rows keyed by setting, in the shape ``policy_eval.judge`` reads (the baselines among them)."""
+    return {r.setting: dataclasses.asdict(r) for r in runs}
 
 
-def summarise(trials: list[Trial]) -> dict:
-    """A cell's figures from its trials (the baselines and the default among them)."""
-    by = by_setting(trials)
+def summarise(runs: list[SettingRun]) -> dict:
+    """A cell's figures from its runs (the baselines and the default among them)."""
+    by = by_setting(runs)
     rows = list(by.values())
     least_load = by["least-load"]["j_per_token_attributed"]
     floor = attainment_floor(by)
@@ -142,13 +126,13 @@ def summarise(trials: list[Trial]) -> dict:
             "frontier": frontier(rows)}
 
 
-def run_settings(cell: CellSpec, settings: list[dict], workers: int) -> list[Trial]:
+def run_settings(cell: CellSpec, settings: list[Candidate], workers: int) -> list[SettingRun]:
     """Every setting simulated on ``cell``, in ``workers`` processes."""
     with multiprocessing.get_context("fork").Pool(workers, initializer=_init, initargs=(cell,)) as pool:
-        return pool.map(_trial, settings, chunksize=8)
+        return pool.map(_run, settings, chunksize=8)
 
 
-def run_cell(cell: CellSpec, settings: list[dict], workers: int) -> dict:
+def run_cell(cell: CellSpec, settings: list[Candidate], workers: int) -> dict:
     return {**dataclasses.asdict(cell), "load": "full", **summarise(run_settings(cell, settings, workers))}
 
 

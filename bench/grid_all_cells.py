@@ -31,14 +31,14 @@ from routing import DEFAULT_POLICY  # noqa: E402
 from sim.tune import candidates  # noqa: E402
 
 import _load  # noqa: E402
-from energy_frontier import CellSpec, Trial, by_setting, run_settings  # noqa: E402
+from energy_frontier import CellSpec, SettingRun, by_setting, run_settings  # noqa: E402
 from policy_eval import BASELINES, Verdict, judge  # noqa: E402
 
 
-def verdicts(trials: list[Trial]) -> list[Verdict]:
-    """Each trial of one cell judged against the baselines run beside it (``least-load``, ``latency``)."""
-    by = by_setting(trials)
-    return [judge(by, t.j_per_token_attributed, t.slo_attainment) for t in trials]
+def verdicts(runs: list[SettingRun]) -> list[Verdict]:
+    """Each run of one cell judged against the baselines run beside it (``least-load``, ``latency``)."""
+    by = by_setting(runs)
+    return [judge(by, r.j_per_token_attributed, r.slo_attainment) for r in runs]
 
 
 def rank(settings: list[str], per_cell: list[list[Verdict]]) -> list[dict]:
@@ -83,15 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.out is None:
         args.out = ROOT / "bench" / "results" / "grid_all_cells.json"
     settings = candidates(None, None, seed=0)[:args.limit]
-    if not {*BASELINES, DEFAULT_POLICY} <= {s.get("policy") for s in settings if "plugins" not in s}:
+    if not {*BASELINES, DEFAULT_POLICY} <= {s.label for s in settings}:
         ap.error(f"--limit {args.limit} leaves out a baseline or the default (the presets come first)")
     started = time.perf_counter()
     per_cell, names = [], []
     for cell in cells:
-        trials = run_settings(CellSpec(cell["fleet"], cell["trace"], cell["rate"], requests, doc["seed"]),
-                              settings, args.workers)
-        names = [t.setting for t in trials]
-        per_cell.append(verdicts(trials))
+        runs = run_settings(CellSpec(cell["fleet"], cell["trace"], cell["rate"], requests, doc["seed"]),
+                            settings, args.workers)
+        names = [r.setting for r in runs]
+        per_cell.append(verdicts(runs))
         print(f"{cell['fleet']} {cell['trace']} {cell['load']}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     ranked = rank(names, per_cell)
     default = next(r for r in ranked if r["setting"] == DEFAULT_POLICY)

@@ -41,6 +41,39 @@ _PROTECT = (True, False)  # predicted-slo's protect_in_flight
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One setting to try: its name (a preset's, or the grid's parameters) and its routing dict."""
+
+    label: str
+    routing: dict
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One point of the grid over the default policy's parameters (``policy``: ``slo-energy`` or ``slo-cost``)."""
+
+    policy: str
+    margin: float
+    headroom: float | None  # None: no headroom filter
+    average: float
+    load: float
+    saturation: float
+    packing: float
+    protect: bool
+
+    @property
+    def label(self) -> str:
+        return (f"margin {self.margin} protect {self.protect} "
+                f"headroom {'none' if self.headroom is None else self.headroom} packing {self.packing} "
+                f"efficiency {self.average or 0} load {self.load or 0} saturation {self.saturation}")
+
+    def routing(self, extra: dict) -> dict:
+        return {**spelled_out(self.policy, margin=self.margin, headroom=self.headroom, average=self.average,
+                              load=self.load, packing=self.packing, protect=self.protect),
+                "spillover": {"saturation": self.saturation}, **extra}
+
+
+@dataclass(frozen=True)
 class Trial:
     routing: dict
     result: RunResult
@@ -67,20 +100,17 @@ def spelled_out(policy: str, *, margin: float, headroom: float | None, average: 
 
 
 def candidates(slo_ttft_ms: float | None, slo_tpot_ms: float | None, seed: int,
-               objective: str = "energy") -> list[dict]:
-    """Routing dicts to try, presets first, then the grid in a seeded order."""
+               objective: str = "energy") -> list[Candidate]:
+    """The settings to try, presets first, then the grid in a seeded order."""
     slo = {k: v for k, v in (("ttft_ms", slo_ttft_ms), ("tpot_ms", slo_tpot_ms)) if v is not None}
     extra = {"slo": slo} if slo else {}
-    base = [{"policy": p, **extra} for p in COMPARED_POLICIES]
+    base = [Candidate(p, {"policy": p, **extra}) for p in COMPARED_POLICIES]
     policy = "slo-cost" if objective == "cost" else "slo-energy"
-    grid = [
-        {**spelled_out(policy, margin=m, headroom=h, average=a, load=ld, packing=pk, protect=pr),
-         "spillover": {"saturation": sat}, **extra}
-        for m, h, a, ld, sat, pk, pr in itertools.product(_MARGINS, _HEADROOM, _AVERAGE_WEIGHTS, _LOAD_WEIGHTS,
-                                                          _SATURATIONS, _PACKING, _PROTECT)
-    ]
+    grid = [GridPoint(policy, m, h, a, ld, sat, pk, pr)
+            for m, h, a, ld, sat, pk, pr in itertools.product(_MARGINS, _HEADROOM, _AVERAGE_WEIGHTS, _LOAD_WEIGHTS,
+                                                              _SATURATIONS, _PACKING, _PROTECT)]
     random.Random(seed).shuffle(grid)
-    return base + grid
+    return base + [Candidate(g.label, g.routing(extra)) for g in grid]
 
 
 def objective_key(objective: str, trial: Trial) -> tuple:
@@ -106,11 +136,11 @@ def tune(specs: list[PoolSpec], workload: Workload, objective: str, *,
     workload = workload.with_default_slo(slo_ttft_ms, slo_tpot_ms)
     deadline = time.monotonic() + budget_s
     done: list[Trial] = []
-    for routing in candidates(slo_ttft_ms, slo_tpot_ms, seed, objective)[:trials]:
+    for candidate in candidates(slo_ttft_ms, slo_tpot_ms, seed, objective)[:trials]:
         if done and time.monotonic() > deadline:
             break
-        config = load_routing_config(routing)
+        config = load_routing_config(candidate.routing)
         result = simulate(specs, workload, config, profiles=profiles, seed=seed, learn=learn)
-        done.append(Trial(routing, result, result.slo_attainment >= min_attainment))
+        done.append(Trial(candidate.routing, result, result.slo_attainment >= min_attainment))
     done.sort(key=lambda t: objective_key(objective, t))
     return done[0].routing, done

@@ -1,14 +1,9 @@
 """bench/_servers.py starts a server again on another port when the one it chose was taken before the server
 bound it (a port of the ephemeral range: another process's outgoing connection can hold it)."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import _servers  # noqa: E402
+import _servers
 
 
 def test_a_taken_port_is_tried_again_and_a_third_taken_one_fails(monkeypatch, tmp_path):

@@ -1,13 +1,6 @@
 """The tuning-grid benchmark (bench/energy_frontier.py): its frontier, its labels, a smoke run."""
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from energy_frontier import describe, frontier  # noqa: E402
-from sim.tune import spelled_out  # noqa: E402
+from energy_frontier import frontier
 
 
 def _t(attainment: float, j: float) -> dict:
@@ -19,14 +12,6 @@ def test_the_frontier_keeps_only_settings_no_other_beats_on_both():
     got = [(t["slo_attainment"], t["j_per_token_attributed"]) for t in frontier(trials)]
     # (0.95, 0.6) loses to (0.95, 0.55); (0.8, 0.52) to (0.9, 0.5)
     assert got == [(0.99, 0.9), (0.95, 0.55), (0.9, 0.5), (0.7, 0.3)]
-
-
-def test_a_grid_setting_is_described_by_its_parameters_and_a_preset_by_its_name():
-    doc = {**spelled_out("slo-energy", margin=0.2, headroom=None, average=0.5, load=0.1, packing=0.3,
-                         protect=False), "spillover": {"saturation": 0.75}}
-    assert describe(doc) == ("margin 0.2 protect False headroom none packing 0.3 efficiency 0.5 load 0.1 "
-                             "saturation 0.75")
-    assert describe({"policy": "least-load"}) == "least-load"
 
 
 def test_quick_run_reports_the_least_energy_meeting_the_floor(quick_bench):
@@ -45,12 +30,12 @@ def test_quick_run_reports_the_least_energy_meeting_the_floor(quick_bench):
 
 
 def test_a_setting_that_made_no_token_is_left_out_of_the_energy_figures():
-    from energy_frontier import PoolFigures, Trial, summarise
+    from energy_frontier import PoolFigures, SettingRun, summarise
 
     pools = {"h100": PoolFigures(1.0, 0.5, 0.2)}
-    trials = [Trial("least-load", 0.4, 0.95, pools), Trial("latency", 0.3, 0.97, pools),
-              Trial("slo-energy", 0.25, 0.965, pools), Trial("efficiency", None, 0.99, {})]
-    cell = summarise(trials)
+    runs = [SettingRun("least-load", 0.4, 0.95, pools), SettingRun("latency", 0.3, 0.97, pools),
+            SettingRun("slo-energy", 0.25, 0.965, pools), SettingRun("efficiency", None, 0.99, {})]
+    cell = summarise(runs)
     assert cell["floor"] == 0.97 - 0.01
     assert cell["meeting_floor"] == 3  # the tokenless one reached the floor too
     assert cell["best_meeting_floor"]["setting"] == "slo-energy"

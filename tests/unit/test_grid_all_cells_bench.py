@@ -1,22 +1,16 @@
 """The whole-grid benchmark over every evaluation cell (bench/grid_all_cells.py): verdicts, ranking, a smoke run."""
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from energy_frontier import Trial  # noqa: E402
-from grid_all_cells import rank, verdicts  # noqa: E402
-from policy_eval import Verdict  # noqa: E402
+from energy_frontier import SettingRun
+from grid_all_cells import rank, verdicts
+from policy_eval import Verdict
 
 
 def test_a_setting_meets_a_cell_only_with_both_targets():
     # The baselines run beside the settings: floor 0.97 - 0.01; energy at most 0.75 × 0.4 J/token.
-    trials = [Trial("least-load", 0.4, 0.95, {}), Trial("latency", 0.3, 0.97, {}),
-              Trial("a", 0.28, 0.965, {}), Trial("b", 0.28, 0.955, {}), Trial("c", 0.32, 0.99, {}),
-              Trial("d", None, 0.99, {}), Trial("e", 0.30002, 0.99, {})]
-    got = verdicts(trials)[2:]
+    runs = [SettingRun("least-load", 0.4, 0.95, {}), SettingRun("latency", 0.3, 0.97, {}),
+            SettingRun("a", 0.28, 0.965, {}), SettingRun("b", 0.28, 0.955, {}), SettingRun("c", 0.32, 0.99, {}),
+            SettingRun("d", None, 0.99, {}), SettingRun("e", 0.30002, 0.99, {})]
+    got = verdicts(runs)[2:]
     assert [v.met for v in got] == [True, False, False, False, False]  # e: just over 0.75 ×, not rounded in
     assert [v.attainment_ok for v in got] == [True, False, True, True, True]
     assert abs(got[0].x_least_load - 0.7) < 1e-12 and got[3].x_least_load is None

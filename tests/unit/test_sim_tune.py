@@ -7,22 +7,40 @@ import yaml
 from fleet.config import load_fleet
 from routing import load_routing_config
 from sim import Workload
-from sim.tune import candidates, tune
+from sim.tune import Candidate, GridPoint, candidates, tune
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 
 def test_every_candidate_is_a_valid_routing_config():
-    for c in candidates(500.0, 50.0, seed=1):
-        load_routing_config(c)
-    assert candidates(500.0, 50.0, seed=1) == candidates(500.0, 50.0, seed=1)
-    assert candidates(500.0, 50.0, seed=1) != candidates(500.0, 50.0, seed=2)
-    packing = {pl["parameters"]["margin"] for c in candidates(500.0, 50.0, seed=1)
-               for pl in c.get("plugins", ()) if pl["type"] == "packed-energy"}
+    found = candidates(500.0, 50.0, seed=1)
+    for c in found:
+        load_routing_config(c.routing)
+    assert found == candidates(500.0, 50.0, seed=1)
+    assert found != candidates(500.0, 50.0, seed=2)
+    packing = {pl["parameters"]["margin"] for c in found
+               for pl in c.routing.get("plugins", ()) if pl["type"] == "packed-energy"}
     assert packing == {0.0, 0.1, 0.3}
-    protect = {pl["parameters"]["protect_in_flight"] for c in candidates(500.0, 50.0, seed=1)
-               for pl in c.get("plugins", ()) if pl["type"] == "predicted-slo" and "parameters" in pl}
+    protect = {pl["parameters"]["protect_in_flight"] for c in found
+               for pl in c.routing.get("plugins", ()) if pl["type"] == "predicted-slo" and "parameters" in pl}
     assert protect == {True, False}
+
+
+def test_a_grid_setting_is_labelled_by_its_parameters_and_a_preset_by_its_name():
+    found = candidates(None, None, seed=0)
+    assert found[0] == Candidate("efficiency", {"policy": "efficiency"})
+    labels = [c.label for c in found]
+    assert len(set(labels)) == len(labels)  # a label names one setting
+    point = GridPoint("slo-energy", margin=0.2, headroom=None, average=0.5, load=0.0, saturation=0.75, packing=0.3,
+                      protect=False)
+    assert point.label == ("margin 0.2 protect False headroom none packing 0.3 efficiency 0.5 load 0 "
+                           "saturation 0.75")
+    (labelled,) = [c for c in found if c.label == point.label]
+    assert labelled.routing == point.routing({})
+    slo = next(pl for pl in labelled.routing["plugins"] if pl["type"] == "predicted-slo")
+    assert slo["parameters"] == {"margin": 0.2, "protect_in_flight": False}
+    assert labelled.routing["spillover"] == {"saturation": 0.75}
+    assert all(pl["type"] != "headroom" for pl in labelled.routing["plugins"])
 
 
 def test_energy_winner_is_the_least_joules_among_slo_meeting_trials():
