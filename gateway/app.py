@@ -324,8 +324,9 @@ class Gateway:
             return answer.response()
 
     def _finished(self, f: Finished) -> None:
-        self.profiles.observe(f)
-        if f.prediction is not None:
+        if f.timed:  # the profiles and the forecast learn latency only from a measured first token
+            self.profiles.observe(f)
+        if f.prediction is not None and f.timed:
             per_seq = f.output_tokens // max(f.shape.sequences, 1)
             tpot_ms = (f.e2e_s - f.ttft_s) / (per_seq - 1) * 1e3 if per_seq > 1 else None
             self.predictor.observe(f.pool, f.prediction, f.ttft_s * 1e3, tpot_ms)

@@ -165,7 +165,9 @@ def to_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, routing_errors.NoHealthyPool):
         return Unavailable(str(exc))
     if isinstance(exc, routing_errors.AllPoolsSaturated):
-        return Overloaded(str(exc), headers={"Retry-After": str(min(60, max(1, math.ceil(exc.retry_after_s))))})
+        seconds = min(60, max(1, math.ceil(exc.retry_after_s)))  # Retry-After takes whole seconds
+        return Overloaded(f"every pool serving '{exc.model}' is saturated; retry after {seconds} s",
+                          headers={"Retry-After": str(seconds)})
     if isinstance(exc, (worker_errors.EngineFailure, worker_errors.EngineStartError)):
         return Unavailable(f"the pool failed: {exc}")
     if type(exc).__module__.startswith("ray.") and type(exc).__name__ == "TaskCancelledError":

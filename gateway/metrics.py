@@ -57,9 +57,11 @@ class GatewayMetrics:
         self.streams_broken.labels(model, pool).inc()
 
     def finished(self, model, pool, status, ttft_s, e2e_s, prompt_tokens, output_tokens, energy_j) -> None:
+        """``ttft_s`` None: not known (a whole answer whose replica did not time its first token)."""
         self.requests.labels(model, pool, status).inc()
         if status == "ok":
-            self.ttft.labels(model, pool).observe(ttft_s)
+            if ttft_s is not None:
+                self.ttft.labels(model, pool).observe(ttft_s)
             self.e2e.labels(model, pool).observe(e2e_s)
         self.prompt_tokens.labels(model, pool).inc(prompt_tokens)
         self.output_tokens.labels(model, pool).inc(output_tokens)

@@ -88,7 +88,7 @@ class _Sampling(_Request):
     logit_bias: dict[str, float] | None = None
     n: int = Field(default=1, ge=1, le=MAX_N)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # OpenAI's: a signed 64-bit integer
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class Finished:
     caller: str | None = None  # the API key's name, when keys are on
     prediction: Prediction | None = None  # the chosen pool's forecast, when the router made one
     route_reason: str = ""  # the router's reason for the pool
+    timed: bool = True  # ttft_s is a first token's time (False: a whole answer whose replica did not say)
 
 
 @dataclass
@@ -173,6 +175,8 @@ class CompletionService:
             value = float(raw)
         except ValueError:
             raise errors.InvalidRequest(f"header {name} must be a number of milliseconds", param=name) from None
+        if not math.isfinite(value):
+            raise errors.InvalidRequest(f"header {name} must be a finite number of milliseconds", param=name)
         if value <= 0:
             raise errors.InvalidRequest(f"header {name} must be positive", param=name)
         return value
@@ -364,7 +368,7 @@ class CompletionService:
         created = int(time.time())
         ctx = _Context(self, kind, rid, created, req.model, pool, choice.batch, shape, start, ttft, len(prompts), req.n)
         ctx.span, ctx.request_id, ctx.caller, ctx.reason = root, request_id, caller and caller.name, reason
-        ctx.prediction, ctx.promised_tpot_ms, ctx.replica = choice.prediction, promised, replica
+        ctx.prediction, ctx.promised_tpot_ms, ctx.replica, ctx.whole = choice.prediction, promised, replica, whole
         if req.stream:
             writer = ChunkWriter(kind, rid, created, req.model, req.include_usage)
             ctx.streaming = True
@@ -386,6 +390,11 @@ class CompletionService:
         pinned = [p for p in pools if p.name == pin]
         if not pinned:
             raise errors.InvalidRequest(f"header {PIN_HEADER}: no pool named {pin!r}", param=PIN_HEADER)
+        if model is not None and model not in pinned[0].models:
+            raise errors.InvalidRequest(
+                f"header {PIN_HEADER}: pool {pin!r} does not serve {model!r} (it serves {', '.join(pinned[0].models)})",
+                param=PIN_HEADER,
+            )
         return pinned
 
     async def _open(
@@ -470,13 +479,18 @@ class _Context:
         self.prediction: Prediction | None = None
         self.promised_tpot_ms: float | None = None  # what the pool keeps for this request (Decision)
         self.replica = ""  # the replica the router chose ("": the pool's own pick)
+        self.whole = False  # the pool answers each sequence whole: its first item comes at the end
+        self.decode_s: list[float | None] = []  # per whole answer: the replica's time from first token to end
 
     def _note(self, index: int, item: RelayItem) -> None:
         self.prompt_tokens[index] = item.prompt_tokens
         self.output_tokens[index] = item.output_tokens
-        if item.telemetry is not None:
-            self.energy_j += item.telemetry.energy_j
-            self.replica_stats.append(item.telemetry.stats)
+        t = item.telemetry
+        if t is not None:
+            self.energy_j += t.energy_j
+            self.replica_stats.append(t.stats)
+            if self.whole:
+                self.decode_s.append(None if t.first_token_s is None else max(t.engine_s - t.first_token_s, 0.0))
 
     def usage(self) -> dict:
         # A prompt counts once however many choices (n) it produced, as in OpenAI's API.
@@ -594,6 +608,7 @@ class _Context:
         self.s.state.release(self.pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens,
                              self.promised_tpot_ms, replica=self.replica)
         e2e = self.s.clock() - self.start
+        timed = self._time_whole_answer(e2e)
         out = sum(self.output_tokens.values())
         status = "ok" if self.ok else "error"
         use = self.usage()
@@ -604,7 +619,8 @@ class _Context:
             "hetserve.ttft_ms": self.ttft * 1e3,
             "hetserve.status": status,
         })
-        self.s.metrics.finished(self.model, self.pool, status, self.ttft, e2e, self.usage()["prompt_tokens"], out, self.energy_j)
+        self.s.metrics.finished(self.model, self.pool, status, self.ttft if timed else None, e2e,
+                                self.usage()["prompt_tokens"], out, self.energy_j)
         for stats in self.replica_stats:
             self.s.state.record_stats(self.pool, stats)
         self._record(use, out, e2e)
@@ -613,8 +629,20 @@ class _Context:
                 self.s.outputs.observe(self.model, out // max(self.shape.sequences, 1))
             self.s.on_finished(
                 Finished(self.pool, self.shape, self.batch, self.ttft, e2e, self.usage()["prompt_tokens"], out,
-                         self.energy_j, self.replica_stats, self.caller, self.prediction, self.reason)
+                         self.energy_j, self.replica_stats, self.caller, self.prediction, self.reason, timed)
             )
+
+    def _time_whole_answer(self, e2e: float) -> bool:
+        """Whether ``ttft`` is a first token's time. A whole answer's first item is the answer: its TTFT
+        is the end less the replica's time from its first token (the latest first token of ``n``
+        sequences); without that (a replica that did not say) it is unknown, and ``ttft`` stays the time
+        to the answer."""
+        if not self.whole:
+            return True
+        if not self.decode_s or None in self.decode_s:
+            return False
+        self.ttft = max(e2e - min(self.decode_s), 0.0)
+        return True
 
     def _record(self, use: dict, out: int, e2e: float) -> None:
         recorder = self.s.recorder

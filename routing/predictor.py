@@ -179,7 +179,9 @@ class LatencyPredictor:
         prompt = shape.prompt_tokens * sequences
         pending = pool.prefill_tokens / reps + prompt
         pcol = prof.column(int(2 * pending))
-        if pcol is not None and pcol.ttft_ms[0] is not None:
+        if pending <= 0:  # nothing to prefill (an empty prompt on an idle pool)
+            prefill_ms = 0.0
+        elif pcol is not None and pcol.ttft_ms[0] is not None:
             prefill_ms = pcol.ttft_ms[0] * 2 * pending / pcol.seq_len
         else:
             prefill_ms = _prefill_ms(prof, pending)
@@ -187,11 +189,11 @@ class LatencyPredictor:
                 prefill_ms = (cell.ttft_ms or 0.0) * pending / max(prompt, 1)
         chunks = -(-pending // pool.prefill_chunk) if pool.prefill_chunk else 1
         ttft = 0.5 * step_now + wait_ms + prefill_ms + chunks * step_now
-        share = pool.prompt_rate / reps * prefill_ms / pending / 1e3 if pool.prompt_rate else 0.0
+        share = pool.prompt_rate / reps * prefill_ms / pending / 1e3 if pool.prompt_rate and pending > 0 else 0.0
         tpot = cell.tpot_ms / (1.0 - (share if share < MAX_PREFILL_SHARE else MAX_PREFILL_SHARE))
         f_ttft, f_tpot = self._factors.get(pool.name, _UNCORRECTED)
         joined = (n if n < slots - sequences else slots - sequences) if slots > sequences else 0
-        own_ms = prefill_ms * prompt / pending
+        own_ms = prefill_ms * prompt / pending if pending > 0 else 0.0
         arrivals = pool.arrival_rate / reps * cell.tpot_ms / 1e3  # per step, sharing the tail
         out = shape.max_new_tokens if shape.max_new_tokens > 1 else 1
         inputs = (buckets, col, joined, sequences, out, mean_out, own_ms, pool, arrivals)

@@ -91,11 +91,12 @@ class PoolReplica:
         started = time.monotonic()
         span = tracing.start_span("generate", self._span_attributes, carrier=request.trace)
         n_out, error, energy = 0, None, None
+        first_token: list[float] = []  # a whole answer's: when the engine's first output came
         self._streams += 1
         try:
             stream = self.engine.generate(self._engine_request(request))
             if request.whole or request.tools:
-                items = whole(stream, request.progress_s)
+                items = whole(_noting_first(stream, first_token), request.progress_s)
             else:
                 items = coalesce(stream, self._window)
             async for item in items:
@@ -104,7 +105,9 @@ class PoolReplica:
                     if request.tools:
                         item = self._with_tool_calls(item, request)
                     energy = self.ledger.attribute(mark, n_out, self.engine.stats().output_tokens_total)
-                    item = item._replace(telemetry=Telemetry(energy, time.monotonic() - started, self._counters()))
+                    first_s = first_token[0] - started if first_token else None
+                    item = item._replace(
+                        telemetry=Telemetry(energy, time.monotonic() - started, self._counters(), first_s))
                 yield item
         except BaseException as exc:
             error = exc
@@ -202,3 +205,11 @@ def pool_deployment(
         logging_config={"enable_access_log": False},
         request_router_config=router_config(),
     ).bind(spec.model_dump(), relay_window_s, trace, token)
+
+
+async def _noting_first(source: AsyncIterator, first: list[float]) -> AsyncIterator:
+    """``source`` as is; ``first`` gets the time its first item came (a whole answer's first token)."""
+    async for item in source:
+        if not first:
+            first.append(time.monotonic())
+        yield item

@@ -64,11 +64,15 @@ _POLLED = ("watts", "power_source", "power_provenance", "engine_provenance", "en
 
 @dataclass(slots=True)
 class Telemetry:
-    """On a request's last item: its attributed energy and the replica's counters."""
+    """On a request's last item: its attributed energy and the replica's counters.
+
+    ``first_token_s``: seconds from the replica taking the request to the engine's first output, on a
+    whole (non-streamed) answer, whose first item the gateway sees only at the end (None on a stream)."""
 
     energy_j: float
     engine_s: float
     stats: ReplicaStats
+    first_token_s: float | None = None
 
 
 class RelayItem(NamedTuple):

@@ -95,7 +95,8 @@ def _item(row: list) -> RelayItem:
     if len(row) == 4:
         return RelayItem(*row)
     t = row[4]
-    telemetry = None if t is None else Telemetry(t["energy_j"], t["engine_s"], ReplicaStats(**t["stats"]))
+    telemetry = None if t is None else Telemetry(t["energy_j"], t["engine_s"], ReplicaStats(**t["stats"]),
+                                                 t.get("first_token_s"))
     logprobs = tool_calls = None
     if len(row) > 5 and row[5] is not None:
         logprobs = [TokenLogprob(tok, lp, tuple(TopLogprob(*alt) for alt in top)) for tok, lp, top in row[5]]

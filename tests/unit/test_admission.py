@@ -67,3 +67,6 @@ def test_a_saturated_pool_maps_to_429_with_a_whole_second_retry_after():
 
     body = errors.error_body(AllPoolsSaturated(4.1, "m"))
     assert body.status == 429 and body.headers["Retry-After"] == "5"
+    assert body.payload["error"]["message"].endswith("retry after 5 s")  # what the header says
+    short = errors.error_body(AllPoolsSaturated(0.009, "m"))
+    assert short.headers["Retry-After"] == "1" and short.payload["error"]["message"].endswith("retry after 1 s")

@@ -74,7 +74,8 @@ async def test_whole_output_keeps_the_logprobs():
     assert [lp.token for lp in item.logprobs] == ["a", "b"]
 
 
-@pytest.mark.parametrize("telemetry", [None, Telemetry(1.0, 0.2, ReplicaStats("r1"))])
+@pytest.mark.parametrize("telemetry", [None, Telemetry(1.0, 0.2, ReplicaStats("r1")),
+                                       Telemetry(1.0, 0.2, ReplicaStats("r1"), first_token_s=0.05)])
 def test_logprobs_cross_the_wire_with_or_without_telemetry(telemetry):
     item = RelayItem("ab", 3, 2, None if telemetry is None else "length", telemetry, [_lp("a"), _lp("b", -1.25)])
     back = wire.decode_item(wire.encode_item(item))

@@ -271,6 +271,8 @@ async def test_client_disconnect_cancels_pool_streams():
         ({"model": MODEL, "prompt": "x", "stream_options": {"include_usage": True}}, 400, "stream_options"),
         ({"model": MODEL, "prompt": "x", "max_tokens": 10_000_000}, 400, "prompt"),
         ({"model": MODEL, "prompt": "x", "top_p": 0}, 400, "top_p"),
+        ({"model": MODEL, "prompt": "x", "seed": 2**63}, 400, "seed"),  # OpenAI's seed is a signed int64
+        ({"model": MODEL, "prompt": "x", "seed": -(2**63) - 1}, 400, "seed"),
     ],
 )
 async def test_bad_requests_map_to_openai_errors(body, status, param):
@@ -287,8 +289,24 @@ async def test_slo_headers_reach_the_shape_and_bad_ones_are_rejected():
     body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2}).encode()
     _, _, shape, _ = service.plan(TEXT, body, {"x-hetserve-slo-ttft-ms": "250", "x-hetserve-slo-tpot-ms": "40"})
     assert (shape.slo_ttft_ms, shape.slo_tpot_ms) == (250.0, 40.0)
-    with pytest.raises(errors.InvalidRequest):
-        service.plan(TEXT, body, {"x-hetserve-slo-ttft-ms": "soon"})
+    for bad in ("soon", "nan", "inf", "-inf", "1e400", "0"):
+        with pytest.raises(errors.InvalidRequest) as info:
+            service.plan(TEXT, body, {"x-hetserve-slo-ttft-ms": bad})
+        assert info.value.param == "x-hetserve-slo-ttft-ms"
+
+
+async def test_a_pin_to_a_pool_that_does_not_serve_the_model_names_the_header():
+    service, _, _ = make_service(FakePools())
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2}).encode()
+    _, _, _, decision = service.plan(TEXT, body, {"x-hetserve-pool-pin": "a"})
+    assert decision.best.name == "a"
+    service.state.pools["a"].spec.models.remove(MODEL)  # a pool of the fleet that serves another model
+    try:
+        with pytest.raises(errors.InvalidRequest) as info:
+            service.plan(TEXT, body, {"x-hetserve-pool-pin": "a"})
+    finally:
+        service.state.pools["a"].spec.models.append(MODEL)
+    assert info.value.param == "x-hetserve-pool-pin" and "does not serve 'm'" in info.value.message
 
 
 async def test_the_route_reason_header_spells_its_signs_in_ascii():
@@ -300,3 +318,76 @@ async def test_the_route_reason_header_spells_its_signs_in_ascii():
     resp = await service.handle(TEXT, body, {"x-hetserve-slo-ttft-ms": "1"}, "rid")
     reason = resp.headers["x-hetserve-route-reason"]
     assert "ttft <= 1 ms" in reason and "?" not in reason
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _WholeAnswers(FakePools):
+    """Each sequence answers whole after ``answer_s`` of the fake clock; its telemetry says when (``first_s``,
+    None: the replica did not say) its first token came and how long it ran (``engine_s``)."""
+
+    def __init__(self, clock: _Clock, answer_s: float, engine_s: float, first_s: float | None):
+        super().__init__()
+        self.clock, self.answer_s, self.engine_s, self.first_s = clock, answer_s, engine_s, first_s
+
+    def stream(self, pool, request, replica=""):
+        s = super().stream(pool, request)
+        text = "".join(i.text for i in s._items)
+        n = len(s._items)
+        answer = RelayItem(text, 5, n, "length", Telemetry(1.0, self.engine_s, ReplicaStats("r1"), self.first_s))
+        clock, answer_s = self.clock, self.answer_s
+
+        class Whole(FakeStream):
+            async def __anext__(self):
+                item = await super().__anext__()
+                clock.now += answer_s
+                return item
+
+        whole = Whole([answer])
+        self.streams[-1] = whole
+        return whole
+
+
+def _whole_service(pools, clock):
+    state = FleetState(FLEET.pools)
+    state.record_stats("a", ReplicaStats("r1", max_model_len=4096))
+    router = build_router(load_routing_config({"policy": "least-load"}))
+    finished = []
+    metrics = GatewayMetrics()
+    service = CompletionService(pools, state, lambda: router, {MODEL: TokenCounter()}, metrics, finished.append,
+                                clock=clock)
+    return service, finished, metrics
+
+
+async def test_a_whole_answers_first_token_time_comes_from_its_replica_not_its_arrival():
+    clock = _Clock()
+    # the answer arrives 2.0 s after the request; the replica ran 1.9 s and had its first token at 0.3 s:
+    # 1.6 s of decoding before the answer left, so the first token came 0.4 s after the request
+    pools = _WholeAnswers(clock, answer_s=2.0, engine_s=1.9, first_s=0.3)
+    service, finished, metrics = _whole_service(pools, clock)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 5}).encode()
+    await service.handle(TEXT, body, {}, "rid")
+    (f,) = finished
+    assert f.timed and f.e2e_s == pytest.approx(2.0) and f.ttft_s == pytest.approx(0.4)
+    ttft_sum = metrics.registry.get_sample_value("hetserve_time_to_first_token_seconds_sum",
+                                                 {"model": MODEL, "pool": "a"})
+    assert ttft_sum == pytest.approx(0.4)
+
+
+async def test_a_whole_answer_without_its_first_token_time_teaches_no_latency():
+    clock = _Clock()
+    pools = _WholeAnswers(clock, answer_s=2.0, engine_s=1.9, first_s=None)
+    service, finished, metrics = _whole_service(pools, clock)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 5}).encode()
+    await service.handle(TEXT, body, {}, "rid")
+    (f,) = finished
+    assert not f.timed  # the gateway's profiles and forecast skip it (Gateway._finished)
+    labels = {"model": MODEL, "pool": "a"}
+    assert metrics.registry.get_sample_value("hetserve_time_to_first_token_seconds_count", labels) in (None, 0.0)
+    assert metrics.registry.get_sample_value("hetserve_requests_total", {**labels, "status": "ok"}) == 1.0

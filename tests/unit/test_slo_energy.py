@@ -66,6 +66,13 @@ def test_idle_cheap_pool_wins_when_both_meet_the_slo():
     assert d.best.prediction.ttft_ms == pytest.approx(0.2 * 500)  # an idle pool: just the prefill
 
 
+def test_an_empty_prompt_on_an_idle_pool_is_forecast_with_no_prefill():
+    empty = RequestShape(MODEL, prompt_tokens=0, max_new_tokens=10, slo_ttft_ms=500, slo_tpot_ms=50)
+    d = _router().choose(empty, [_pool(PRICEY), _pool(CHEAP)])
+    assert d.best.prediction.ttft_ms == 0.0 and d.best.prediction.own_prefill_ms == 0.0
+    assert d.best.prediction.marginal_j_per_token > 0
+
+
 def test_a_long_queue_on_the_cheap_pool_sends_tight_traffic_to_the_idle_pricey_pool():
     # 20 prompts of 2000 tokens wait on the cheap pool: ~8 s of prefill ahead of this request.
     queued = _pool(CHEAP, in_flight=20, prefilling=20, prefill_tokens=40_000, decode_tokens=20 * 100)
