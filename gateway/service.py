@@ -200,13 +200,15 @@ class CompletionService:
                 raise errors.InvalidRequest(str(exc), param="messages") from None
         else:
             prompts = req.prompts()
+        pools = self._candidates(headers, req.model)
         shape = build_shape(
             req.model, prompts, req.n, req.requested_max_tokens(), self.counters[req.model], self.outputs,
             self._slo(headers, SLO_TTFT_HEADER), self._slo(headers, SLO_TPOT_HEADER),
             request_features(kind, _feature_params(req)),
+            context=max((p.max_seq_len for p in pools if req.model in p.models), default=None),
         )
         try:
-            decision = self._router().choose(shape, self._candidates(headers, req.model))
+            decision = self._router().choose(shape, pools)
         except UnsupportedFeature as exc:
             raise errors.InvalidRequest(str(exc), param=exc.missing[0], code="unsupported_parameter") from None
         except NoFeasiblePool as exc:
@@ -289,6 +291,7 @@ class CompletionService:
         max_tokens = req.requested_max_tokens()
         params = {
             "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+            "fit_context": max_tokens is None,  # the engine lowers the default to what the context leaves
             "temperature": 1.0 if req.temperature is None else req.temperature,
             "top_p": 1.0 if req.top_p is None else req.top_p,
             "seed": req.seed,

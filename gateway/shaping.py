@@ -35,11 +35,22 @@ def build_shape(
     slo_ttft_ms: float | None = None,
     slo_tpot_ms: float | None = None,
     features: frozenset[str] = frozenset(),
+    context: int | None = None,
 ) -> RequestShape:
+    """``context``: the longest sequence a pool serving ``model`` runs. A request without ``max_tokens``
+    gets the estimated output, at most what that context leaves after the prompt (the engine runs at most
+    that much: ``SamplingParams.fit_context``), so the estimate alone never makes it infeasible."""
+    prompt_tokens = max(counter.count_prompt(p) for p in prompts)
+    if max_tokens is None:
+        new_tokens = outputs.estimate(model)
+        if context is not None:
+            new_tokens = max(1, min(new_tokens, context - prompt_tokens))
+    else:
+        new_tokens = max_tokens
     return RequestShape(
         model=model,
-        prompt_tokens=max(counter.count_prompt(p) for p in prompts),
-        max_new_tokens=max_tokens if max_tokens is not None else outputs.estimate(model),
+        prompt_tokens=prompt_tokens,
+        max_new_tokens=new_tokens,
         sequences=len(prompts) * n,
         slo_ttft_ms=slo_ttft_ms,
         slo_tpot_ms=slo_tpot_ms,

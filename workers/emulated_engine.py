@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from workers.emulation.batcher import ContinuousBatcher, Sequence
 from workers.emulation.text import SyntheticText, token_logprob
-from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats
+from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats, fitted
 from workers.errors import ContextLengthExceeded, InvalidRequest
 from workers.hardware.catalog import resolve_hardware, resolve_model
 from workers.hardware.model import HardwareModel, ModelSpec
@@ -108,6 +108,7 @@ class EmulatedEngine(EngineAdapter):
             prompt_tokens = self.count_tokens(request.prompt)
         else:
             raise InvalidRequest("a request needs a prompt or prompt_token_ids", param="prompt")
+        params = fitted(params, prompt_tokens, self.max_model_len)
         total = prompt_tokens + params.max_tokens
         if total > self.max_model_len:
             raise ContextLengthExceeded(

@@ -9,6 +9,7 @@ for bad input; the gateway maps them to HTTP in one place.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -32,6 +33,17 @@ class SamplingParams:
     response_format: dict | None = None  # OpenAI's: {"type": "json_object"} or {"type": "json_schema", ...}
     logprobs: int | None = None  # None: none; k: each sampled token's log-probability and the k most likely
     tool_call_schema: dict | None = None  # a forced tool call: the output is compact JSON of this schema
+    fit_context: bool = False  # the client set no limit: max_tokens shrinks to what the context leaves
+
+
+def fitted(params: SamplingParams, prompt_tokens: int, max_model_len: int) -> SamplingParams:
+    """``params`` with the output budget the engine runs: where the client set none (``fit_context``),
+    ``max_tokens`` lowered to what the context leaves after the prompt, as OpenAI's and vLLM's servers
+    do; otherwise (or with no room left at all) as it is, for the engine's context check to refuse."""
+    room = max_model_len - prompt_tokens
+    if params.fit_context and 0 < room < params.max_tokens:
+        return dataclasses.replace(params, max_tokens=room)
+    return params
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 
-from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats, SamplingParams
+from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats, SamplingParams, fitted
 from workers.errors import (
     ContextLengthExceeded,
     EngineFailure,
@@ -136,6 +136,7 @@ class FuriosaEngine(EngineAdapter):
         engine = self._started()
         if params.seed is not None:
             raise InvalidRequest("furiosa-llm does not support a sampling seed", param="seed")
+        params = fitted(params, prompt_len, engine.max_model_len)
         if prompt_len + params.max_tokens > engine.max_model_len:
             raise ContextLengthExceeded(
                 f"prompt ({prompt_len}) plus max_tokens ({params.max_tokens}) exceeds the model's "

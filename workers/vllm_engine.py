@@ -13,7 +13,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from workers.engine import EngineAdapter, EngineDelta, EngineRequest, EngineStats, TokenLogprob, TopLogprob
+from workers.engine import (
+    EngineAdapter, EngineDelta, EngineRequest, EngineStats, SamplingParams, TokenLogprob, TopLogprob, fitted,
+)
 from workers.errors import ContextLengthExceeded, EngineFailure, EngineStartError, InvalidRequest
 from workers.tool_calls import ExtractedToolCalls, ToolCall, new_call_id
 
@@ -102,7 +104,8 @@ class VLLMEngine(EngineAdapter):
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def _prompt(self, request: EngineRequest) -> tuple[Any, int]:
+    def _prompt(self, request: EngineRequest) -> tuple[Any, int, SamplingParams]:
+        """The engine's prompt, its length, and the request's parameters with the output budget it runs."""
         if request.prompt_token_ids is not None:
             ids = request.prompt_token_ids
             vocab = len(self._tokenizer)
@@ -112,21 +115,21 @@ class VLLMEngine(EngineAdapter):
             ids = self._tokenizer.encode(request.prompt or "", add_special_tokens=False)
         if not ids:
             raise InvalidRequest("the prompt is empty", param="prompt")
-        total = len(ids) + request.params.max_tokens
+        params = fitted(request.params, len(ids), self._max_model_len)
+        total = len(ids) + params.max_tokens
         if total > self._max_model_len:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {self._max_model_len} tokens. "
                 f"However, you requested {total} tokens ({len(ids)} in the prompt, "
-                f"{request.params.max_tokens} for the completion).",
+                f"{params.max_tokens} for the completion).",
                 param="max_tokens" if len(ids) < self._max_model_len else "prompt",
             )
-        return {"prompt_token_ids": ids}, len(ids)
+        return {"prompt_token_ids": ids}, len(ids), params
 
-    def _sampling(self, request: EngineRequest):
+    def _sampling(self, p: SamplingParams):
         from vllm import SamplingParams as VSamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        p = request.params
         if p.logit_bias:
             vocab = len(self._tokenizer)
             if any(t < 0 or t >= vocab for t in p.logit_bias):
@@ -150,8 +153,8 @@ class VLLMEngine(EngineAdapter):
         )
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineDelta]:
-        prompt, n_prompt = self._prompt(request)
-        sampling = self._sampling(request)
+        prompt, n_prompt, params = self._prompt(request)
+        sampling = self._sampling(params)
         produced = 0
         finished = False
         self._stats.prompt_tokens_total += n_prompt

@@ -102,6 +102,22 @@ def test_max_model_len_comes_from_hardware_and_model():
 
 
 @pytest.mark.asyncio
+async def test_a_default_output_budget_shrinks_to_the_context_left_and_a_set_one_does_not():
+    engine = EmulatedEngine("cpu", "tiny-llama", max_batch=4, time_scale=SCALE)  # 2048 tokens of context
+    await engine.start()
+    try:
+        prompt = "x" * 4 * 2000  # 2000 tokens: 48 left
+        deltas = await collect(engine, request(prompt=prompt, max_tokens=512, fit_context=True, ignore_eos=True))
+        assert deltas[-1].output_tokens == 48 and deltas[-1].finish_reason == "length"
+        with pytest.raises(ContextLengthExceeded, match="2512 tokens"):  # the client's own limit stands
+            engine.generate(request(prompt=prompt, max_tokens=512))
+        with pytest.raises(ContextLengthExceeded):  # no room at all: the prompt alone is too long
+            engine.generate(request(prompt="x" * 4 * 2048, max_tokens=512, fit_context=True))
+    finally:
+        await engine.shutdown()
+
+
+@pytest.mark.asyncio
 async def test_too_long_raises_at_generate_with_param_left_to_the_gateway():
     engine = EmulatedEngine("atom", "llama-3.1-8b", max_batch=4, time_scale=SCALE)
     await engine.start()

@@ -391,3 +391,21 @@ async def test_a_whole_answer_without_its_first_token_time_teaches_no_latency():
     labels = {"model": MODEL, "pool": "a"}
     assert metrics.registry.get_sample_value("hetserve_time_to_first_token_seconds_count", labels) in (None, 0.0)
     assert metrics.registry.get_sample_value("hetserve_requests_total", {**labels, "status": "ok"}) == 1.0
+
+
+async def test_a_chat_request_without_max_tokens_fits_the_context_left_and_lets_the_engine_fit_it():
+    pools = FakePools()
+    service, _, _ = make_service(pools)  # pool "a" runs 4096 tokens
+    counter = service.counters[MODEL]
+    content = "word " * 3200
+    prompt = counter.count_prompt({"messages": [{"role": "user", "content": content}]})
+    assert 4096 - 256 < prompt < 4096  # less room than the output estimate
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": content}]}).encode()
+    _, _, shape, _ = service.plan(CHAT, body, {})
+    assert shape.max_new_tokens == 4096 - prompt
+    await service.handle(CHAT, body, {}, "rid")
+    (request,) = pools.requests
+    assert request.params.fit_context and request.params.max_tokens == 512  # the engine lowers it
+    limited = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7}).encode()
+    await service.handle(CHAT, limited, {}, "rid2")
+    assert not pools.requests[-1].params.fit_context and pools.requests[-1].params.max_tokens == 7
