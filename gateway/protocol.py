@@ -96,6 +96,11 @@ class _Sampling(_Request):
     top_p: float | None = Field(default=None, gt=0, le=1)
     user: str | None = None
     ignore_eos: bool = False  # extension (vLLM)
+    # extensions (vLLM's sampling parameters): honoured by vLLM pools, refused elsewhere unless neutral
+    top_k: int | None = Field(default=None, ge=-1)  # 0 or -1: off
+    min_p: float | None = Field(default=None, ge=0, le=1)  # 0: off
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)  # 1: off
+    min_tokens: int | None = Field(default=None, ge=0)  # 0: off
 
     @field_validator("stop")
     @classmethod

@@ -164,6 +164,10 @@ class CompletionService:
             _check_chat_options(req)
         if req.stream_options is not None and not req.stream:
             raise errors.InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
+        limit = req.requested_max_tokens()
+        if req.min_tokens and limit is not None and req.min_tokens > limit:
+            raise errors.InvalidRequest(f"min_tokens ({req.min_tokens}) exceeds max_tokens ({limit})",
+                                        param="min_tokens")
         return req
 
     @staticmethod
@@ -691,6 +695,8 @@ def _feature_params(req) -> dict[str, Any]:
         "logit_bias": req.logit_bias, "response_format": (req.model_extra or {}).get("response_format"),
         "logprobs": req.logprobs_k(),
         "tools": True if req.uses_tools() else None,
+        "top_k": req.top_k, "min_p": req.min_p, "repetition_penalty": req.repetition_penalty,
+        "min_tokens": req.min_tokens,
     }
 
 

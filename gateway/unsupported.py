@@ -3,8 +3,9 @@
 A parameter counts only when it would change the answer: clients such as
 LangChain send ``presence_penalty: 0`` or ``logprobs: false`` by default,
 and those neutral values pass. Parameters some engines honour (penalties,
-logit bias, structured output: vLLM's; log-probabilities: vLLM's and the
-emulated engine's; tools: vLLM pools with a tool-call parser) become the
+logit bias, structured output and vLLM's own sampling extensions ``top_k``,
+``min_p``, ``repetition_penalty``, ``min_tokens``: vLLM's; log-probabilities:
+vLLM's and the emulated engine's; tools: vLLM pools with a tool-call parser) become the
 request's *features*; the router's capability filter sends the request only
 to pools whose engine has them all (``workers.spec.PoolSpec.capabilities``),
 else a 400 names them. The rest (the deprecated ``functions``, audio, ...)
@@ -57,6 +58,11 @@ _FEATURES: dict[str, _Rule] = {
     "frequency_penalty": _nonzero,
     "presence_penalty": _nonzero,
     "logit_bias": _truthy,
+    # vLLM's sampling extensions, each off at its neutral value
+    "top_k": lambda v: v is not None and v not in (0, -1),
+    "min_p": _nonzero,
+    "repetition_penalty": lambda v: v is not None and v != 1,
+    "min_tokens": _nonzero,
 }
 FEATURES: dict[str, dict[str, _Rule]] = {
     CHAT: {**_FEATURES, "response_format": _not_text_format, "logprobs": _set, "tools": _set},
@@ -98,9 +104,13 @@ def request_features(kind: str, data: dict[str, Any]) -> frozenset[str]:
 def engine_params(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     """Those parameters as ``workers.engine.SamplingParams`` takes them; a malformed one is a 400 naming it."""
     out: dict[str, Any] = {}
-    for name in ("presence_penalty", "frequency_penalty"):
+    for name in ("presence_penalty", "frequency_penalty", "min_p", "repetition_penalty"):
         if data.get(name) is not None:
             out[name] = float(data[name])
+    if data.get("top_k") not in (None, -1):
+        out["top_k"] = data["top_k"]
+    if data.get("min_tokens") is not None:
+        out["min_tokens"] = data["min_tokens"]
     if data.get("logit_bias"):
         try:
             out["logit_bias"] = {int(k): float(v) for k, v in data["logit_bias"].items()}

@@ -30,6 +30,10 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None
+    top_k: int = 0  # vLLM's sampling extensions, off at these values
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
     response_format: dict | None = None  # OpenAI's: {"type": "json_object"} or {"type": "json_schema", ...}
     logprobs: int | None = None  # None: none; k: each sampled token's log-probability and the k most likely
     tool_call_schema: dict | None = None  # a forced tool call: the output is compact JSON of this schema

@@ -29,7 +29,8 @@ class PowerSpec(BaseModel):
 #: Request features (OpenAI parameters in effect) each engine honours; the router's capability filter
 #: sends a request using any of them only to pools whose engine has them all.
 ENGINE_CAPABILITIES: dict[str, frozenset[str]] = {
-    "vllm": frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "response_format", "logprobs"}),
+    "vllm": frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "response_format", "logprobs",
+                       "top_k", "min_p", "repetition_penalty", "min_tokens"}),
     "furiosa": frozenset(),
     "emulated": frozenset({"logprobs"}),  # exact: its sampler's uniform distribution (workers.emulation.text)
 }

@@ -24,7 +24,8 @@ FLEET = parse_fleet({"pools": [
     {"name": "emu", "hardware": "h100", "engine": "emulated", "model": "llama-3.1-8b", "models": [MODEL]},
     {"name": "gpu", "hardware": "h100", "engine": "vllm", "model": "some/model", "models": [MODEL]},
 ]})
-VLLM_FEATURES = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "response_format"})
+VLLM_FEATURES = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "response_format", "top_k",
+                           "min_p", "repetition_penalty", "min_tokens"})
 
 
 def _pools():
@@ -76,6 +77,40 @@ async def test_a_request_with_penalties_and_a_schema_goes_to_the_pool_that_honou
     plain = await service.handle(CHAT, json.dumps({"model": MODEL, "messages": MSG, "max_tokens": 2}).encode(), {}, "r2")
     assert plain.headers["x-hetserve-pool"] == "emu"
     assert pools.requests[-1].params.response_format is None
+
+
+async def test_vllms_sampling_extensions_go_to_the_vllm_pool_and_their_neutral_values_anywhere():
+    service, pools = _service()
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 4, "top_k": 1, "min_p": 0.1, "repetition_penalty": 1.2,
+            "min_tokens": 2}
+    resp = await service.handle(TEXT, json.dumps(body).encode(), {}, "rid")
+    assert resp.headers["x-hetserve-pool"] == "gpu"
+    p = pools.requests[-1].params
+    assert (p.top_k, p.min_p, p.repetition_penalty, p.min_tokens) == (1, 0.1, 1.2, 2)
+    neutral = {"model": MODEL, "prompt": "x", "max_tokens": 4, "top_k": -1, "min_p": 0, "repetition_penalty": 1,
+               "min_tokens": 0}
+    resp = await service.handle(TEXT, json.dumps(neutral).encode(), {}, "r2")
+    assert resp.headers["x-hetserve-pool"] == "emu"
+    p = pools.requests[-1].params
+    assert (p.top_k, p.min_p, p.repetition_penalty, p.min_tokens) == (0, 0.0, 1.0, 0)
+    with pytest.raises(errors.InvalidRequest) as info:
+        await service.handle(TEXT, json.dumps({**body, "top_k": 5}).encode(), {"x-hetserve-pool-pin": "emu"}, "r3")
+    assert info.value.code == "unsupported_parameter"
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"top_k": "abc"}, "top_k"),
+    ({"top_k": -2}, "top_k"),
+    ({"min_p": 5}, "min_p"),
+    ({"repetition_penalty": -1}, "repetition_penalty"),
+    ({"min_tokens": 5}, "min_tokens"),  # more than max_tokens
+])
+async def test_malformed_sampling_extensions_are_400s_naming_them(extra, param):
+    service, _ = _service()
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2, **extra}
+    with pytest.raises(errors.InvalidRequest) as info:
+        await service.handle(TEXT, json.dumps(body).encode(), {}, "rid")
+    assert info.value.param == param
 
 
 async def test_pinned_to_a_pool_that_cannot_honour_it_is_a_400_naming_the_parameter():
