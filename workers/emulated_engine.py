@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -120,7 +121,10 @@ class EmulatedEngine(EngineAdapter):
         self._queues[request.request_id] = asyncio.Queue()
         self._stats.prompt_tokens_total += prompt_tokens
         self._wake.set()
-        text = SyntheticText(params.seed, prompt, params.stop)
+        # Greedy (temperature 0) or seeded output is the same for the same prompt; sampled output without a
+        # seed differs per request and per choice, as a real engine's does.
+        seed = params.seed if params.seed is not None or params.temperature == 0 else random.getrandbits(63)
+        text = SyntheticText(seed, prompt, params.stop)
         return self._stream(request.request_id, prompt_tokens, text, params.logprobs)
 
     async def _stream(

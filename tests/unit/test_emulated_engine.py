@@ -118,6 +118,17 @@ async def test_a_default_output_budget_shrinks_to_the_context_left_and_a_set_one
 
 
 @pytest.mark.asyncio
+async def test_sampled_output_without_a_seed_differs_and_greedy_or_seeded_output_repeats(engine):
+    async def text(**params) -> str:
+        deltas = await collect(engine, request(prompt="same prompt", max_tokens=12, ignore_eos=True, **params))
+        return "".join(d.text for d in deltas)
+
+    assert len({await text(temperature=1.0) for _ in range(4)}) > 1
+    assert await text(temperature=0.0) == await text(temperature=0.0)
+    assert await text(temperature=1.0, seed=3) == await text(temperature=1.0, seed=3) != await text(seed=4)
+
+
+@pytest.mark.asyncio
 async def test_too_long_raises_at_generate_with_param_left_to_the_gateway():
     engine = EmulatedEngine("atom", "llama-3.1-8b", max_batch=4, time_scale=SCALE)
     await engine.start()
