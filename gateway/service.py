@@ -205,20 +205,18 @@ class CompletionService:
         else:
             prompts = req.prompts()
         pools = self._candidates(headers, req.model)
+        context = max((p.max_seq_len for p in pools if req.model in p.models), default=None)
         shape = build_shape(
             req.model, prompts, req.n, req.requested_max_tokens(), self.counters[req.model], self.outputs,
             self._slo(headers, SLO_TTFT_HEADER), self._slo(headers, SLO_TPOT_HEADER),
-            request_features(kind, _feature_params(req)),
-            context=max((p.max_seq_len for p in pools if req.model in p.models), default=None),
+            request_features(kind, _feature_params(req)), context=context,
         )
         try:
             decision = self._router().choose(shape, pools)
         except UnsupportedFeature as exc:
             raise errors.InvalidRequest(str(exc), param=exc.missing[0], code="unsupported_parameter") from None
         except NoFeasiblePool as exc:
-            raise errors.InvalidRequest(
-                str(exc), param="messages" if kind == CHAT else "prompt", code="context_length_exceeded"
-            ) from None
+            raise _too_long(exc, kind, shape, context, req.requested_max_tokens() is not None) from None
         except NoHealthyPool:
             starting = self.state.starting(req.model)
             if not starting:
@@ -707,6 +705,22 @@ _HEADER_ASCII = str.maketrans({"×": "x", "≤": "<=", "≥": ">=", "µ": "u", "
 def _header_safe(text: str) -> str:
     """``text`` as a header value: ASCII (RFC 9110 leaves anything else to the client's guess), at most 512 characters."""
     return text.translate(_HEADER_ASCII).encode("ascii", "replace").decode()[:512]
+
+
+def _too_long(exc: NoFeasiblePool, kind: str, shape: RequestShape, context: int | None, limited: bool):
+    """No pool runs a sequence this long: in OpenAI's words where the longest context serving the model is
+    known, blaming ``max_tokens`` when the prompt alone fits (and the client set it), else the prompt."""
+    prompt_param = "messages" if kind == CHAT else "prompt"
+    if context is None:
+        return errors.InvalidRequest(str(exc), param=prompt_param, code="context_length_exceeded")
+    total = shape.prompt_tokens + shape.max_new_tokens
+    return errors.InvalidRequest(
+        f"This model's maximum context length is {context} tokens. However, you requested {total} tokens "
+        f"({shape.prompt_tokens} in the prompt, {shape.max_new_tokens} for the completion). "
+        "Please reduce the length of the messages or completion.",
+        param="max_tokens" if limited and shape.prompt_tokens < context else prompt_param,
+        code="context_length_exceeded",
+    )
 
 
 def _token_estimate(shape: RequestShape) -> int:

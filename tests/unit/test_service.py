@@ -269,7 +269,8 @@ async def test_client_disconnect_cancels_pool_streams():
     [
         ({"model": "other", "prompt": "x"}, 404, "model"),
         ({"model": MODEL, "prompt": "x", "stream_options": {"include_usage": True}}, 400, "stream_options"),
-        ({"model": MODEL, "prompt": "x", "max_tokens": 10_000_000}, 400, "prompt"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": 10_000_000}, 400, "max_tokens"),  # the prompt alone fits
+        ({"model": MODEL, "prompt": "word " * 5000, "max_tokens": 10}, 400, "prompt"),
         ({"model": MODEL, "prompt": "x", "top_p": 0}, 400, "top_p"),
         ({"model": MODEL, "prompt": "x", "seed": 2**63}, 400, "seed"),  # OpenAI's seed is a signed int64
         ({"model": MODEL, "prompt": "x", "seed": -(2**63) - 1}, 400, "seed"),
@@ -282,6 +283,8 @@ async def test_bad_requests_map_to_openai_errors(body, status, param):
     err = errors.error_body(info.value)
     assert err.status == status
     assert err.payload["error"]["param"] == param
+    if err.payload["error"]["code"] == "context_length_exceeded":
+        assert err.payload["error"]["message"].startswith("This model's maximum context length is 4096 tokens.")
 
 
 async def test_slo_headers_reach_the_shape_and_bad_ones_are_rejected():
