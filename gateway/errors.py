@@ -134,11 +134,25 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+_SCALAR_TAGS = frozenset({"str", "int", "float", "bool", "none"})
+_TYPE_TAG_PREFIXES = ("list[", "dict[", "function-", "literal[", "tagged-union[", "nullable[")
+
+
+def _is_type_tag(part: str) -> bool:
+    """Whether a pydantic error location part names a union member's type rather than a field or index."""
+    return part in _SCALAR_TAGS or part.startswith(_TYPE_TAG_PREFIXES) or part[:1].isupper()
+
+
 def _from_pydantic(exc: ValidationError | RequestValidationError) -> APIError:
-    err = exc.errors()[0]
+    # The first failing field; of its errors (one per union member) the deepest says most ("stop.1", not
+    # "stop" when a list of strings holds a number).
+    found = exc.errors()
+    field = found[0].get("loc", ())[:1]
+    err = max((e for e in found if e.get("loc", ())[:1] == field), key=lambda e: len(e.get("loc", ())))
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-    # Union members add their type to the location ("prompt.str"): keep the field path only.
-    param = ".".join(p for p in loc if not p.startswith(("list[", "str", "int", "function-")))
+    # Union members add their type to the location ("prompt.str", "tool_choice.NamedToolChoice"): keep the
+    # field path only (a field named like a type's prefix, "stream", "stop", stays).
+    param = ".".join(p for p in loc if not _is_type_tag(p))
     message = err.get("msg", "invalid request").removeprefix("Value error, ")
     if param:
         message = f"{param}: {message}"

@@ -1,8 +1,9 @@
 """OpenAI request schemas, ordered like the official reference.
 
 Requests accept unknown fields (guidellm, LangChain and others send
-extensions such as ``continuous_usage_stats``); fields hetserve adds beyond
-OpenAI's schema are marked ``# extension``. Responses are built as plain
+extensions such as ``continuous_usage_stats``) but not a known field of the
+wrong type; fields hetserve adds beyond OpenAI's schema are marked
+``# extension``. Responses are built as plain
 dicts in ``gateway.responses``: they are on the hot path.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_N = 128
 MAX_STOP = 16
@@ -19,7 +20,9 @@ MAX_COMPLETION_LOGPROBS = 5
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict: a string, bool or decimal where OpenAI's schema wants another type is a 400, as OpenAI answers
+    # ("max_tokens": "5", "stream": "yes", "n": true), not a guess; an integer still passes for a number.
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class StreamOptions(_Request):
@@ -49,6 +52,16 @@ class ChatMessage(_Request):
     name: str | None = None
     tool_calls: list[MessageToolCall] | None = None  # an assistant's earlier calls
     tool_call_id: str | None = None  # a tool's answer to one of them
+
+    @model_validator(mode="after")
+    def _complete(self) -> "ChatMessage":
+        """What OpenAI requires of each role: content (an assistant's may be its tool calls instead), and
+        a tool's answer names the call it answers."""
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"{self.role} messages need content")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        return self
 
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -123,7 +136,7 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
-    tools: list[ToolDef] | None = None
+    tools: list[ToolDef] | None = Field(default=None, min_length=1)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     max_completion_tokens: int | None = Field(default=None, ge=1)

@@ -149,8 +149,8 @@ class CompletionService:
     def _parse(self, kind: str, body: bytes):
         check_depth(body, self.max_json_depth)
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = json.loads(body, parse_constant=_not_json)
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
             raise errors.InvalidRequest(f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise errors.InvalidRequest("the body must be a JSON object")
@@ -705,6 +705,11 @@ _HEADER_ASCII = str.maketrans({"×": "x", "≤": "<=", "≥": ">=", "µ": "u", "
 def _header_safe(text: str) -> str:
     """``text`` as a header value: ASCII (RFC 9110 leaves anything else to the client's guess), at most 512 characters."""
     return text.translate(_HEADER_ASCII).encode("ascii", "replace").decode()[:512]
+
+
+def _not_json(constant: str):
+    """Python's JSON parser reads NaN and ±Infinity, which JSON has not."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _too_long(exc: NoFeasiblePool, kind: str, shape: RequestShape, context: int | None, limited: bool):

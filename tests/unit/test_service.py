@@ -272,11 +272,19 @@ async def test_client_disconnect_cancels_pool_streams():
         ({"model": MODEL, "prompt": "x", "max_tokens": 10_000_000}, 400, "max_tokens"),  # the prompt alone fits
         ({"model": MODEL, "prompt": "word " * 5000, "max_tokens": 10}, 400, "prompt"),
         ({"model": MODEL, "prompt": "x", "top_p": 0}, 400, "top_p"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": "5"}, 400, "max_tokens"),  # a known field of the wrong type
+        ({"model": MODEL, "prompt": "x", "stream": "yes"}, 400, "stream"),
+        ({"model": MODEL, "prompt": "x", "n": True}, 400, "n"),
+        ({"model": MODEL, "prompt": "x", "stop": ["a", 1]}, 400, "stop.1"),  # the element, not the union's first try
+        ({"model": MODEL, "prompt": [[1, "a"]]}, 400, "prompt.0.1"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": 2.0}, 400, "max_tokens"),
+        ({"model": MODEL, "prompt": "x", "temperature": float("nan")}, 400, None),  # NaN is no JSON value
         ({"model": MODEL, "prompt": "x", "seed": 2**63}, 400, "seed"),  # OpenAI's seed is a signed int64
         ({"model": MODEL, "prompt": "x", "seed": -(2**63) - 1}, 400, "seed"),
     ],
 )
 async def test_bad_requests_map_to_openai_errors(body, status, param):
+    """A known field of the wrong type is refused as OpenAI refuses it; an integer still passes for a number."""
     service, _, _ = make_service(FakePools())
     with pytest.raises(Exception) as info:
         await service.handle(TEXT, json.dumps(body).encode(), {}, "rid")
@@ -412,3 +420,35 @@ async def test_a_chat_request_without_max_tokens_fits_the_context_left_and_lets_
     limited = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7}).encode()
     await service.handle(CHAT, limited, {}, "rid2")
     assert not pools.requests[-1].params.fit_context and pools.requests[-1].params.max_tokens == 7
+
+
+async def test_an_integer_passes_for_a_number():
+    service, _, _ = make_service(FakePools())
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2, "temperature": 1, "top_p": 1}).encode()
+    req, _, _, _ = service.plan(TEXT, body, {})
+    assert (req.temperature, req.top_p) == (1.0, 1.0)
+
+
+_CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize("messages,extra,param", [
+    ([{"role": "user"}], {}, "messages.0"),
+    ([{"role": "user", "content": None}], {}, "messages.0"),
+    ([{"role": "user", "content": "hi"}, {"role": "tool", "content": "4"}], {}, "messages.1"),  # answers no call
+    ([{"role": "user", "content": "hi"}, {"role": "assistant"}], {}, "messages.1"),
+    ([{"role": "user", "content": "hi"}], {"tools": []}, "tools"),
+])
+async def test_incomplete_chat_messages_are_refused_as_openai_refuses_them(messages, extra, param):
+    service, _, _ = make_service(FakePools())
+    with pytest.raises(errors.InvalidRequest) as info:
+        service.plan(CHAT, json.dumps({"model": MODEL, "messages": messages, **extra}).encode(), {})
+    assert info.value.param == param
+
+
+async def test_an_assistant_message_may_carry_tool_calls_instead_of_content():
+    service, _, _ = make_service(FakePools())
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [_CALL]},
+                {"role": "tool", "content": "4", "tool_call_id": "c1"}]
+    req, _, _, _ = service.plan(CHAT, json.dumps({"model": MODEL, "messages": messages}).encode(), {})
+    assert [m["role"] for m in req.message_dicts()] == ["user", "assistant", "tool"]
