@@ -270,13 +270,13 @@ class Gateway:
 
     # -- routes -----------------------------------------------------------
 
-    @api.get("/health")
+    @api.api_route("/health", methods=["GET", "HEAD"])  # HEAD: load balancers' and probes' cheap check
     async def health(self) -> dict[str, Any]:
         """Liveness: the gateway answers. ``pools`` says which are routable now; see ``/ready``."""
         pools = {p.name: p.healthy for p in self.state.describe()}
         return {"status": "ok", "pools": pools}
 
-    @api.get("/ready")
+    @api.api_route("/ready", methods=["GET", "HEAD"])
     async def ready(self) -> JSONResponse:
         """Readiness: 200 while every model has a pool that can serve it, else (or while draining) 503."""
         state = self.ready_pools()

@@ -140,6 +140,9 @@ def test_request_id_is_echoed(gateway_url):
 def test_health_metrics_and_fleet(gateway_url):
     health = httpx.get(f"{gateway_url}/health").json()
     assert health["status"] == "ok" and set(health["pools"]) == EMULATED_POOLS | {"cpu-vllm"}
+    for path in ("/health", "/ready"):  # what load balancers and probes send
+        head = httpx.head(f"{gateway_url}{path}")
+        assert head.status_code == httpx.get(f"{gateway_url}{path}").status_code and head.content == b""
     metrics = httpx.get(f"{gateway_url}/metrics").text
     assert "hetserve_requests_total" in metrics
     assert 'pool="cpu-vllm"' in metrics
