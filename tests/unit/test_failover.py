@@ -15,7 +15,7 @@ from gateway.responses import CHAT, TEXT
 from gateway.service import CompletionService
 from gateway.tokens import TokenCounter
 from routing import build_router, load_routing_config
-from tests.unit.test_service import FakeStream
+from tests.unit.test_service import Clock, FakeStream
 from workers.errors import ContextLengthExceeded, EngineFailure
 from workers.protocol import PoolRequest, RelayItem, ReplicaStats
 
@@ -26,14 +26,6 @@ FLEET = parse_fleet({"pools": [{"name": "a", **POOL}, {"name": "b", **POOL}]})
 BODY = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 3}).encode()
 STREAM_BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
                           "stream": True}).encode()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class BreakAfter(FakeStream):

@@ -331,9 +331,11 @@ async def test_the_route_reason_header_spells_its_signs_in_ascii():
     assert "ttft <= 1 ms" in reason and "?" not in reason
 
 
-class _Clock:
+class Clock:
+    """A fake clock the test moves by hand (``now``)."""
+
     def __init__(self) -> None:
-        self.now = 100.0
+        self.now = 1000.0
 
     def __call__(self) -> float:
         return self.now
@@ -343,7 +345,7 @@ class _WholeAnswers(FakePools):
     """Each sequence answers whole after ``answer_s`` of the fake clock; its telemetry says when (``first_s``,
     None: the replica did not say) its first token came and how long it ran (``engine_s``)."""
 
-    def __init__(self, clock: _Clock, answer_s: float, engine_s: float, first_s: float | None):
+    def __init__(self, clock: Clock, answer_s: float, engine_s: float, first_s: float | None):
         super().__init__()
         self.clock, self.answer_s, self.engine_s, self.first_s = clock, answer_s, engine_s, first_s
 
@@ -377,7 +379,7 @@ def _whole_service(pools, clock):
 
 
 async def test_a_whole_answers_first_token_time_comes_from_its_replica_not_its_arrival():
-    clock = _Clock()
+    clock = Clock()
     # the answer arrives 2.0 s after the request; the replica ran 1.9 s and had its first token at 0.3 s:
     # 1.6 s of decoding before the answer left, so the first token came 0.4 s after the request
     pools = _WholeAnswers(clock, answer_s=2.0, engine_s=1.9, first_s=0.3)
@@ -392,7 +394,7 @@ async def test_a_whole_answers_first_token_time_comes_from_its_replica_not_its_a
 
 
 async def test_a_whole_answer_without_its_first_token_time_teaches_no_latency():
-    clock = _Clock()
+    clock = Clock()
     pools = _WholeAnswers(clock, answer_s=2.0, engine_s=1.9, first_s=None)
     service, finished, metrics = _whole_service(pools, clock)
     body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 5}).encode()
