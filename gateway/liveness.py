@@ -38,8 +38,11 @@ class DownWatch:
             if not signal.done():
                 signal.set_result(None)
 
-    async def guard(self, pool: str, opening: Awaitable[T]) -> T:
-        """Await ``opening`` (a request's first items on ``pool``) unless the pool goes down first."""
+    async def guard(self, pool: str, opening: Awaitable[T], abandon: Callable[[T], None] | None = None) -> T:
+        """Await ``opening`` (a request's first items on ``pool``) unless the pool goes down first.
+
+        ``abandon`` gets what ``opening`` returned when this await is cancelled after it finished (the client
+        left as the first items came): nobody else will close it."""
         if self._is_down(pool):
             if asyncio.iscoroutine(opening):
                 opening.close()  # never started: nothing to cancel or release
@@ -50,7 +53,10 @@ class DownWatch:
         try:
             await asyncio.wait((task, signal), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            task.cancel()
+            if not task.done():
+                task.cancel()  # the opening cancels what it opened
+            elif abandon is not None and not task.cancelled() and task.exception() is None:
+                abandon(task.result())
             raise
         finally:
             waiting = self._waiting.get(pool)

@@ -355,7 +355,7 @@ class CompletionService:
         try:
             seqs = await self.down_watch.guard(pool, self._open(
                 pool, replica, request_id, prompts, req.n, params, tracing.carrier_for(root), whole
-            ))
+            ), abandon=_cancel_all)
         except BaseException:
             self.state.release(pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens, promised,
                                prefilled=False, replica=replica)
@@ -383,6 +383,9 @@ class CompletionService:
         try:
             results = await asyncio.gather(*(ctx.collect(s) for s in seqs))
             ctx.ok = True
+        except asyncio.CancelledError:  # the client went away (Serve cancels its request)
+            ctx.cancelled = True
+            raise
         finally:
             ctx.close(seqs)
         return JSONResponse(ctx.body(results), headers=headers_out)
@@ -439,6 +442,11 @@ class CompletionService:
         return seqs
 
 
+def _cancel_all(seqs: list[_Sequence]) -> None:
+    for s in seqs:
+        s.stream.cancel()
+
+
 def _one_per_pool(ranked: list) -> list:
     """Each pool's best-ranked entry (a pool of several replicas is ranked per replica), in rank order."""
     seen: set[str] = set()
@@ -476,6 +484,7 @@ class _Context:
         self.replica_stats: list[ReplicaStats] = []
         self.closed = False
         self.ok = False
+        self.cancelled = False  # the client left before the end (status "cancelled", not "error")
         self.span = None
         self.request_id = ""
         self.caller: str | None = None
@@ -590,6 +599,9 @@ class _Context:
             if writer.include_usage:
                 yield writer.usage(self.usage())
             self.ok = True
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away
+            self.cancelled = True
+            raise
         except Exception as exc:  # after status 200: the error travels in the stream
             self.s.metrics.stream_broken(self.model, self.pool)
             if _pool_failed(exc):
@@ -615,7 +627,7 @@ class _Context:
         e2e = self.s.clock() - self.start
         timed = self._time_whole_answer(e2e)
         out = sum(self.output_tokens.values())
-        status = "ok" if self.ok else "error"
+        status = "ok" if self.ok else "cancelled" if self.cancelled else "error"
         use = self.usage()
         tracing.end_span(self.span, {
             "gen_ai.usage.input_tokens": use["prompt_tokens"],

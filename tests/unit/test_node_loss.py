@@ -102,3 +102,37 @@ async def test_a_pool_already_down_fails_the_guard_without_starting_the_request(
     with pytest.raises(PoolDown):
         await DownWatch(is_down=lambda pool: pool == "a").guard("a", opening())
     assert started == []
+
+
+async def test_what_opened_is_abandoned_when_the_guard_is_cancelled_just_after_it_opened():
+    abandoned, opened = [], asyncio.Event()
+
+    async def opening():
+        opened.set()
+        return ["stream"]
+
+    guarded = asyncio.create_task(DownWatch().guard("a", opening(), abandon=abandoned.append))
+    await opened.wait()  # the opening ran to its end; the guard has not woken yet
+    guarded.cancel()  # the client left as the first items came
+    with pytest.raises(asyncio.CancelledError):
+        await guarded
+    assert abandoned == [["stream"]]  # nobody else would close what it opened
+
+
+async def test_an_opening_still_running_when_the_guard_is_cancelled_is_cancelled_not_abandoned():
+    abandoned, cancelled = [], []
+
+    async def opening():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+
+    guarded = asyncio.create_task(DownWatch().guard("a", opening(), abandon=abandoned.append))
+    await asyncio.sleep(0)
+    guarded.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await guarded
+    await asyncio.sleep(0)
+    assert cancelled == [1] and abandoned == []

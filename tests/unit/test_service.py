@@ -252,7 +252,7 @@ async def test_a_stream_whose_client_left_before_the_first_byte_still_frees_the_
     assert pools.streams[0].cancelled
 
 
-async def test_client_disconnect_cancels_pool_streams():
+async def test_client_disconnect_cancels_pool_streams_and_counts_as_cancelled_not_error():
     pools = FakePools()
     service, state, _ = make_service(pools)
     body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 50, "stream": True}).encode()
@@ -262,6 +262,41 @@ async def test_client_disconnect_cancels_pool_streams():
     await it.aclose()  # what Starlette does when the client goes away
     assert pools.streams[0].cancelled
     assert state.pools["a"].in_flight == 0
+    labels = {"model": MODEL, "pool": "a"}
+    requests = service.metrics.registry.get_sample_value
+    assert requests("hetserve_requests_total", {**labels, "status": "cancelled"}) == 1.0
+    assert requests("hetserve_requests_total", {**labels, "status": "error"}) is None
+
+
+async def test_a_whole_answer_whose_client_left_counts_as_cancelled():
+    class Stalls(FakeStream):
+        """The first item, then nothing more: the engine is still at it."""
+
+        async def __anext__(self):
+            if not self._items:
+                await asyncio.Event().wait()
+            return await super().__anext__()
+
+    class Slow(FakePools):
+        def stream(self, pool, request, replica=""):
+            s = Stalls(super().stream(pool, request)._items[:1])
+            self.streams[-1] = s
+            return s
+
+    pools = Slow()
+    service, state, _ = make_service(pools)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 5}).encode()
+    task = asyncio.ensure_future(service.handle(TEXT, body, {}, "rid"))
+    while not (pools.streams and not pools.streams[0]._items):  # committed: its first item came
+        await asyncio.sleep(0)
+    for _ in range(5):  # on to the wait for its next item
+        await asyncio.sleep(0)
+    task.cancel()  # Serve cancels the request when its client disconnects
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pools.streams[0].cancelled and state.pools["a"].in_flight == 0
+    labels = {"model": MODEL, "pool": "a", "status": "cancelled"}
+    assert service.metrics.registry.get_sample_value("hetserve_requests_total", labels) == 1.0
 
 
 @pytest.mark.parametrize(
