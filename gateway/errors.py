@@ -146,10 +146,10 @@ def _is_type_tag(part: str) -> bool:
 def _from_pydantic(exc: ValidationError | RequestValidationError) -> APIError:
     # The first failing field; of its errors (one per union member) the deepest says most ("stop.1", not
     # "stop" when a list of strings holds a number).
-    found = exc.errors()
-    field = found[0].get("loc", ())[:1]
-    err = max((e for e in found if e.get("loc", ())[:1] == field), key=lambda e: len(e.get("loc", ())))
-    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    found = [[str(p) for p in e.get("loc", ()) if p != "body"] for e in exc.errors()]  # FastAPI's start "body"
+    field = found[0][:1]
+    i = max((i for i, loc in enumerate(found) if loc[:1] == field), key=lambda i: len(found[i]))
+    err, loc = exc.errors()[i], found[i]
     # Union members add their type to the location ("prompt.str", "tool_choice.NamedToolChoice"): keep the
     # field path only (a field named like a type's prefix, "stream", "stop", stays).
     param = ".".join(p for p in loc if not _is_type_tag(p))

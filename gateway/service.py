@@ -434,8 +434,7 @@ class CompletionService:
                 what = "no answer" if whole else "no first token"
                 raise errors.PoolTimeout(f"pool {pool} sent {what} within {limit:g} s") from None
         except BaseException:
-            for s in seqs:
-                s.stream.cancel()
+            _cancel_all(seqs)
             raise
         for s, first in zip(seqs, firsts):
             s.first = first
@@ -443,6 +442,7 @@ class CompletionService:
 
 
 def _cancel_all(seqs: list[_Sequence]) -> None:
+    """Close every pool stream of a request (aborts the engines' requests)."""
     for s in seqs:
         s.stream.cancel()
 
@@ -619,8 +619,7 @@ class _Context:
             self.s.active -= 1
             self.s.admission.ended()
         if not self.ok:
-            for s in seqs:
-                s.stream.cancel()
+            _cancel_all(seqs)
         shape = self.shape
         self.s.state.release(self.pool, shape.sequences, shape.prompt_tokens, shape.max_new_tokens,
                              self.promised_tpot_ms, replica=self.replica)

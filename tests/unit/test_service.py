@@ -270,10 +270,13 @@ async def test_client_disconnect_cancels_pool_streams_and_counts_as_cancelled_no
 
 async def test_a_whole_answer_whose_client_left_counts_as_cancelled():
     class Stalls(FakeStream):
-        """The first item, then nothing more: the engine is still at it."""
+        """The first item, then nothing more: the engine is still at it (``waiting`` once asked for more)."""
+
+        waiting = False
 
         async def __anext__(self):
             if not self._items:
+                self.waiting = True
                 await asyncio.Event().wait()
             return await super().__anext__()
 
@@ -287,9 +290,7 @@ async def test_a_whole_answer_whose_client_left_counts_as_cancelled():
     service, state, _ = make_service(pools)
     body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 5}).encode()
     task = asyncio.ensure_future(service.handle(TEXT, body, {}, "rid"))
-    while not (pools.streams and not pools.streams[0]._items):  # committed: its first item came
-        await asyncio.sleep(0)
-    for _ in range(5):  # on to the wait for its next item
+    while not (pools.streams and pools.streams[0].waiting):  # committed, and waiting for its next item
         await asyncio.sleep(0)
     task.cancel()  # Serve cancels the request when its client disconnects
     with pytest.raises(asyncio.CancelledError):
@@ -489,3 +490,14 @@ async def test_an_assistant_message_may_carry_tool_calls_instead_of_content():
                 {"role": "tool", "content": "4", "tool_call_id": "c1"}]
     req, _, _, _ = service.plan(CHAT, json.dumps({"model": MODEL, "messages": messages}).encode(), {})
     assert [m["role"] for m in req.message_dicts()] == ["user", "assistant", "tool"]
+
+
+def test_a_validation_error_names_the_first_failing_field_not_a_deeper_one_elsewhere():
+    from fastapi.exceptions import RequestValidationError
+
+    exc = RequestValidationError([
+        {"loc": ("body", "policy"), "msg": "bad policy", "type": "value_error"},
+        {"loc": ("body", "plugins", 0, "parameters", "margin"), "msg": "bad margin", "type": "value_error"},
+    ])
+    err = errors.to_api_error(exc)
+    assert err.param == "policy" and err.message == "policy: bad policy"
