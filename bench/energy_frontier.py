@@ -38,7 +38,7 @@ from fleet.config import load_fleet  # noqa: E402
 from routing import DEFAULT_POLICY  # noqa: E402
 from sim.run import simulate  # noqa: E402
 from sim.scenarios import scenario_trace  # noqa: E402
-from sim.tune import Candidate, candidates  # noqa: E402
+from sim.tune import Setting, candidates  # noqa: E402
 from sim.workload import Workload  # noqa: E402
 
 import _load  # noqa: E402
@@ -84,7 +84,7 @@ def _init(cell: CellSpec) -> None:
         scenario_trace(cell.trace, model=MODEL, n=cell.requests, rate=cell.rate, seed=cell.seed)))
 
 
-def _run(setting: Candidate) -> SettingRun:
+def _run(setting: Setting) -> SettingRun:
     r = simulate(_worker["specs"], _worker["workload"], setting.routing, seed=_worker["cell"].seed, learn=True)
     pools = {p.name: PoolFigures(round(p.share, 4), round(p.busy_share, 4),
                                  round(p.energy_attributed_j / p.output_tokens, 4))
@@ -126,13 +126,13 @@ def summarise(runs: list[SettingRun]) -> dict:
             "frontier": frontier(rows)}
 
 
-def run_settings(cell: CellSpec, settings: list[Candidate], workers: int) -> list[SettingRun]:
+def run_settings(cell: CellSpec, settings: list[Setting], workers: int) -> list[SettingRun]:
     """Every setting simulated on ``cell``, in ``workers`` processes."""
     with multiprocessing.get_context("fork").Pool(workers, initializer=_init, initargs=(cell,)) as pool:
         return pool.map(_run, settings, chunksize=8)
 
 
-def run_cell(cell: CellSpec, settings: list[Candidate], workers: int) -> dict:
+def run_cell(cell: CellSpec, settings: list[Setting], workers: int) -> dict:
     return {**dataclasses.asdict(cell), "load": "full", **summarise(run_settings(cell, settings, workers))}
 
 

@@ -1,6 +1,6 @@
 """The whole tuning grid on all 18 evaluation cells: does any one setting meet more cells than the default?
 
-    python bench/grid_all_cells.py                 # 18 cells × 1,737 settings: about 55 min on 2 cores
+    python bench/grid_all_cells.py                 # 18 cells × 1,737 settings: about 52 min on 2 cores
     python bench/grid_all_cells.py --quick         # smoke run: 2 cells, 12 settings
 
 ``bench/energy_frontier.py`` asks, per cell the default misses, whether any
@@ -86,11 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if not {*BASELINES, DEFAULT_POLICY} <= {s.label for s in settings}:
         ap.error(f"--limit {args.limit} leaves out a baseline or the default (the presets come first)")
     started = time.perf_counter()
-    per_cell, names = [], []
+    per_cell, names = [], [s.label for s in settings]
     for cell in cells:
         runs = run_settings(CellSpec(cell["fleet"], cell["trace"], cell["rate"], requests, doc["seed"]),
                             settings, args.workers)
-        names = [r.setting for r in runs]
         per_cell.append(verdicts(runs))
         print(f"{cell['fleet']} {cell['trace']} {cell['load']}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     ranked = rank(names, per_cell)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -213,12 +214,24 @@ def main(argv: list[str] | None = None) -> int:
 
     keys = [k for s in streams for k in (f"items_s_{s}", f"cpu_us_per_item_{s}")]
     keys += ["whole_latency_ms_p50", "whole_latency_ms_p99", "cpu_us_per_whole"]
-    rows = [{"transport": t, "per_round": per[t], **_load.medians(per[t], keys)} for t in TRANSPORTS]
-    _load.write_result(args.out, "pool_hop_transport", "pool_hop_transport.py", argv, _load.machine(engines=False),
+    rows = [{"transport": t, "per_round": per[t], **_load.medians(per[t], keys),
+             **{f"cpu_us_per_item_by_role_{s}": _role_medians(per[t], s) for s in streams}} for t in TRANSPORTS]
+    _load.write_result(args.out, "pool_hop_transport", "pool_hop_transport.py", argv, _load.machine(),
                        rounds=args.rounds, duration_s=args.duration, lines=args.lines, transports=rows)
     print(table(rows, streams))
+    print("\nCPU us per item by process, medians (caller / pool / Ray's processes):")
+    for r in rows:
+        print(f"- {r['transport']}: " + "; ".join(
+            f"{s} streams " + " / ".join(f"{r[f'cpu_us_per_item_by_role_{s}'].get(role, 0.0):.0f}"
+                                         for role in ("caller", "pool", "ray")) for s in streams))
     print(f"\nresults: {args.out}")
     return 0
+
+
+def _role_medians(rounds: list[dict], streams: int) -> dict[str, float]:
+    """Each process role's CPU µs per item at ``streams``, the median over rounds."""
+    by_role = [r[f"cpu_by_role_{streams}"] for r in rounds]
+    return {role: statistics.median(b.get(role, 0.0) for b in by_role) for role in sorted({k for b in by_role for k in b})}
 
 
 def table(rows: list[dict], streams: list[int]) -> str:

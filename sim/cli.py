@@ -138,7 +138,7 @@ def tune_main(argv: list[str] | None = None) -> int:
     except _SETUP_ERRORS as e:
         print(f"hetserve tune: {e}", file=sys.stderr)
         return 1
-    results = [dataclasses.replace(t.result, label=f"#{i} {t.routing['policy']}") for i, t in enumerate(trials)]
+    results = [dataclasses.replace(t.result, label=f"#{i} {t.label}") for i, t in enumerate(trials)]
     print(table(results[:10]))
     r = trials[0].result
     header = (f"# hetserve tune --objective {args.objective}: best of {len(trials)} simulated candidates on "

@@ -41,7 +41,7 @@ _PROTECT = (True, False)  # predicted-slo's protect_in_flight
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Setting:
     """One setting to try: its name (a preset's, or the grid's parameters) and its routing dict."""
 
     label: str
@@ -75,6 +75,7 @@ class GridPoint:
 
 @dataclass(frozen=True)
 class Trial:
+    label: str  # the setting's (``Setting.label``)
     routing: dict
     result: RunResult
     meets_slo: bool
@@ -100,17 +101,17 @@ def spelled_out(policy: str, *, margin: float, headroom: float | None, average: 
 
 
 def candidates(slo_ttft_ms: float | None, slo_tpot_ms: float | None, seed: int,
-               objective: str = "energy") -> list[Candidate]:
+               objective: str = "energy") -> list[Setting]:
     """The settings to try, presets first, then the grid in a seeded order."""
     slo = {k: v for k, v in (("ttft_ms", slo_ttft_ms), ("tpot_ms", slo_tpot_ms)) if v is not None}
     extra = {"slo": slo} if slo else {}
-    base = [Candidate(p, {"policy": p, **extra}) for p in COMPARED_POLICIES]
+    base = [Setting(p, {"policy": p, **extra}) for p in COMPARED_POLICIES]
     policy = "slo-cost" if objective == "cost" else "slo-energy"
     grid = [GridPoint(policy, m, h, a, ld, sat, pk, pr)
             for m, h, a, ld, sat, pk, pr in itertools.product(_MARGINS, _HEADROOM, _AVERAGE_WEIGHTS, _LOAD_WEIGHTS,
                                                               _SATURATIONS, _PACKING, _PROTECT)]
     random.Random(seed).shuffle(grid)
-    return base + [Candidate(g.label, g.routing(extra)) for g in grid]
+    return base + [Setting(g.label, g.routing(extra)) for g in grid]
 
 
 def objective_key(objective: str, trial: Trial) -> tuple:
@@ -136,11 +137,11 @@ def tune(specs: list[PoolSpec], workload: Workload, objective: str, *,
     workload = workload.with_default_slo(slo_ttft_ms, slo_tpot_ms)
     deadline = time.monotonic() + budget_s
     done: list[Trial] = []
-    for candidate in candidates(slo_ttft_ms, slo_tpot_ms, seed, objective)[:trials]:
+    for setting in candidates(slo_ttft_ms, slo_tpot_ms, seed, objective)[:trials]:
         if done and time.monotonic() > deadline:
             break
-        config = load_routing_config(candidate.routing)
+        config = load_routing_config(setting.routing)
         result = simulate(specs, workload, config, profiles=profiles, seed=seed, learn=learn)
-        done.append(Trial(candidate.routing, result, result.slo_attainment >= min_attainment))
+        done.append(Trial(setting.label, setting.routing, result, result.slo_attainment >= min_attainment))
     done.sort(key=lambda t: objective_key(objective, t))
     return done[0].routing, done
